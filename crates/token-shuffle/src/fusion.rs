@@ -1,0 +1,60 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::{ResidualMlp, ResidualMlpConfig};
+
+/// How the s² tokens of a window become one Transformer token (and back): the paper's ablation axis.
+///
+/// The unshuffle side always splits and expands; the variant changes only what mixes the channels of the
+/// merged token.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Fusion {
+    /// The paper's design: compress each token d → d/s², concatenate the window, then residual MLP blocks
+    /// (and on the way out, residual MLP blocks before splitting).
+    ResidualMlp,
+    /// Purely linear fusion, an ablation that lost to the MLP: one d × d linear layer in place of the MLP
+    /// blocks on each side, so the whole shuffle and unshuffle are affine maps.
+    Linear,
+    /// Keep only the last token (row-major: bottom-right) of each window at full width d and drop the others,
+    /// then apply the residual MLP blocks; an ablation that lost to fusing. The unshuffle side is the same as
+    /// [`Fusion::ResidualMlp`]'s, since every one of the s² codes must still be predicted.
+    LastToken,
+}
+
+/// The channel mixing of a merged token: residual MLP blocks, or one linear layer.
+#[derive(Module, Debug)]
+pub enum WindowFusion<B: Backend> {
+    /// A stack of residual MLP blocks (possibly empty: then the fusion is the identity).
+    ResidualMlp(Vec<ResidualMlp<B>>),
+    /// One d × d linear layer.
+    Linear(Linear<B>),
+}
+
+impl<B: Backend> WindowFusion<B> {
+    /// Builds the mixing stage of a [`Fusion`] variant for tokens of width `d_model`.
+    ///
+    /// `mlp_blocks` and `mlp_hidden` apply to the MLP variants; [`Fusion::Linear`] is always one layer.
+    pub fn new(fusion: Fusion, d_model: usize, mlp_blocks: usize, mlp_hidden: Option<usize>, device: &B::Device) -> Self {
+        match fusion {
+            Fusion::Linear => Self::Linear(LinearConfig::new(d_model, d_model).init(device)),
+            Fusion::ResidualMlp | Fusion::LastToken => {
+                let block = ResidualMlpConfig::new(d_model).with_d_hidden(mlp_hidden);
+                Self::ResidualMlp((0..mlp_blocks).map(|_| block.init(device)).collect())
+            }
+        }
+    }
+
+    /// Mixes the channels of every token.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_model]`
+    /// - output: `[..., d_model]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Self::ResidualMlp(blocks) => blocks.iter().fold(x, |x, block| block.forward(x)),
+            Self::Linear(linear) => linear.forward(x),
+        }
+    }
+}

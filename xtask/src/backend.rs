@@ -1,0 +1,106 @@
+//! The one place where a concrete burn backend is chosen at run time (`--backend flex|wgpu|cuda`).
+//!
+//! Library code is generic over `B: Backend`; a command states what it runs as a [`BackendTask`] and
+//! [`run_on`] instantiates it for the backend the user asked for, after checking that the backend is compiled
+//! in and has a device.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use anyhow::{Result, bail};
+use burn::tensor::{Tensor, backend::Backend};
+
+/// The backends a command can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// burn's embedded CPU backend; always compiled in.
+    Flex,
+    /// WebGPU through Vulkan/Metal (on a CPU-only Linux machine: Mesa's lavapipe); cargo feature `wgpu`.
+    Wgpu,
+    /// NVIDIA GPUs through CUDA; cargo feature `cuda`.
+    Cuda,
+}
+
+impl BackendKind {
+    /// Every backend, compiled in or not.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Wgpu, BackendKind::Cuda];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this binary was built with the backend.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            BackendKind::Flex => true,
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// What to do when the backend finds no device.
+    fn device_hint(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "Flex runs on any CPU; this is a bug, please report it",
+            BackendKind::Wgpu => {
+                "install a Vulkan driver (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers \
+                 libvulkan1`, which provides the lavapipe CPU driver) and set XDG_RUNTIME_DIR"
+            }
+            BackendKind::Cuda => "it needs an NVIDIA GPU with its driver and NVRTC; check `nvidia-smi`",
+        }
+    }
+}
+
+/// Work that is generic over the backend, run by [`run_on`] on the one the user chose.
+pub trait BackendTask {
+    /// What the work returns.
+    type Output;
+    /// Runs the work on backend `B` with `device`.
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<Self::Output>;
+}
+
+/// Runs `task` on the backend `kind`, or explains why it cannot.
+pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output> {
+    match kind {
+        BackendKind::Flex => probe_and_run::<burn::backend::Flex, T>(kind, Default::default(), task),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => probe_and_run::<burn::backend::Wgpu, T>(kind, Default::default(), task),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => probe_and_run::<burn::backend::Cuda, T>(kind, Default::default(), task),
+        #[allow(unreachable_patterns)]
+        _ => bail!(
+            "the {0} backend is not compiled into this binary: rebuild with the `{0}` cargo feature, e.g. \
+             `cargo run --release -p xtask --features {0} -- …`",
+            kind.name()
+        ),
+    }
+}
+
+fn probe_and_run<B: Backend, T: BackendTask>(kind: BackendKind, device: B::Device, task: T) -> Result<T::Output> {
+    probe_device::<B>(kind, &device)?;
+    task.run::<B>(kind, device)
+}
+
+/// Creates and reads back one tiny tensor: backends panic deep inside when they find no device, so the
+/// panic is caught here and turned into an error that says what to install.
+pub fn probe_device<B: Backend>(kind: BackendKind, device: &B::Device) -> Result<()> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = catch_unwind(AssertUnwindSafe(|| Tensor::<B, 1>::ones([1], device).into_data()));
+    std::panic::set_hook(quiet);
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no reason given");
+            bail!("the {} backend found no usable device ({reason}): {}", kind.name(), kind.device_hint())
+        }
+    }
+}

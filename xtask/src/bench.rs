@@ -1,0 +1,136 @@
+//! `cargo xtask bench …`: benchmarks that print ratios measured side by side in one run.
+//!
+//! Machines here are shared and noisy, so every benchmark interleaves the variants it compares inside each
+//! repetition and reports medians and ratios, never a lone absolute time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+use clap::{Args, Subcommand};
+use token_shuffle::{window_merge, window_split};
+
+use crate::backend::{BackendKind, BackendTask, run_on};
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// `window_merge` + `window_split` round trip against a plain copy of the same tensor.
+    Op(OpBench),
+}
+
+impl Bench {
+    pub fn run(self) -> Result<()> {
+        match self {
+            Bench::Op(op) => {
+                let backend = op.backend;
+                run_on(backend, op)
+            }
+        }
+    }
+}
+
+/// Arguments of `cargo xtask bench op`.
+#[derive(Args)]
+pub struct OpBench {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendKind,
+    /// Token grid [B, H, W, C], f32.
+    #[arg(long, value_delimiter = ',', default_value = "8,128,128,256")]
+    shape: Vec<usize>,
+    /// Window sizes s to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    windows: Vec<usize>,
+    /// Timed repetitions (after the warm-up ones); medians are reported.
+    #[arg(long, default_value_t = 15)]
+    repeats: usize,
+    /// Untimed repetitions first (kernel compilation, allocator warm-up).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+}
+
+impl BackendTask for OpBench {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        let [batch, height, width, channels]: [usize; 4] = self
+            .shape
+            .as_slice()
+            .try_into()
+            .with_context(|| format!("--shape takes 4 numbers B,H,W,C; got {:?}", self.shape))?;
+        for &s in &self.windows {
+            if s == 0 || height % s != 0 || width % s != 0 {
+                bail!("--windows: s = {s} does not divide the {height}×{width} grid");
+            }
+        }
+        if self.repeats == 0 {
+            bail!("--repeats must be at least 1");
+        }
+        let x = Tensor::<B, 4>::random([batch, height, width, channels], Distribution::Normal(0.0, 1.0), &device);
+        let bytes = (batch * height * width * channels * 4) as f64;
+        println!(
+            "bench op: backend {}, x = [{batch}, {height}, {width}, {channels}] f32 ({:.0} MiB), {} warm-up + {} timed repetitions",
+            backend.name(),
+            bytes / (1 << 20) as f64,
+            self.warmup,
+            self.repeats
+        );
+
+        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
+        // The plain copy: one read and one write of every element (x stays alive, so the output is a new buffer).
+        let copy = || -> Result<Duration> {
+            let start = Instant::now();
+            let y = x.clone().add_scalar(0.0);
+            sync()?;
+            let elapsed = start.elapsed();
+            drop(y);
+            Ok(elapsed)
+        };
+        let round_trip = |s: usize| -> Result<Duration> {
+            let start = Instant::now();
+            let y = window_split(window_merge(x.clone(), s)?, [height, width], s)?;
+            sync()?;
+            let elapsed = start.elapsed();
+            drop(y);
+            Ok(elapsed)
+        };
+
+        let mut copy_times = Vec::new();
+        let mut trip_times = vec![Vec::new(); self.windows.len()];
+        for repetition in 0..self.warmup + self.repeats {
+            let timed = repetition >= self.warmup;
+            let t = copy()?;
+            if timed {
+                copy_times.push(t);
+            }
+            for (i, &s) in self.windows.iter().enumerate() {
+                let t = round_trip(s)?;
+                if timed {
+                    trip_times[i].push(t);
+                }
+            }
+        }
+
+        let copy_median = median(&mut copy_times);
+        println!("{:<28} {:>10} {:>10} {:>14}", "op", "median ms", "GB/s", "× plain copy");
+        let row = |name: &str, t: Duration, traffic: f64| {
+            println!(
+                "{name:<28} {:>10.2} {:>10.1} {:>14.2}",
+                t.as_secs_f64() * 1e3,
+                traffic / t.as_secs_f64() / 1e9,
+                t.as_secs_f64() / copy_median.as_secs_f64()
+            );
+        };
+        row("plain copy (x + 0)", copy_median, 2.0 * bytes);
+        for (&s, times) in self.windows.iter().zip(&mut trip_times) {
+            // Each of merge and split reads and writes the tensor once when it moves data (s > 1).
+            row(&format!("merge + split, s = {s}"), median(times), 4.0 * bytes);
+        }
+        Ok(())
+    }
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}

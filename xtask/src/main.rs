@@ -1,0 +1,55 @@
+//! `cargo xtask`: the project's command line. It parses arguments and calls library functions; nothing else.
+
+mod backend;
+mod bench;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use backend::{BackendKind, BackendTask, run_on};
+
+/// token-shuffle-rs: Token-Shuffle for autoregressive image generation, in Rust on burn.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the backends compiled into this binary and check that each one finds a device.
+    Backends,
+    /// Run a benchmark and print ratios measured side by side in one run.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Backends => list_backends(),
+        Command::Bench(bench) => bench.run(),
+    }
+}
+
+fn list_backends() -> Result<()> {
+    struct Probe;
+    impl BackendTask for Probe {
+        type Output = String;
+        fn run<B: burn::tensor::backend::Backend>(self, _: BackendKind, device: B::Device) -> Result<String> {
+            Ok(format!("{device:?}"))
+        }
+    }
+    for kind in BackendKind::ALL {
+        let status = if kind.compiled_in() {
+            match run_on(kind, Probe) {
+                Ok(device) => format!("ready, device {device}"),
+                Err(err) => format!("compiled in, unusable: {err}"),
+            }
+        } else {
+            format!("not compiled in (cargo feature `{}`)", kind.name())
+        };
+        println!("{:<5} {status}", kind.name());
+    }
+    Ok(())
+}
