@@ -114,17 +114,18 @@ impl BackendTask for OpBench {
         let copy_median = median(&mut copy_times);
         println!("{:<28} {:>10} {:>10} {:>14}", "op", "median ms", "GB/s", "× plain copy");
         let row = |name: &str, t: Duration, traffic: f64| {
+            let bandwidth = if traffic > 0.0 { format!("{:.1}", traffic / t.as_secs_f64() / 1e9) } else { "-".into() };
             println!(
-                "{name:<28} {:>10.2} {:>10.1} {:>14.2}",
+                "{name:<28} {:>10.2} {bandwidth:>10} {:>14.2}",
                 t.as_secs_f64() * 1e3,
-                traffic / t.as_secs_f64() / 1e9,
                 t.as_secs_f64() / copy_median.as_secs_f64()
             );
         };
         row("plain copy (x + 0)", copy_median, 2.0 * bytes);
         for (&s, times) in self.windows.iter().zip(&mut trip_times) {
-            // Each of merge and split reads and writes the tensor once when it moves data (s > 1).
-            row(&format!("merge + split, s = {s}"), median(times), 4.0 * bytes);
+            // Each of merge and split reads and writes the tensor once; with s = 1 both are reshapes (no copy).
+            let traffic = if s == 1 { 0.0 } else { 4.0 * bytes };
+            row(&format!("merge + split, s = {s}"), median(times), traffic);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use backend::{BackendKind, BackendTask, run_on};
 
 /// token-shuffle-rs: Token-Shuffle for autoregressive image generation, in Rust on burn.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, about, long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,6 +1,6 @@
 //! The pure index shuffles: s×s windows of a token grid to channel-concatenated tokens, and back.
 
-use burn::tensor::{BasicOps, Element, Tensor, backend::Backend};
+use burn::tensor::{BasicOps, Element, Int, Tensor, backend::Backend};
 
 use crate::ShuffleError;
 
@@ -13,6 +13,36 @@ pub(crate) fn check_grid(height: usize, width: usize, window: usize) -> Result<(
         return Err(ShuffleError::GridNotDivisible { height, width, window });
     }
     Ok(())
+}
+
+/// The order in which a layout's C-wide rows are stored, as seen from the other layout.
+enum Layout {
+    /// Rows in grid order `(b, h, w)`: merging reads them window by window.
+    Grid,
+    /// Rows in merged order `(b, i, j, u, v)`: splitting reads them back in grid order.
+    Windows,
+}
+
+/// The row permutation that takes `from`'s rows to the other layout: row r of the result is row `order[r]` of
+/// the input, where rows are the C-channel vectors of `[B·H·W, C]`.
+///
+/// Both shuffles move whole rows, so they are one row gather (`select` on dim 0): every backend does that at
+/// copy speed, while the equivalent 6-D permute + reshape falls into a per-element strided copy on the CPU
+/// backend (see docs/BENCHMARKS.md). The permutation itself is built on the device from `arange`, so nothing
+/// is uploaded; it is C times smaller than the tensor it reorders.
+fn row_order<B: Backend>(grid: [usize; 3], s: usize, from: Layout, device: &B::Device) -> Tensor<B, 1, Int> {
+    let [batch, height, width] = grid;
+    let rows = Tensor::<B, 1, Int>::arange(0..(batch * height * width) as i64, device);
+    let (rows_by_grid, rows_by_window) = (
+        [batch, height / s, s, width / s, s],
+        [batch, height / s, width / s, s, s],
+    );
+    // [.., i, u, j, v] <-> [.., i, j, u, v] swaps axes 2 and 3 either way.
+    let shape = match from {
+        Layout::Grid => rows_by_grid,
+        Layout::Windows => rows_by_window,
+    };
+    rows.reshape(shape).permute([0, 1, 3, 2, 4]).reshape([batch * height * width])
 }
 
 /// Merges each s×s window of a token grid into one token by concatenating its s² tokens along channels.
@@ -40,11 +70,15 @@ where
     let [batch, height, width, channels] = x.dims();
     check_grid(height, width, window)?;
     let s = window;
+    let windows = (height / s) * (width / s);
+    if s == 1 {
+        return Ok(x.reshape([batch, windows, channels]));
+    }
+    let order = row_order::<B>([batch, height, width], s, Layout::Grid, &x.device());
     let merged = x
-        .reshape([batch, height / s, s, width / s, s, channels])
-        // [B, H/s, s(u), W/s, s(v), C] -> [B, H/s, W/s, u, v, C]
-        .permute([0, 1, 3, 2, 4, 5])
-        .reshape([batch, (height / s) * (width / s), s * s * channels]);
+        .reshape([batch * height * width, channels])
+        .select(0, order)
+        .reshape([batch, windows, s * s * channels]);
     Ok(merged)
 }
 
@@ -78,10 +112,13 @@ where
         return Err(ShuffleError::WidthNotDivisible { d_model: merged_width, window });
     }
     let channels = merged_width / (s * s);
+    if s == 1 {
+        return Ok(x.reshape([batch, height, width, channels]));
+    }
+    let order = row_order::<B>([batch, height, width], s, Layout::Windows, &x.device());
     let grid = x
-        .reshape([batch, height / s, width / s, s, s, channels])
-        // [B, H/s, W/s, u, v, C] -> [B, H/s, u, W/s, v, C]
-        .permute([0, 1, 3, 2, 4, 5])
+        .reshape([batch * height * width, channels])
+        .select(0, order)
         .reshape([batch, height, width, channels]);
     Ok(grid)
 }
@@ -90,7 +127,7 @@ where
 mod tests {
     use super::*;
     use crate::test_backend::TestBackend as B;
-    use burn::tensor::{Distribution, Int, TensorData};
+    use burn::tensor::{Distribution, TensorData};
 
     fn device() -> burn::tensor::Device<B> {
         Default::default()
