@@ -1,8 +1,14 @@
-//! # data — datasets, the synthetic scene corpus, the text tokenizer and code caches (to be built)
+//! # data — everything the tokenizer and the LM are fed
 //!
-//! This crate will hold image folders with captions, the seeded synthetic scene generator (the embedded default
-//! corpus), the Twemoji corpus, the BPE text tokenizer, and the cache of VQ codes and caption ids that LM
-//! training reads.
+//! - [`cache`]: the code cache LM training reads (code grids + caption ids), with fingerprints and atomic writes.
+//! - [`scenes`]: the synthetic scene corpus, the embedded default data set, with GenEval's categories and a
+//!   held-out set for evaluation.
 //!
-//! It is empty today: the workspace foundation issue created it so that the layout of `DESIGN.md` holds from the
-//! start.
+//! Still to come (see the data issue): image folders with captions, the Twemoji corpus, the BPE text tokenizer, and burn `Dataset`/`Batcher` implementations.
+
+pub mod cache;
+mod error;
+pub mod rng;
+pub mod scenes;
+
+pub use error::DataError;

@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Why data could not be produced. Every variant names the file, value or setting at fault.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// A resolution outside what the source supports.
+    #[error("resolution {resolution} px is not supported: use {allowed}")]
+    Resolution {
+        /// The requested resolution.
+        resolution: u32,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A code cache that is truncated, altered, or not a cache.
+    #[error("code cache {}: {why}; delete it and run the tokenize step again", path.display())]
+    CorruptCache {
+        /// The cache file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A code cache made with another tokenizer, VQ model, resolution or grid.
+    #[error(
+        "code cache {} is stale: its {field} is {cached}, this run's is {expected}; delete it (or point to the \
+         matching one) and run the tokenize step again", path.display()
+    )]
+    StaleCache {
+        /// The cache file.
+        path: PathBuf,
+        /// Which part of the key differs.
+        field: &'static str,
+        /// The cache's value.
+        cached: String,
+        /// This run's value.
+        expected: String,
+    },
+    /// A code grid of the wrong size for the cache.
+    #[error("a code grid of {got} codes does not fit the cache's {grid:?} grid")]
+    CodeGrid {
+        /// Number of codes given.
+        got: usize,
+        /// The cache's grid.
+        grid: [usize; 2],
+    },
+}
