@@ -52,4 +52,35 @@ pub enum DataError {
         /// The cache's grid.
         grid: [usize; 2],
     },
+    /// An image without a caption, where captions are required.
+    #[error(
+        "{} has no caption in {source_of_captions} ({count} image(s) lack one): add captions, or allow \
+         uncaptioned images", path.display()
+    )]
+    MissingCaption {
+        /// The first image without a caption.
+        path: PathBuf,
+        /// How many images lack one.
+        count: usize,
+        /// Where captions were looked for.
+        source_of_captions: &'static str,
+    },
+    /// A malformed line of a captions manifest.
+    #[error("{}:{line}: {why} (expected fields `path` and `caption`)", path.display())]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// No loadable image in a folder.
+    #[error("no loadable PNG, JPEG or WebP image under {}: {summary}", root.display())]
+    NoImages {
+        /// The folder.
+        root: PathBuf,
+        /// What loading found.
+        summary: String,
+    },
 }

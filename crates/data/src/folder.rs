@@ -1,0 +1,318 @@
+//! Image folders with captions: the way users bring their own data.
+//!
+//! A folder (searched recursively) of PNG, JPEG and WebP images, captioned either by a manifest at its root —
+//! `captions.jsonl` (`{"path": "cats/1.png", "caption": "a cat"}` per line) or `captions.csv` (columns `path,caption`)
+//! — or by a sidecar text file next to each image (`cats/1.txt`). Images are decoded in parallel, centre-cropped
+//! and resized ([`decode_square`]). An unreadable image is skipped and reported in [`LoadReport`], never a crash
+//! and never a silently shorter data set; a missing caption is an error naming the image, unless uncaptioned
+//! images are allowed. The train/valid split is a hash of each image's relative path: stable when files are
+//! added or removed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::imaging::decode_square;
+use crate::{DataError, ImageCaption};
+
+/// How to load a folder.
+#[derive(Debug, Clone)]
+pub struct FolderOptions {
+    /// Side of the square images, in pixels.
+    pub resolution: u32,
+    /// Load images without a caption (with an empty caption) instead of refusing the folder.
+    pub allow_uncaptioned: bool,
+    /// Fraction of images (by hash of their path) put in the validation split.
+    pub valid_fraction: f64,
+}
+
+impl FolderOptions {
+    /// Options for `resolution` px, captions required, 5% validation.
+    pub fn new(resolution: u32) -> Self {
+        Self { resolution, allow_uncaptioned: false, valid_fraction: 0.05 }
+    }
+}
+
+/// An image that was found but could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// What loading found: how many images, and which were skipped and why.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Image files found.
+    pub found: usize,
+    /// Images loaded.
+    pub loaded: usize,
+    /// Images skipped as unreadable, with reasons.
+    pub skipped: Vec<Skipped>,
+}
+
+impl LoadReport {
+    /// One line for a log: counts, and the first few skipped files by name.
+    pub fn summary(&self) -> String {
+        let mut line = format!("loaded {} of {} images", self.loaded, self.found);
+        if !self.skipped.is_empty() {
+            let named: Vec<String> =
+                self.skipped.iter().take(5).map(|s| format!("{} ({})", s.path.display(), s.reason)).collect();
+            let more = self.skipped.len().saturating_sub(named.len());
+            line += &format!("; skipped {} unreadable: {}", self.skipped.len(), named.join("; "));
+            if more > 0 {
+                line += &format!("; and {more} more");
+            }
+        }
+        line
+    }
+}
+
+/// A loaded folder: its two splits and the report.
+#[derive(Debug)]
+pub struct ImageFolder {
+    /// Training images.
+    pub train: Vec<ImageCaption>,
+    /// Validation images.
+    pub valid: Vec<ImageCaption>,
+    /// What was found and skipped.
+    pub report: LoadReport,
+}
+
+const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
+
+#[derive(Deserialize)]
+struct ManifestRow {
+    path: String,
+    caption: String,
+}
+
+/// Loads every image under `root` with its caption (see the module docs).
+///
+/// # Errors
+/// [`DataError::Io`] when the folder or a manifest cannot be read, [`DataError::Manifest`] for a malformed manifest
+/// line, [`DataError::MissingCaption`] for an image without a caption (unless allowed), [`DataError::NoImages`]
+/// when nothing loadable is found.
+pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder, DataError> {
+    let manifest = read_manifest(root)?;
+    let mut paths = Vec::new();
+    list_images(root, &mut paths)?;
+    paths.sort();
+
+    let mut entries = Vec::with_capacity(paths.len());
+    let mut uncaptioned = Vec::new();
+    for path in paths {
+        let relative = relative_name(root, &path);
+        let caption = match &manifest {
+            Some(captions) => captions.get(&relative).cloned(),
+            None => std::fs::read_to_string(path.with_extension("txt")).ok().map(|c| c.trim().to_string()),
+        }
+        .filter(|c| !c.is_empty());
+        match caption {
+            Some(caption) => entries.push((path, relative, caption)),
+            None if options.allow_uncaptioned => entries.push((path, relative, String::new())),
+            None => uncaptioned.push(path),
+        }
+    }
+    if let Some(first) = uncaptioned.first() {
+        return Err(DataError::MissingCaption {
+            path: first.clone(),
+            count: uncaptioned.len(),
+            source_of_captions: if manifest.is_some() { "the folder's captions manifest" } else { "a sidecar .txt file" },
+        });
+    }
+
+    let found = entries.len();
+    let decoded: Vec<Result<ImageCaption, Skipped>> = entries
+        .into_par_iter()
+        .map(|(path, id, caption)| {
+            let image = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| decode_square(&bytes, options.resolution));
+            match image {
+                Ok(image) => Ok(ImageCaption { id, caption, image }),
+                Err(reason) => Err(Skipped { path, reason }),
+            }
+        })
+        .collect();
+
+    let mut report = LoadReport { found, ..Default::default() };
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
+    for item in decoded {
+        match item {
+            Ok(item) if in_valid_split(&item.id, options.valid_fraction) => valid.push(item),
+            Ok(item) => train.push(item),
+            Err(skipped) => report.skipped.push(skipped),
+        }
+    }
+    report.loaded = train.len() + valid.len();
+    if report.loaded == 0 {
+        return Err(DataError::NoImages { root: root.to_path_buf(), summary: report.summary() });
+    }
+    Ok(ImageFolder { train, valid, report })
+}
+
+/// Whether an item goes to the validation split: a hash of its id, so the split never depends on file order.
+pub fn in_valid_split(id: &str, valid_fraction: f64) -> bool {
+    let hash = blake3::hash(id.as_bytes());
+    let value = u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap());
+    (value as f64 / u64::MAX as f64) < valid_fraction
+}
+
+fn relative_name(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+fn list_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            list_images(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads `captions.jsonl` or `captions.csv` at the root, if there is one: relative path → caption.
+fn read_manifest(root: &Path) -> Result<Option<HashMap<String, String>>, DataError> {
+    let jsonl = root.join("captions.jsonl");
+    let csv_path = root.join("captions.csv");
+    let rows: Vec<ManifestRow> = if jsonl.is_file() {
+        let text = std::fs::read_to_string(&jsonl).map_err(|source| DataError::Io { path: jsonl.clone(), source })?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line).map_err(|e| DataError::Manifest { path: jsonl.clone(), line: i + 1, why: e.to_string() })
+            })
+            .collect::<Result<_, _>>()?
+    } else if csv_path.is_file() {
+        let mut reader = csv::Reader::from_path(&csv_path)
+            .map_err(|e| DataError::Manifest { path: csv_path.clone(), line: 1, why: e.to_string() })?;
+        reader
+            .deserialize()
+            .enumerate()
+            .map(|(i, row)| {
+                row.map_err(|e| DataError::Manifest { path: csv_path.clone(), line: i + 2, why: e.to_string() })
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(rows.into_iter().map(|r| (r.path.trim_start_matches("./").to_string(), r.caption.trim().to_string())).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+
+    /// A folder with mixed formats and sizes, a nested directory, and one corrupt file.
+    fn fixture(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("data-folder-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("nested")).unwrap();
+        let save = |path: &str, w: u32, h: u32, colour: [u8; 3], format: ImageFormat| {
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(w, h, Rgb(colour))).save_with_format(root.join(path), format).unwrap();
+        };
+        save("red.png", 30, 20, [255, 0, 0], ImageFormat::Png);
+        save("green.JPG", 50, 40, [0, 255, 0], ImageFormat::Jpeg);
+        save("nested/blue.webp", 16, 16, [0, 0, 255], ImageFormat::WebP);
+        std::fs::write(root.join("broken.png"), b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+        std::fs::write(root.join("notes.md"), "not an image").unwrap();
+        root
+    }
+
+    fn sidecars(root: &Path) {
+        for (file, caption) in [("red.txt", "a red card"), ("green.txt", "a green card\n"), ("nested/blue.txt", "a blue card"), ("broken.txt", "a broken card")] {
+            std::fs::write(root.join(file), caption).unwrap();
+        }
+    }
+
+    #[test]
+    fn loads_mixed_formats_and_reports_the_corrupt_file() {
+        let root = fixture("mixed");
+        sidecars(&root);
+        let folder = load_image_folder(&root, &FolderOptions { valid_fraction: 0.0, ..FolderOptions::new(8) }).unwrap();
+        assert_eq!(folder.report.found, 4);
+        assert_eq!(folder.report.loaded, 3);
+        assert_eq!(folder.report.skipped.len(), 1);
+        assert_eq!(folder.report.skipped[0].path, root.join("broken.png"));
+        assert!(folder.report.summary().contains("broken.png"), "{}", folder.report.summary());
+        let mut items: Vec<(String, String, [u8; 3])> =
+            folder.train.iter().map(|i| (i.id.clone(), i.caption.clone(), i.image.get_pixel(4, 4).0)).collect();
+        items.sort();
+        assert_eq!(items[0].0, "green.JPG");
+        assert_eq!(items[0].1, "a green card");
+        assert!(items[0].2[1] > 240 && items[0].2[0] < 15, "{:?}", items[0].2);
+        assert_eq!((items[1].0.as_str(), items[1].1.as_str(), items[1].2), ("nested/blue.webp", "a blue card", [0, 0, 255]));
+        assert_eq!((items[2].0.as_str(), items[2].2), ("red.png", [255, 0, 0]));
+        assert!(folder.train.iter().all(|i| i.image.dimensions() == (8, 8)));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_missing_caption_is_an_error_naming_the_image_unless_allowed() {
+        let root = fixture("missing");
+        sidecars(&root);
+        std::fs::remove_file(root.join("nested/blue.txt")).unwrap();
+        let err = load_image_folder(&root, &FolderOptions::new(8)).unwrap_err();
+        assert!(matches!(&err, DataError::MissingCaption { path, count: 1, .. } if path.ends_with("nested/blue.webp")), "{err}");
+        let allowed = FolderOptions { allow_uncaptioned: true, valid_fraction: 0.0, ..FolderOptions::new(8) };
+        let folder = load_image_folder(&root, &allowed).unwrap();
+        assert_eq!(folder.train.iter().find(|i| i.id == "nested/blue.webp").unwrap().caption, "");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn manifests_caption_images_and_bad_lines_are_named() {
+        let root = fixture("manifest");
+        std::fs::write(
+            root.join("captions.jsonl"),
+            "{\"path\": \"red.png\", \"caption\": \"red\"}\n{\"path\": \"green.JPG\", \"caption\": \"green\"}\n\
+             {\"path\": \"nested/blue.webp\", \"caption\": \"blue\"}\n{\"path\": \"broken.png\", \"caption\": \"x\"}\n",
+        )
+        .unwrap();
+        let folder = load_image_folder(&root, &FolderOptions { valid_fraction: 0.0, ..FolderOptions::new(8) }).unwrap();
+        assert_eq!(folder.train.iter().find(|i| i.id == "nested/blue.webp").unwrap().caption, "blue");
+
+        std::fs::write(root.join("captions.jsonl"), "{\"path\": \"red.png\", \"caption\": \"red\"}\n{\"path\": \"green.JPG\"}\n").unwrap();
+        let err = load_image_folder(&root, &FolderOptions::new(8)).unwrap_err();
+        assert!(matches!(err, DataError::Manifest { line: 2, .. }), "{err}");
+
+        std::fs::remove_file(root.join("captions.jsonl")).unwrap();
+        std::fs::write(root.join("captions.csv"), "path,caption\nred.png,\"red, bright\"\ngreen.JPG,green\nnested/blue.webp,blue\nbroken.png,x\n").unwrap();
+        let folder = load_image_folder(&root, &FolderOptions { valid_fraction: 0.0, ..FolderOptions::new(8) }).unwrap();
+        assert_eq!(folder.train.iter().find(|i| i.id == "red.png").unwrap().caption, "red, bright");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_split_is_a_stable_hash_of_the_path() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("img/{i}.png")).collect();
+        let valid = ids.iter().filter(|id| in_valid_split(id, 0.1)).count();
+        assert!((150..250).contains(&valid), "{valid} of 2000 in valid");
+        assert!(ids.iter().all(|id| in_valid_split(id, 0.1) == in_valid_split(id, 0.1)));
+        assert!(ids.iter().all(|id| !in_valid_split(id, 0.0)));
+    }
+
+    #[test]
+    fn an_empty_folder_is_an_error() {
+        let root = std::env::temp_dir().join(format!("data-folder-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        assert!(matches!(load_image_folder(&root, &FolderOptions::new(8)), Err(DataError::NoImages { .. })));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
