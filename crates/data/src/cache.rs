@@ -26,8 +26,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -126,11 +125,7 @@ impl CodeCache {
         let checksum = blake3::hash(&bytes);
         bytes.extend_from_slice(checksum.as_bytes());
 
-        let io = |source| DataError::Io { path: path.to_path_buf(), source };
-        let temp = temp_path(path);
-        let mut file = std::fs::File::create(&temp).map_err(io)?;
-        file.write_all(&bytes).and_then(|_| file.sync_all()).map_err(io)?;
-        std::fs::rename(&temp, path).map_err(io)
+        crate::write_atomically(path, &bytes)
     }
 
     /// Reads a cache in one read and checks that it is whole and was made with `expected`.
@@ -195,15 +190,10 @@ fn check_key(path: &Path, cached: &CacheKey, expected: &CacheKey) -> Result<(), 
     }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn key() -> CacheKey {
         CacheKey { tokenizer: fingerprint(b"tok"), vq_model: fingerprint(b"vq"), resolution: 64, grid: [2, 3] }

@@ -83,4 +83,12 @@ pub enum DataError {
         /// What loading found.
         summary: String,
     },
+    /// The text tokenizer could not be trained, loaded, or applied.
+    #[error("text tokenizer, {what}: {why}")]
+    Tokenizer {
+        /// What was being done, or the file.
+        what: String,
+        /// The tokenizer's message.
+        why: String,
+    },
 }

@@ -7,7 +7,9 @@
 //! - [`scenes`]: the synthetic scene corpus, the embedded default data set, with GenEval's categories and a
 //!   held-out set for evaluation.
 //!
-//! Still to come (see the data issue): the BPE text tokenizer and burn `Dataset`/`Batcher` implementations.
+//! - [`text`]: the byte-level BPE text tokenizer, trained on captions, or any `tokenizer.json`.
+//!
+//! Still to come (see the data issue): burn `Dataset`/`Batcher` implementations.
 
 pub mod cache;
 mod error;
@@ -15,6 +17,7 @@ pub mod folder;
 pub mod imaging;
 pub mod rng;
 pub mod scenes;
+pub mod text;
 pub mod twemoji;
 
 pub use error::DataError;
@@ -29,4 +32,17 @@ pub struct ImageCaption {
     pub caption: String,
     /// The image, `resolution × resolution`.
     pub image: image::RgbImage,
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it and a rename, so that a killed write never
+/// leaves a partial file under the real name.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), DataError> {
+    use std::io::Write;
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let temp = path.with_file_name(name);
+    let mut file = std::fs::File::create(&temp).map_err(io)?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io)?;
+    std::fs::rename(&temp, path).map_err(io)
 }
