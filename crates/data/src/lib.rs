@@ -1,16 +1,15 @@
 //! # data — everything the tokenizer and the LM are fed
 //!
-//! - [`cache`]: the code cache LM training reads (code grids + caption ids), with fingerprints and atomic writes.
+//! - [`scenes`]: the synthetic scene corpus, the embedded default data set, with GenEval's categories and a
+//!   held-out set for evaluation.
 //! - [`folder`]: image folders with captions (manifest or sidecars), decoded in parallel, bad files reported.
 //! - [`twemoji`]: the Twemoji corpus, embedded in the `twemoji-assets` crate, captioned with emoji names.
 //! - [`imaging`]: decode, centre-crop, resize, and scale pixels to `[-1, 1]`.
-//! - [`scenes`]: the synthetic scene corpus, the embedded default data set, with GenEval's categories and a
-//!   held-out set for evaluation.
-//!
 //! - [`text`]: the byte-level BPE text tokenizer, trained on captions, or any `tokenizer.json`.
-//!
-//! Still to come (see the data issue): burn `Dataset`/`Batcher` implementations.
+//! - [`cache`]: the code cache LM training reads (code grids + caption ids), with fingerprints and atomic writes.
+//! - [`batch`]: burn `Dataset`s and `Batcher`s for pixel batches (tokenizer) and code batches (LM).
 
+pub mod batch;
 pub mod cache;
 mod error;
 pub mod folder;

@@ -35,6 +35,18 @@ use crate::DataError;
 /// The resolutions scenes can be rendered at.
 pub const RESOLUTIONS: std::ops::RangeInclusive<u32> = 32..=2048;
 
+/// Checks that scenes can be rendered at `resolution`.
+///
+/// # Errors
+/// [`DataError::Resolution`] outside [`RESOLUTIONS`].
+pub fn check_resolution(resolution: u32) -> Result<(), DataError> {
+    if RESOLUTIONS.contains(&resolution) {
+        Ok(())
+    } else {
+        Err(DataError::Resolution { resolution, allowed: "32 to 2048 px for synthetic scenes" })
+    }
+}
+
 /// One generated scene: its prompt, its objects and its caption.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scene {
@@ -56,9 +68,7 @@ impl Scene {
     /// # Errors
     /// [`DataError::Resolution`] outside [`RESOLUTIONS`].
     pub fn render(&self, resolution: u32) -> Result<RgbImage, DataError> {
-        if !RESOLUTIONS.contains(&resolution) {
-            return Err(DataError::Resolution { resolution, allowed: "32 to 2048 px for synthetic scenes" });
-        }
+        check_resolution(resolution)?;
         Ok(render_objects(&self.objects, resolution))
     }
 }
