@@ -16,6 +16,8 @@ use crate::backend::{BackendKind, BackendTask, run_on};
 pub enum Bench {
     /// `window_merge` + `window_split` round trip against a plain copy of the same tensor.
     Op(OpBench),
+    /// Decoding and resizing every Twemoji image, on all cores (rayon) against one thread.
+    Decode(DecodeBench),
 }
 
 impl Bench {
@@ -25,6 +27,7 @@ impl Bench {
                 let backend = op.backend;
                 run_on(backend, op)
             }
+            Bench::Decode(decode) => decode.run(),
         }
     }
 }
@@ -134,4 +137,45 @@ impl BackendTask for OpBench {
 fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
+}
+
+/// Arguments of `cargo xtask bench decode`.
+#[derive(Args)]
+pub struct DecodeBench {
+    /// Output resolution in pixels.
+    #[arg(long, default_value_t = 64)]
+    resolution: u32,
+    /// Timed repetitions of each variant (interleaved); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+}
+
+impl DecodeBench {
+    fn run(self) -> Result<()> {
+        if self.repeats == 0 {
+            bail!("--repeats must be at least 1");
+        }
+        let threads = rayon::current_num_threads();
+        let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+        let load = || -> Result<(Duration, usize)> {
+            let start = Instant::now();
+            let (train, valid, report) = data::twemoji::load_twemoji(self.resolution, 0.05)?;
+            anyhow::ensure!(report.skipped.is_empty(), "{}", report.summary());
+            Ok((start.elapsed(), train.len() + valid.len()))
+        };
+        let (_, images) = load()?; // warm-up: page in the embedded PNGs
+        println!("bench decode: {images} Twemoji PNGs (72×72 RGBA) → {0}×{0} RGB, {1} repetitions", self.resolution, self.repeats);
+        let (mut parallel, mut serial) = (Vec::new(), Vec::new());
+        for _ in 0..self.repeats {
+            parallel.push(load()?.0);
+            serial.push(single.install(load)?.0);
+        }
+        let (parallel, serial) = (median(&mut parallel), median(&mut serial));
+        println!("{:<24} {:>10} {:>10}", "variant", "median ms", "images/s");
+        for (name, t) in [("1 thread".to_string(), serial), (format!("rayon, {threads} threads"), parallel)] {
+            println!("{name:<24} {:>10.1} {:>10.0}", t.as_secs_f64() * 1e3, images as f64 / t.as_secs_f64());
+        }
+        println!("speed-up: {:.2}×", serial.as_secs_f64() / parallel.as_secs_f64());
+        Ok(())
+    }
 }
