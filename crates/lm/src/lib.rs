@@ -1,8 +1,21 @@
-//! # lm — the multimodal LLM with Token-Shuffle (to be built)
+//! # lm — the multimodal LLM with Token-Shuffle
 //!
-//! This crate will hold the Llama-style decoder over one vocabulary of text tokens and image codes, with the
-//! `token-shuffle` crate's `TokenShuffle` / `TokenUnshuffle` wired around it so that each image position predicts the
-//! s² codes of the next window; KV-cache generation, classifier-free guidance and its schedules, and sampling.
+//! The model of the paper: one Llama-style decoder over one vocabulary of text tokens and image codes, with the
+//! `token-shuffle` crate's `TokenShuffle` / `TokenUnshuffle` around it so that each image position predicts the s²
+//! codes of the next window.
 //!
-//! It is empty today: the workspace foundation issue created it so that the layout of `DESIGN.md` holds from the
-//! start.
+//! Built so far:
+//! - [`VocabLayout`]: text ids, special tokens and image codes in one table, laid out in one place.
+//! - [`CfgSchedule`] and [`guide`]: classifier-free guidance with the paper's schedules (half-linear by default).
+//! - [`Sampler`]: temperature, top-k and top-p sampling, seeded and reproducible.
+//!
+//! Still to come (see the LM issue): the decoder (RMSNorm, RoPE, SwiGLU, grouped-KV attention), the Token-Shuffle
+//! wiring and losses, KV-cache generation, presets, and the parameter/FLOP counter.
+
+mod cfg;
+mod sampling;
+mod vocab;
+
+pub use cfg::{CfgSchedule, guide};
+pub use sampling::{Sampler, seeded_rng};
+pub use vocab::VocabLayout;
