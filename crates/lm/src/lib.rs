@@ -8,14 +8,18 @@
 //! - [`VocabLayout`]: text ids, special tokens and image codes in one table, laid out in one place.
 //! - [`CfgSchedule`] and [`guide`]: classifier-free guidance with the paper's schedules (half-linear by default).
 //! - [`Sampler`]: temperature, top-k and top-p sampling, seeded and reproducible.
+//! - [`CausalSelfAttention`] with a preallocated [`KvCache`]: rotary positions, grouped KV heads, burn's fused
+//!   attention op.
 //!
-//! Still to come (see the LM issue): the decoder (RMSNorm, RoPE, SwiGLU, grouped-KV attention), the Token-Shuffle
+//! Still to come (see the LM issue): the decoder blocks (RMSNorm, SwiGLU) and stack, the Token-Shuffle
 //! wiring and losses, KV-cache generation, presets, and the parameter/FLOP counter.
 
+mod attention;
 mod cfg;
 mod sampling;
 mod vocab;
 
+pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 pub use cfg::{CfgSchedule, guide};
 pub use sampling::{Sampler, seeded_rng};
 pub use vocab::VocabLayout;
