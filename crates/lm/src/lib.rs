@@ -10,16 +10,19 @@
 //! - [`Sampler`]: temperature, top-k and top-p sampling, seeded and reproducible.
 //! - [`CausalSelfAttention`] with a preallocated [`KvCache`]: rotary positions, grouped KV heads, burn's fused
 //!   attention op.
+//! - [`Decoder`]: the Llama-style stack (pre-norm RMSNorm, attention, SwiGLU MLP) with per-layer KV caches.
 //!
-//! Still to come (see the LM issue): the decoder blocks (RMSNorm, SwiGLU) and stack, the Token-Shuffle
+//! Still to come (see the LM issue): the Token-Shuffle
 //! wiring and losses, KV-cache generation, presets, and the parameter/FLOP counter.
 
 mod attention;
 mod cfg;
+mod decoder;
 mod sampling;
 mod vocab;
 
 pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 pub use cfg::{CfgSchedule, guide};
+pub use decoder::{Decoder, DecoderCache, DecoderConfig, DecoderLayer};
 pub use sampling::{Sampler, seeded_rng};
 pub use vocab::VocabLayout;
