@@ -18,11 +18,13 @@
 mod attention;
 mod cfg;
 mod decoder;
+mod model;
 mod sampling;
 mod vocab;
 
 pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 pub use cfg::{CfgSchedule, guide};
 pub use decoder::{Decoder, DecoderCache, DecoderConfig, DecoderLayer};
+pub use model::{GenerateOptions, LmLoss, TokenShuffleLm, TokenShuffleLmConfig};
 pub use sampling::{Sampler, seeded_rng};
 pub use vocab::VocabLayout;

@@ -1,0 +1,374 @@
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use token_shuffle::{
+    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, window_merge, window_split,
+};
+
+use crate::{CfgSchedule, Decoder, DecoderConfig, Sampler, VocabLayout, guide, seeded_rng};
+
+/// Configuration of a [`TokenShuffleLm`].
+#[derive(Config, Debug)]
+pub struct TokenShuffleLmConfig {
+    /// Number of text ids (the text tokenizer's vocabulary).
+    pub text_vocab: usize,
+    /// Number of image codes K (the VQ codebook).
+    pub codebook: usize,
+    /// Code grid `[H', W']` of one image (resolution / VQ downsample factor).
+    pub grid: [usize; 2],
+    /// Longest caption, in text ids (sets the rotary table and the KV cache size).
+    pub max_text_len: usize,
+    /// The decoder.
+    pub decoder: DecoderConfig,
+    /// Token-Shuffle window s (1 = no shuffle). Default: 2.
+    #[config(default = 2)]
+    pub window: usize,
+    /// Fusion variant of the shuffle (the paper's ablations). Default: residual MLP.
+    #[config(default = "Fusion::ResidualMlp")]
+    pub fusion: Fusion,
+    /// Residual MLP blocks on each side of the Transformer. Default: 2.
+    #[config(default = 2)]
+    pub shuffle_mlp_blocks: usize,
+    /// Weight of the z-loss `mean(logsumexp(logits)²)`, which the paper added to stabilise 2048² training.
+    /// Default: 1e-4.
+    #[config(default = 1e-4)]
+    pub z_loss_weight: f64,
+}
+
+impl TokenShuffleLmConfig {
+    /// The vocabulary layout.
+    pub fn vocab(&self) -> VocabLayout {
+        VocabLayout::new(self.text_vocab, self.codebook)
+    }
+
+    /// Number of image windows N/s² (Transformer positions per image).
+    pub fn windows(&self) -> usize {
+        (self.grid[0] / self.window) * (self.grid[1] / self.window)
+    }
+
+    /// Transformer positions for a prompt of `text_len` ids: `[bos] text [boi]` and every window but the last
+    /// (whose output would predict nothing): `text_len + 1 + N/s²`.
+    pub fn sequence_len(&self, text_len: usize) -> usize {
+        text_len + 2 + self.windows() - 1
+    }
+
+    /// Builds the model on `device`.
+    ///
+    /// # Errors
+    /// [`ShuffleError`] when the code grid is not divisible by s or d by s².
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<TokenShuffleLm<B>, ShuffleError> {
+        let d = self.decoder.d_model;
+        let shuffle_config = TokenShuffleConfig::new(d)
+            .with_window(self.window)
+            .with_fusion(self.fusion)
+            .with_mlp_blocks(self.shuffle_mlp_blocks);
+        token_shuffle::window_merge(Tensor::<B, 4>::zeros([1, self.grid[0], self.grid[1], 1], device), self.window)?;
+        let decoder = DecoderConfig { max_seq_len: self.sequence_len(self.max_text_len), ..self.decoder.clone() };
+        Ok(TokenShuffleLm {
+            embedding: EmbeddingConfig::new(self.vocab().size(), d).init(device),
+            shuffle: shuffle_config.init(device)?,
+            decoder: decoder.init(device),
+            unshuffle: TokenUnshuffleConfig::from(&shuffle_config).init(device)?,
+            image_head: LinearConfig::new(d, self.codebook).with_bias(false).init(device),
+            vocab: self.vocab(),
+            grid: self.grid,
+            z_loss_weight: self.z_loss_weight,
+        })
+    }
+}
+
+/// The text-to-image LM of the paper: one embedding table for text and image codes, Token-Shuffle before a
+/// Llama-style decoder, Token-Unshuffle after it, and an image head that predicts the s² codes of the next window.
+///
+/// ```text
+/// [bos] text [boi]  w₀ … w_{N−2}            (w = TokenShuffle(embed(codes)), N = H'W'/s² windows)
+///          │  │     │       │
+///        decoder (causal, RoPE over the shortened sequence)
+///             │     │       │
+///   outputs at boi, w₀ … w_{N−2} ─TokenUnshuffle─▶ [N, s², d] ─image head─▶ logits of windows 0 … N−1
+/// ```
+#[derive(Module, Debug)]
+pub struct TokenShuffleLm<B: Backend> {
+    embedding: Embedding<B>,
+    shuffle: TokenShuffle<B>,
+    decoder: Decoder<B>,
+    unshuffle: TokenUnshuffle<B>,
+    image_head: Linear<B>,
+    #[module(skip)]
+    vocab: VocabLayout,
+    #[module(skip)]
+    grid: [usize; 2],
+    #[module(skip)]
+    z_loss_weight: f64,
+}
+
+/// The loss of a batch, part by part.
+#[derive(Debug, Clone)]
+pub struct LmLoss<B: Backend> {
+    /// Cross-entropy of the image codes (mean over codes).
+    pub image_ce: Tensor<B, 1>,
+    /// `mean(logsumexp(logits)²)`, unweighted.
+    pub z_loss: Tensor<B, 1>,
+    /// `image_ce + z_loss_weight · z_loss`: what is minimised.
+    pub total: Tensor<B, 1>,
+}
+
+/// How to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateOptions {
+    /// Maximum guidance scale; 1 disables classifier-free guidance (no unconditional rows).
+    pub cfg_scale: f64,
+    /// How the scale rises over the image.
+    pub schedule: CfgSchedule,
+    /// How codes are drawn from the guided logits.
+    pub sampler: Sampler,
+    /// Seed of the sampling.
+    pub seed: u64,
+}
+
+impl<B: Backend> TokenShuffleLm<B> {
+    /// The vocabulary layout.
+    pub fn vocab(&self) -> VocabLayout {
+        self.vocab
+    }
+
+    /// Prompt ids `[bos] text [boi]` of every row, left-padded with `pad` to a common length.
+    ///
+    /// # Shapes
+    /// - output: `[B, P]`
+    pub fn prompt_ids(&self, texts: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
+        let prompts: Vec<Vec<u32>> = texts.iter().map(|t| self.vocab.prompt(t)).collect();
+        let len = prompts.iter().map(Vec::len).max().unwrap_or(2);
+        let ids: Vec<i64> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(self.vocab.pad() as i64, len - p.len()).chain(p.iter().map(|&i| i as i64)))
+            .collect();
+        Tensor::from_data(TensorData::new(ids, [texts.len(), len]), device)
+    }
+
+    /// Embeds code grids and merges their windows.
+    ///
+    /// # Shapes
+    /// - `codes`: `[B, H, W]` (any grid divisible by s; `[B, s, s]` is one window)
+    /// - output: `[B, (H/s)·(W/s), d]`
+    fn image_tokens(&self, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, ShuffleError> {
+        let [batch, h, w] = codes.dims();
+        let ids = codes.reshape([batch, h * w]).add_scalar(self.vocab.image_id(0) as i64);
+        let embedded = self.embedding.forward(ids);
+        let d = embedded.dims()[2];
+        self.shuffle.forward(embedded.reshape([batch, h, w, d]))
+    }
+
+    /// The Transformer input of a training batch: the embedded prompt, then every window but the last.
+    ///
+    /// # Shapes
+    /// - `prompt`: `[B, P]`, from [`Self::prompt_ids`]
+    /// - `codes`: `[B, H', W']`
+    /// - output: `[B, P + N − 1, d]`
+    pub fn input_sequence(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, ShuffleError> {
+        let windows = self.image_tokens(codes)?;
+        let n = windows.dims()[1];
+        let prompt = self.embedding.forward(prompt);
+        Ok(if n > 1 { Tensor::cat(vec![prompt, windows.narrow(1, 0, n - 1)], 1) } else { prompt })
+    }
+
+    /// Logits of every window's s² codes, each predicted from the positions before the window.
+    ///
+    /// # Shapes
+    /// - `prompt`: `[B, P]`
+    /// - `codes`: `[B, H', W']`
+    /// - output: `[B, N, s², K]`: row n holds the logits of window n's codes (row-major inside the window)
+    pub fn forward(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 4>, ShuffleError> {
+        let p = prompt.dims()[1];
+        let [_, h, w] = codes.dims();
+        if [h, w] != self.grid {
+            return Err(ShuffleError::TokenCountMismatch {
+                tokens: h * w,
+                height: self.grid[0],
+                width: self.grid[1],
+                window: self.shuffle.window(),
+                expected: self.grid[0] * self.grid[1],
+            });
+        }
+        let n = (h / self.shuffle.window()) * (w / self.shuffle.window());
+        let hidden = self.decoder.forward(self.input_sequence(prompt, codes)?, None);
+        self.window_logits(hidden.narrow(1, p - 1, n))
+    }
+
+    /// Unshuffles decoder outputs and applies the image head.
+    fn window_logits(&self, hidden: Tensor<B, 3>) -> Result<Tensor<B, 4>, ShuffleError> {
+        Ok(self.image_head.forward(self.unshuffle.forward(hidden)?))
+    }
+
+    /// The loss of `logits` (from [`Self::forward`]) against the code grids they predict.
+    pub fn loss(&self, logits: Tensor<B, 4>, codes: Tensor<B, 3, Int>) -> Result<LmLoss<B>, ShuffleError> {
+        let [batch, n, s2, k] = logits.dims();
+        let targets = window_merge(codes.unsqueeze_dim::<4>(3), self.shuffle.window())?.reshape([batch * n * s2, 1]);
+        let logits = logits.reshape([batch * n * s2, k]);
+        let max = logits.clone().max_dim(1).detach();
+        let log_sum_exp = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+        let image_ce = (log_sum_exp.clone() - logits.gather(1, targets)).mean();
+        let z_loss = log_sum_exp.powi_scalar(2).mean();
+        let total = image_ce.clone() + z_loss.clone() * self.z_loss_weight;
+        Ok(LmLoss { image_ce, z_loss, total })
+    }
+
+    /// Generates one code grid per prompt with a KV cache: a prefill of the prompts, then one step per window,
+    /// each sampling the window's s² codes in parallel and feeding them back through Token-Shuffle.
+    ///
+    /// With `cfg_scale != 1`, every prompt also runs as an unconditional row (the empty prompt) in the same
+    /// batch, and the logits are mixed as `u + w(t)·(c − u)` with `w` from the schedule.
+    ///
+    /// Returns the code grids `[B, H', W']` and, per step, the guided logits `[B, s², K]` it sampled from.
+    pub fn generate(&self, texts: &[Vec<u32>], options: &GenerateOptions, device: &B::Device) -> Result<(Tensor<B, 3, Int>, Vec<Tensor<B, 3>>), ShuffleError> {
+        let batch = texts.len();
+        let guided = options.cfg_scale != 1.0;
+        let mut rows: Vec<Vec<u32>> = texts.to_vec();
+        if guided {
+            rows.extend(std::iter::repeat_n(Vec::new(), batch));
+        }
+        let s = self.shuffle.window();
+        let [h, w] = self.grid;
+        let windows = (h / s) * (w / s);
+        let prompt = self.prompt_ids(&rows, device);
+        let p = prompt.dims()[1];
+        let mut cache = self.decoder.new_cache(rows.len(), p + windows - 1, device);
+        let mut hidden = self.decoder.forward(self.embedding.forward(prompt), Some(&mut cache)).narrow(1, p - 1, 1);
+        let mut rng = seeded_rng(options.seed);
+        let mut codes: Vec<i64> = Vec::with_capacity(batch * windows * s * s);
+        let mut step_logits = Vec::with_capacity(windows);
+        for step in 0..windows {
+            let logits = self.window_logits(hidden.clone())?; // [R, 1, s², K]
+            let [_, _, s2, k] = logits.dims();
+            let logits = logits.reshape([rows.len(), s2, k]);
+            let logits = if guided {
+                let scale = options.schedule.scale(step, windows, options.cfg_scale);
+                guide(logits.clone().narrow(0, 0, batch), logits.narrow(0, batch, batch), scale)
+            } else {
+                logits
+            };
+            let values = logits.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32 logits");
+            let window: Vec<i64> = options.sampler.sample_rows(&values, k, &mut rng).into_iter().map(|c| c as i64).collect();
+            step_logits.push(logits);
+            codes.extend_from_slice(&window);
+            if step + 1 < windows {
+                let window = Tensor::<B, 3, Int>::from_data(TensorData::new(window, [batch, s, s]), device);
+                let window = if guided { Tensor::cat(vec![window.clone(), window], 0) } else { window };
+                hidden = self.decoder.forward(self.image_tokens(window)?, Some(&mut cache));
+            }
+        }
+        // codes were collected step by step ([window, row, s²]); per row, window by window and row-major inside
+        // each window, they are exactly window_merge's layout.
+        let merged = Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [windows, batch, s * s]), device).swap_dims(0, 1);
+        let grid = window_split(merged, [h, w], s)?.reshape([batch, h, w]);
+        Ok((grid, step_logits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+    use burn::tensor::Distribution;
+
+    type B = Flex;
+
+    fn config(window: usize) -> TokenShuffleLmConfig {
+        // The decoder's max_seq_len is set by the LM from the prompt length and the grid.
+        TokenShuffleLmConfig::new(20, 16, [4, 4], 6, DecoderConfig::new(32, 2, 4, 64, 0)).with_window(window)
+    }
+
+    fn codes<BB: Backend>(batch: usize, device: &BB::Device) -> Tensor<BB, 3, Int> {
+        Tensor::random([batch, 4, 4], Distribution::Uniform(0.0, 16.0), device)
+    }
+
+    fn texts() -> Vec<Vec<u32>> {
+        vec![vec![3, 4, 5], vec![7]]
+    }
+
+    #[test]
+    fn the_transformer_sees_text_plus_one_plus_the_windows() {
+        let device = Default::default();
+        for (window, windows) in [(1, 16), (2, 4), (4, 1)] {
+            let config = config(window);
+            let model = config.init::<B>(&device).unwrap();
+            let prompt = model.prompt_ids(&texts(), &device); // [bos, 3 ids, boi]: 5 positions
+            let sequence = model.input_sequence(prompt, codes(2, &device)).unwrap();
+            assert_eq!(config.windows(), windows);
+            assert_eq!(sequence.dims(), [2, 3 + 1 + windows, 32], "s = {window}");
+            assert_eq!(config.sequence_len(3), 3 + 1 + windows);
+            let logits = model.forward(model.prompt_ids(&texts(), &device), codes(2, &device)).unwrap();
+            assert_eq!(logits.dims(), [2, windows, window * window, 16]);
+        }
+    }
+
+    #[test]
+    fn bad_grids_are_refused() {
+        let err = TokenShuffleLmConfig { grid: [6, 4], ..config(4) }.init::<B>(&Default::default()).unwrap_err();
+        assert!(matches!(err, ShuffleError::GridNotDivisible { height: 6, .. }), "{err}");
+    }
+
+    #[test]
+    fn kv_cache_generation_reproduces_the_full_forward() {
+        let device = Default::default();
+        for window in [1, 2] {
+            let model = config(window).init::<B>(&device).unwrap();
+            let options = GenerateOptions { cfg_scale: 1.0, schedule: CfgSchedule::HalfLinear, sampler: Sampler::argmax(), seed: 0 };
+            let (grid, steps) = model.generate(&texts(), &options, &device).unwrap();
+            assert_eq!(grid.dims(), [2, 4, 4]);
+            let full = model.forward(model.prompt_ids(&texts(), &device), grid).unwrap();
+            for (n, step) in steps.into_iter().enumerate() {
+                let expected = full.clone().narrow(1, n, 1).squeeze_dim::<3>(1);
+                assert!(step.clone().all_close(expected.clone(), None, Some(1e-4)), "s = {window}, window {n}: {}", (step - expected).abs().max().into_scalar());
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_changes_no_logits_before_it() {
+        let device = Default::default();
+        let model = config(2).init::<B>(&device).unwrap();
+        let prompt = model.prompt_ids(&texts(), &device);
+        let grid = codes::<B>(2, &device);
+        // Window 1 (raster order) is rows 0–1, columns 2–3.
+        let window_one = grid.clone().slice([0..2, 0..2, 2..4]).add_scalar(1).remainder_scalar(16);
+        let changed = grid.clone().slice_assign([0..2, 0..2, 2..4], window_one);
+        let (a, b) = (model.forward(prompt.clone(), grid).unwrap(), model.forward(prompt, changed).unwrap());
+        assert!(a.clone().narrow(1, 0, 2).all_close(b.clone().narrow(1, 0, 2), None, Some(1e-6)), "windows 0 and 1 are predicted before window 1 is seen");
+        assert!(!a.narrow(1, 2, 2).all_close(b.narrow(1, 2, 2), None, Some(1e-4)), "later windows see window 1");
+    }
+
+    #[test]
+    fn sampling_is_reproducible_and_guidance_runs() {
+        let device = Default::default();
+        let model = config(2).init::<B>(&device).unwrap();
+        let sampler = Sampler { temperature: 1.0, top_k: None, top_p: None };
+        let options = |seed| GenerateOptions { cfg_scale: 4.0, schedule: CfgSchedule::HalfLinear, sampler, seed };
+        let run = |seed| model.generate(&texts(), &options(seed), &device).unwrap().0.into_data();
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn a_tiny_model_overfits_one_batch() {
+        type AD = Autodiff<Flex>;
+        let device = Default::default();
+        for window in [1, 2] {
+            let mut model = config(window).init::<AD>(&device).unwrap();
+            let mut optimizer = AdamWConfig::new().init();
+            let prompt = model.prompt_ids(&texts(), &device);
+            let grid = codes::<AD>(2, &device);
+            let mut last = f32::INFINITY;
+            for _ in 0..150 {
+                let logits = model.forward(prompt.clone(), grid.clone()).unwrap();
+                let loss = model.loss(logits, grid.clone()).unwrap();
+                last = loss.image_ce.clone().into_scalar();
+                let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+                model = optimizer.step(3e-3, model, grads);
+            }
+            assert!(last < 0.05, "s = {window}: image cross-entropy still {last} after 150 steps");
+        }
+    }
+}
