@@ -17,6 +17,7 @@
 
 mod attention;
 mod cfg;
+mod count;
 mod decoder;
 mod model;
 mod sampling;
@@ -24,6 +25,7 @@ mod vocab;
 
 pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 pub use cfg::{CfgSchedule, guide};
+pub use count::ModelCount;
 pub use decoder::{Decoder, DecoderCache, DecoderConfig, DecoderLayer};
 pub use model::{GenerateOptions, LmLoss, TokenShuffleLm, TokenShuffleLmConfig};
 pub use sampling::{Sampler, seeded_rng};

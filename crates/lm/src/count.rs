@@ -1,0 +1,156 @@
+//! Parameters, sequence length and FLOPs of a [`TokenShuffleLmConfig`], counted analytically, so that the
+//! paper's 2.7B shape can be sized without building it.
+//!
+//! Conventions: one multiply-add is 2 FLOPs; a linear layer of `i × o` weights costs `2·i·o` FLOPs per token it
+//! is applied to; causal attention over T positions costs `2·T²·d` per layer (QKᵀ and AV, `2·T²·d` each, halved by
+//! the causal mask); the backward pass costs twice the forward, so a training step is 3× the forward. Norms,
+//! activations, biases, softmax and the embedding lookup are left out (they are O(T·d), not O(T·d²)).
+
+use serde::Serialize;
+use token_shuffle::Fusion;
+
+use crate::TokenShuffleLmConfig;
+
+/// The counts of one model on one image size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ModelCount {
+    /// Trainable parameters (exact: equals `num_params()` of the built model).
+    pub parameters: usize,
+    /// Image codes per image, H'·W'.
+    pub image_codes: usize,
+    /// Transformer positions per training sequence (`text + 1 + N/s²`).
+    pub sequence_len: usize,
+    /// FLOPs of one training step on one image (forward + backward).
+    pub train_flops: f64,
+    /// FLOPs of generating one image with a KV cache (prefill + one step per window), without CFG.
+    pub generate_flops: f64,
+}
+
+impl TokenShuffleLmConfig {
+    /// Counts parameters and FLOPs for prompts of `text_len` ids.
+    pub fn count(&self, text_len: usize) -> ModelCount {
+        let d = self.decoder.d_model;
+        let heads = self.decoder.n_heads;
+        let kv_width = self.decoder.n_kv_heads.unwrap_or(heads) * (d / heads);
+        let hidden = self.decoder.mlp_hidden;
+        let s2 = self.window * self.window;
+        let codes = self.grid[0] * self.grid[1];
+        let windows = self.windows();
+        let k = self.codebook;
+
+        // Weights applied once per Transformer position.
+        let layer_weights = 2 * d * d + 2 * d * kv_width + 3 * d * hidden;
+        let layer_params = layer_weights + 2 * d;
+        let decoder_params = self.decoder.n_layers * layer_params + d;
+
+        // Token-Shuffle: per-side fusion stage, the compress and expand layers (with biases).
+        let block_params = 2 * d + 2 * (d * d + d);
+        let (fuse_params, fuse_weights) = match self.fusion {
+            Fusion::Linear => (d * d + d, d * d),
+            Fusion::ResidualMlp | Fusion::LastToken => (self.shuffle_mlp_blocks * block_params, self.shuffle_mlp_blocks * 2 * d * d),
+        };
+        let (unfuse_params, unfuse_weights) = match self.fusion {
+            Fusion::Linear => (d * d + d, d * d),
+            _ => (self.shuffle_mlp_blocks * block_params, self.shuffle_mlp_blocks * 2 * d * d),
+        };
+        let compress = if self.fusion == Fusion::LastToken { 0 } else { d * (d / s2) };
+        let shuffle_params = if self.window == 1 { 0 } else { fuse_params + compress + if compress > 0 { d / s2 } else { 0 } };
+        let unshuffle_params = if self.window == 1 { 0 } else { unfuse_params + (d / s2) * d + d };
+
+        let parameters = self.vocab().size() * d + shuffle_params + decoder_params + unshuffle_params + d * k;
+
+        // Forward FLOPs of one training sequence.
+        let t = self.sequence_len(text_len) as f64;
+        let shuffle_flops = if self.window == 1 {
+            0.0
+        } else {
+            2.0 * (codes * compress) as f64 + 2.0 * (windows * fuse_weights) as f64
+        };
+        let unshuffle_flops = if self.window == 1 {
+            0.0
+        } else {
+            2.0 * (windows * unfuse_weights) as f64 + 2.0 * (codes * (d / s2) * d) as f64
+        };
+        let head_flops = 2.0 * (codes * d * k) as f64;
+        let decoder_flops = |positions: f64| 2.0 * positions * (self.decoder.n_layers * layer_weights) as f64;
+        let attention_flops = |positions: f64| 2.0 * positions * positions * (self.decoder.n_layers * d) as f64;
+        let forward = shuffle_flops + decoder_flops(t) + attention_flops(t) + unshuffle_flops + head_flops;
+
+        // Generation: the same per-token work, but attention at step i reads the i cached positions (4·i·d per
+        // layer: QKᵀ and AV for one query), and the last window is never fed back.
+        let prompt = (text_len + 2) as f64;
+        let cached_attention: f64 =
+            (0..windows.saturating_sub(1)).map(|i| 4.0 * (prompt + i as f64 + 1.0) * (self.decoder.n_layers * d) as f64).sum();
+        let generate = attention_flops(prompt) + decoder_flops(t) + cached_attention + shuffle_flops + unshuffle_flops + head_flops;
+
+        ModelCount {
+            parameters,
+            image_codes: codes,
+            sequence_len: self.sequence_len(text_len),
+            train_flops: 3.0 * forward,
+            generate_flops: generate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DecoderConfig;
+    use burn::module::Module;
+
+    type B = burn::backend::Flex;
+
+    #[test]
+    fn parameter_count_equals_the_built_model() {
+        let device = Default::default();
+        for window in [1, 2, 4] {
+            for fusion in [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken] {
+                for kv in [None, Some(2)] {
+                    let config = TokenShuffleLmConfig::new(30, 24, [8, 8], 5, DecoderConfig::new(32, 2, 4, 48, 0).with_n_kv_heads(kv))
+                        .with_window(window)
+                        .with_fusion(fusion)
+                        .with_shuffle_mlp_blocks(3);
+                    let built = config.init::<B>(&device).unwrap().num_params();
+                    assert_eq!(config.count(5).parameters, built, "s = {window}, {fusion:?}, kv {kv:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flops_follow_the_formula_on_a_hand_sized_case() {
+        // No shuffle (s = 1), 1 layer, d = 4, MLP 8, 2×2 codes, K = 3, text of 1 id: T = 1 + 1 + 4 = 6 positions.
+        let config = TokenShuffleLmConfig::new(2, 3, [2, 2], 1, DecoderConfig::new(4, 1, 1, 8, 0)).with_window(1);
+        let count = config.count(1);
+        assert_eq!(count.sequence_len, 6);
+        let layer_weights = 2 * 16 + 2 * 16 + 3 * 4 * 8; // q, o; k, v; SwiGLU (2) + down
+        let forward = 2.0 * 6.0 * layer_weights as f64 + 2.0 * 36.0 * 4.0 + 2.0 * (4 * 4 * 3) as f64;
+        assert_eq!(count.train_flops, 3.0 * forward);
+        // Generation: prefill of 3 positions, 3 cached steps over 4, 5, 6 positions.
+        let generate = 2.0 * 9.0 * 4.0 + 2.0 * 6.0 * layer_weights as f64 + 4.0 * (4.0 + 5.0 + 6.0) * 4.0 + 2.0 * 48.0;
+        assert_eq!(count.generate_flops, generate);
+    }
+
+    #[test]
+    fn shuffle_cuts_the_sequence_and_the_flops() {
+        let base = TokenShuffleLmConfig::new(1000, 8192, [64, 64], 64, DecoderConfig::new(1024, 8, 16, 4096, 0));
+        let s1 = base.clone().with_window(1).count(64);
+        let s2 = base.clone().with_window(2).count(64);
+        assert_eq!(s1.sequence_len, 64 + 1 + 4096);
+        assert_eq!(s2.sequence_len, 64 + 1 + 1024);
+        let ratio = s1.train_flops / s2.train_flops;
+        assert!(ratio > 3.0, "s = 2 should cost ~4× fewer training FLOPs, got {ratio:.2}×");
+    }
+
+    #[test]
+    fn presets_load_and_the_paper_shape_is_about_2_7b() {
+        let load = |json: &str| serde_json::from_str::<TokenShuffleLmConfig>(json).unwrap();
+        let tiny = load(include_str!("../../../configs/lm-tiny.json"));
+        assert_eq!(tiny.count(16).parameters, tiny.init::<B>(&Default::default()).unwrap().num_params());
+        let small = load(include_str!("../../../configs/lm-small.json")).count(64).parameters;
+        assert!((90_000_000..130_000_000).contains(&small), "lm-small has {small} parameters");
+        let paper = load(include_str!("../../../configs/lm-2.7b.json")).count(128).parameters;
+        assert!((2_400_000_000..2_900_000_000).contains(&paper), "lm-2.7b has {paper} parameters");
+    }
+}
