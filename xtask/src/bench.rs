@@ -18,6 +18,8 @@ pub enum Bench {
     Op(OpBench),
     /// Decoding and resizing every Twemoji image, on all cores (rayon) against one thread.
     Decode(DecodeBench),
+    /// KV-cache generation of one image with the same LM at s = 1, 2, 4: time per image and per step.
+    Generate(GenerateBench),
 }
 
 impl Bench {
@@ -28,6 +30,10 @@ impl Bench {
                 run_on(backend, op)
             }
             Bench::Decode(decode) => decode.run(),
+            Bench::Generate(generate) => {
+                let backend = generate.backend;
+                run_on(backend, generate)
+            }
         }
     }
 }
@@ -176,6 +182,89 @@ impl DecodeBench {
             println!("{name:<24} {:>10.1} {:>10.0}", t.as_secs_f64() * 1e3, images as f64 / t.as_secs_f64());
         }
         println!("speed-up: {:.2}×", serial.as_secs_f64() / parallel.as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Arguments of `cargo xtask bench generate`.
+#[derive(Args)]
+pub struct GenerateBench {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendKind,
+    /// LM preset whose decoder and vocabulary are used (its grid and window are replaced).
+    #[arg(long, default_value = "configs/lm-tiny.json")]
+    config: std::path::PathBuf,
+    /// Side of the code grid (the target is measured at 32×32 codes).
+    #[arg(long, default_value_t = 32)]
+    grid: usize,
+    /// Window sizes s to compare.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    windows: Vec<usize>,
+    /// Timed images per window size, after one warm-up image; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+impl BackendTask for GenerateBench {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        use lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
+        let text = std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
+        let preset: TokenShuffleLmConfig = serde_json::from_str(&text).with_context(|| format!("{} is not an LM config", self.config.display()))?;
+        if self.repeats == 0 {
+            bail!("--repeats must be at least 1");
+        }
+        let options = GenerateOptions { cfg_scale: 1.0, schedule: CfgSchedule::Constant, sampler: Sampler::default(), seed: 0 };
+        let prompt = vec![vec![1, 2, 3, 4, 5, 6, 7, 8]];
+        println!(
+            "bench generate: backend {}, {} (d = {}, {} layers), {g}×{g} codes, batch 1, no CFG, {} timed images per s",
+            backend.name(),
+            self.config.display(),
+            preset.decoder.d_model,
+            preset.decoder.n_layers,
+            self.repeats,
+            g = self.grid
+        );
+        println!("{:<6} {:>8} {:>12} {:>14} {:>14} {:>11} {:>12}", "s", "steps", "ms / image", "early ms/step", "late ms/step", "late/early", "× vs s = 1");
+        let mut baseline = None;
+        for &s in &self.windows {
+            let config = TokenShuffleLmConfig { grid: [self.grid, self.grid], window: s, ..preset.clone() };
+            let model = config.init::<B>(&device).map_err(|e| anyhow::anyhow!("s = {s}: {e}"))?;
+            let mut totals = Vec::new();
+            let (mut early, mut late) = (Vec::new(), Vec::new());
+            for repetition in 0..=self.repeats {
+                let mut marks = Vec::with_capacity(config.windows() + 1);
+                let start = Instant::now();
+                marks.push(start);
+                model.generate(&prompt, &options, &device, &mut |_, _| marks.push(Instant::now()))?;
+                if repetition == 0 {
+                    continue; // warm-up
+                }
+                totals.push(start.elapsed());
+                // Step i's time is from the end of step i−1; the first (with the prefill) is left out of both.
+                let steps: Vec<Duration> = marks.windows(2).skip(1).map(|w| w[1] - w[0]).collect();
+                let tenth = (steps.len() / 10).max(1);
+                if steps.len() >= 2 * tenth {
+                    early.push(steps[..tenth].iter().sum::<Duration>() / tenth as u32);
+                    late.push(steps[steps.len() - tenth..].iter().sum::<Duration>() / tenth as u32);
+                }
+            }
+            let total = median(&mut totals);
+            let baseline = *baseline.get_or_insert(total);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let (early, late) = if early.is_empty() { (None, None) } else { (Some(median(&mut early)), Some(median(&mut late))) };
+            println!(
+                "{s:<6} {:>8} {:>12.1} {:>14} {:>14} {:>11} {:>12.2}",
+                config.windows(),
+                ms(total),
+                early.map_or("-".into(), |d| format!("{:.2}", ms(d))),
+                late.map_or("-".into(), |d| format!("{:.2}", ms(d))),
+                early.zip(late).map_or("-".into(), |(e, l)| format!("{:.2}", l.as_secs_f64() / e.as_secs_f64())),
+                baseline.as_secs_f64() / total.as_secs_f64()
+            );
+        }
         Ok(())
     }
 }

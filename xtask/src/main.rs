@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench;
+mod count;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -23,12 +24,15 @@ enum Command {
     /// Run a benchmark and print ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Count an LM preset's parameters, sequence length and FLOPs per image (analytically; nothing is built).
+    Count(count::Count),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Backends => list_backends(),
         Command::Bench(bench) => bench.run(),
+        Command::Count(count) => count.run(),
     }
 }
 

@@ -70,8 +70,12 @@ impl<B: Backend> KvCache<B> {
         let max_len = self.keys.dims()[2];
         assert!(self.len + t <= max_len, "KV cache holds {max_len} positions; {} were asked for", self.len + t);
         let range = [0..batch, 0..heads, self.len..self.len + t, 0..dim];
-        self.keys = self.keys.clone().slice_assign(range.clone(), keys);
-        self.values = self.values.clone().slice_assign(range, values);
+        // Move the buffers out while writing: a buffer that is not shared is updated in place, where a clone
+        // would make every step copy the whole cache.
+        let device = keys.device();
+        let placeholder = || Tensor::empty([0, 0, 0, 0], &device);
+        self.keys = std::mem::replace(&mut self.keys, placeholder()).slice_assign(range.clone(), keys);
+        self.values = std::mem::replace(&mut self.values, placeholder()).slice_assign(range, values);
         self.len += t;
         (self.keys.clone().narrow(2, 0, self.len), self.values.clone().narrow(2, 0, self.len))
     }

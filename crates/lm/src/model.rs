@@ -220,8 +220,16 @@ impl<B: Backend> TokenShuffleLm<B> {
     /// With `cfg_scale != 1`, every prompt also runs as an unconditional row (the empty prompt) in the same
     /// batch, and the logits are mixed as `u + w(t)·(c − u)` with `w` from the schedule.
     ///
+    /// `on_step(done, total)` is called after each window is sampled (for progress bars and timing).
+    ///
     /// Returns the code grids `[B, H', W']` and, per step, the guided logits `[B, s², K]` it sampled from.
-    pub fn generate(&self, texts: &[Vec<u32>], options: &GenerateOptions, device: &B::Device) -> Result<(Tensor<B, 3, Int>, Vec<Tensor<B, 3>>), ShuffleError> {
+    pub fn generate(
+        &self,
+        texts: &[Vec<u32>],
+        options: &GenerateOptions,
+        device: &B::Device,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Tensor<B, 3, Int>, Vec<Tensor<B, 3>>), ShuffleError> {
         let batch = texts.len();
         let guided = options.cfg_scale != 1.0;
         let mut rows: Vec<Vec<u32>> = texts.to_vec();
@@ -252,6 +260,7 @@ impl<B: Backend> TokenShuffleLm<B> {
             let window: Vec<i64> = options.sampler.sample_rows(&values, k, &mut rng).into_iter().map(|c| c as i64).collect();
             step_logits.push(logits);
             codes.extend_from_slice(&window);
+            on_step(step + 1, windows);
             if step + 1 < windows {
                 let window = Tensor::<B, 3, Int>::from_data(TensorData::new(window, [batch, s, s]), device);
                 let window = if guided { Tensor::cat(vec![window.clone(), window], 0) } else { window };
@@ -316,7 +325,7 @@ mod tests {
         for window in [1, 2] {
             let model = config(window).init::<B>(&device).unwrap();
             let options = GenerateOptions { cfg_scale: 1.0, schedule: CfgSchedule::HalfLinear, sampler: Sampler::argmax(), seed: 0 };
-            let (grid, steps) = model.generate(&texts(), &options, &device).unwrap();
+            let (grid, steps) = model.generate(&texts(), &options, &device, &mut |_, _| {}).unwrap();
             assert_eq!(grid.dims(), [2, 4, 4]);
             let full = model.forward(model.prompt_ids(&texts(), &device), grid).unwrap();
             for (n, step) in steps.into_iter().enumerate() {
@@ -346,7 +355,7 @@ mod tests {
         let model = config(2).init::<B>(&device).unwrap();
         let sampler = Sampler { temperature: 1.0, top_k: None, top_p: None };
         let options = |seed| GenerateOptions { cfg_scale: 4.0, schedule: CfgSchedule::HalfLinear, sampler, seed };
-        let run = |seed| model.generate(&texts(), &options(seed), &device).unwrap().0.into_data();
+        let run = |seed| model.generate(&texts(), &options(seed), &device, &mut |_, _| {}).unwrap().0.into_data();
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
     }

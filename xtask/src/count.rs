@@ -1,0 +1,85 @@
+//! `cargo xtask count`: parameters, sequence length and FLOPs of an LM preset at a resolution.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use lm::TokenShuffleLmConfig;
+
+/// Arguments of `cargo xtask count`.
+#[derive(Args)]
+pub struct Count {
+    /// LM preset (JSON), e.g. configs/lm-2.7b.json.
+    #[arg(long)]
+    config: PathBuf,
+    /// Image resolution in pixels (default: the preset's grid × downsample).
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// VQ downsample factor.
+    #[arg(long, default_value_t = 8)]
+    downsample: usize,
+    /// Token-Shuffle window s (default: the preset's).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Caption length in text ids.
+    #[arg(long, default_value_t = 64)]
+    text_len: usize,
+}
+
+impl Count {
+    pub fn run(self) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
+        let mut config: TokenShuffleLmConfig =
+            serde_json::from_str(&text).with_context(|| format!("{} is not an LM config", self.config.display()))?;
+        if let Some(resolution) = self.resolution {
+            if self.downsample == 0 || resolution % self.downsample != 0 {
+                bail!("--resolution {resolution} is not divisible by --downsample {}", self.downsample);
+            }
+            config.grid = [resolution / self.downsample; 2];
+        }
+        if let Some(window) = self.window {
+            config.window = window;
+        }
+        let s = config.window;
+        if s == 0 || config.grid[0] % s != 0 || config.grid[1] % s != 0 {
+            bail!(
+                "the {}×{} code grid is not divisible by the window s = {s}: pick a resolution divisible by downsample × s",
+                config.grid[0],
+                config.grid[1]
+            );
+        }
+        let count = config.count(self.text_len);
+        let baseline = TokenShuffleLmConfig { window: 1, ..config.clone() }.count(self.text_len);
+        println!("{} at {}×{} codes, s = {s}, text of {} ids", self.config.display(), config.grid[0], config.grid[1], self.text_len);
+        println!("parameters                {:>16}", group(count.parameters));
+        println!("image codes per image     {:>16}", group(count.image_codes));
+        println!("transformer positions     {:>16}   (s = 1: {})", group(count.sequence_len), group(baseline.sequence_len));
+        println!(
+            "training FLOPs / image    {:>16.3e}   (s = 1: {:.3e}, {:.2}× more)",
+            count.train_flops,
+            baseline.train_flops,
+            baseline.train_flops / count.train_flops
+        );
+        println!(
+            "generation FLOPs / image  {:>16.3e}   (s = 1: {:.3e}, {:.2}× more); {} AR steps (s = 1: {})",
+            count.generate_flops,
+            baseline.generate_flops,
+            baseline.generate_flops / count.generate_flops,
+            config.windows(),
+            baseline.image_codes
+        );
+        Ok(())
+    }
+}
+
+fn group(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
