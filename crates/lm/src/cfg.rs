@@ -106,6 +106,12 @@ pub fn guide<B: Backend, const D: usize>(conditional: Tensor<B, D>, unconditiona
     unconditional.clone() + (conditional - unconditional) * scale
 }
 
+/// Replaces each prompt by the empty prompt with probability `rate` (training for classifier-free guidance).
+pub fn drop_prompts(texts: &[Vec<u32>], rate: f64, rng: &mut rand::rngs::StdRng) -> Vec<Vec<u32>> {
+    use rand::RngExt;
+    texts.iter().map(|t| if rng.random::<f64>() < rate { Vec::new() } else { t.clone() }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +154,16 @@ mod tests {
         }
         let err = "cosine".parse::<CfgSchedule>().unwrap_err();
         assert!(err.contains("half-linear"), "{err}");
+    }
+
+    #[test]
+    fn prompt_dropout_empties_about_the_asked_fraction() {
+        let texts = vec![vec![1, 2, 3]; 10_000];
+        let dropped = drop_prompts(&texts, 0.1, &mut crate::seeded_rng(4));
+        let empty = dropped.iter().filter(|t| t.is_empty()).count();
+        assert!((850..1150).contains(&empty), "{empty} of 10000 dropped");
+        assert!(dropped.iter().all(|t| t.is_empty() || t == &texts[0]));
+        assert!(drop_prompts(&texts, 0.0, &mut crate::seeded_rng(4)).iter().all(|t| !t.is_empty()));
     }
 
     #[test]

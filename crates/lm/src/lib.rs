@@ -24,7 +24,7 @@ mod sampling;
 mod vocab;
 
 pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
-pub use cfg::{CfgSchedule, guide};
+pub use cfg::{CfgSchedule, drop_prompts, guide};
 pub use count::ModelCount;
 pub use decoder::{Decoder, DecoderCache, DecoderConfig, DecoderLayer};
 pub use model::{GenerateOptions, LmLoss, TokenShuffleLm, TokenShuffleLmConfig};

@@ -34,6 +34,15 @@ pub struct TokenShuffleLmConfig {
     /// Default: 1e-4.
     #[config(default = 1e-4)]
     pub z_loss_weight: f64,
+    /// Weight of the next-token loss on the prompt's text, predicted through the (tied) embedding table. The
+    /// paper trains text-to-image only; 0 (the default) skips it.
+    #[config(default = 0.0)]
+    pub text_loss_weight: f64,
+    /// Fraction of training prompts replaced by the empty prompt, so that the model also learns the
+    /// unconditional distribution that classifier-free guidance needs. Default: 0.1. Applied by the trainer
+    /// with [`crate::drop_prompts`].
+    #[config(default = 0.1)]
+    pub prompt_dropout: f64,
 }
 
 impl TokenShuffleLmConfig {
@@ -74,6 +83,7 @@ impl TokenShuffleLmConfig {
             vocab: self.vocab(),
             grid: self.grid,
             z_loss_weight: self.z_loss_weight,
+            text_loss_weight: self.text_loss_weight,
         })
     }
 }
@@ -101,6 +111,8 @@ pub struct TokenShuffleLm<B: Backend> {
     grid: [usize; 2],
     #[module(skip)]
     z_loss_weight: f64,
+    #[module(skip)]
+    text_loss_weight: f64,
 }
 
 /// The loss of a batch, part by part.
@@ -108,9 +120,11 @@ pub struct TokenShuffleLm<B: Backend> {
 pub struct LmLoss<B: Backend> {
     /// Cross-entropy of the image codes (mean over codes).
     pub image_ce: Tensor<B, 1>,
-    /// `mean(logsumexp(logits)²)`, unweighted.
+    /// `mean(logsumexp(logits)²)` of the image logits, unweighted.
     pub z_loss: Tensor<B, 1>,
-    /// `image_ce + z_loss_weight · z_loss`: what is minimised.
+    /// Next-token cross-entropy of the prompt text (mean over non-pad targets), when its weight is not 0.
+    pub text_ce: Option<Tensor<B, 1>>,
+    /// `image_ce + z_loss_weight · z_loss + text_loss_weight · text_ce`: what is minimised.
     pub total: Tensor<B, 1>,
 }
 
@@ -181,6 +195,12 @@ impl<B: Backend> TokenShuffleLm<B> {
     /// - output: `[B, N, s², K]`: row n holds the logits of window n's codes (row-major inside the window)
     pub fn forward(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 4>, ShuffleError> {
         let p = prompt.dims()[1];
+        let hidden = self.hidden(prompt, codes)?;
+        self.image_logits(hidden, p)
+    }
+
+    /// Decoder outputs over the whole training sequence, `[B, P + N − 1, d]`.
+    fn hidden(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, ShuffleError> {
         let [_, h, w] = codes.dims();
         if [h, w] != self.grid {
             return Err(ShuffleError::TokenCountMismatch {
@@ -191,8 +211,12 @@ impl<B: Backend> TokenShuffleLm<B> {
                 expected: self.grid[0] * self.grid[1],
             });
         }
-        let n = (h / self.shuffle.window()) * (w / self.shuffle.window());
-        let hidden = self.decoder.forward(self.input_sequence(prompt, codes)?, None);
+        Ok(self.decoder.forward(self.input_sequence(prompt, codes)?, None))
+    }
+
+    /// Image logits from the outputs at `boi` and every window but the last (prompt length `p`).
+    fn image_logits(&self, hidden: Tensor<B, 3>, p: usize) -> Result<Tensor<B, 4>, ShuffleError> {
+        let n = (self.grid[0] / self.shuffle.window()) * (self.grid[1] / self.shuffle.window());
         self.window_logits(hidden.narrow(1, p - 1, n))
     }
 
@@ -201,17 +225,42 @@ impl<B: Backend> TokenShuffleLm<B> {
         Ok(self.image_head.forward(self.unshuffle.forward(hidden)?))
     }
 
-    /// The loss of `logits` (from [`Self::forward`]) against the code grids they predict.
-    pub fn loss(&self, logits: Tensor<B, 4>, codes: Tensor<B, 3, Int>) -> Result<LmLoss<B>, ShuffleError> {
+    /// The training loss of a batch, part by part.
+    ///
+    /// # Shapes
+    /// - `prompt`: `[B, P]`, from [`Self::prompt_ids`]
+    /// - `codes`: `[B, H', W']`
+    pub fn loss(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<LmLoss<B>, ShuffleError> {
+        let p = prompt.dims()[1];
+        let hidden = self.hidden(prompt.clone(), codes.clone())?;
+        let logits = self.image_logits(hidden.clone(), p)?;
         let [batch, n, s2, k] = logits.dims();
         let targets = window_merge(codes.unsqueeze_dim::<4>(3), self.shuffle.window())?.reshape([batch * n * s2, 1]);
         let logits = logits.reshape([batch * n * s2, k]);
-        let max = logits.clone().max_dim(1).detach();
-        let log_sum_exp = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+        let log_sum_exp = log_sum_exp(logits.clone());
         let image_ce = (log_sum_exp.clone() - logits.gather(1, targets)).mean();
         let z_loss = log_sum_exp.powi_scalar(2).mean();
-        let total = image_ce.clone() + z_loss.clone() * self.z_loss_weight;
-        Ok(LmLoss { image_ce, z_loss, total })
+        let mut total = image_ce.clone() + z_loss.clone() * self.z_loss_weight;
+        let text_ce = (self.text_loss_weight != 0.0 && p > 1).then(|| self.text_loss(hidden.narrow(1, 0, p - 1), prompt));
+        if let Some(text_ce) = &text_ce {
+            total = total + text_ce.clone() * self.text_loss_weight;
+        }
+        Ok(LmLoss { image_ce, z_loss, text_ce, total })
+    }
+
+    /// Next-token cross-entropy over the prompt, with the embedding table (scaled by 1/√d) as the output layer,
+    /// so the text head adds no parameters; left-padding targets are ignored.
+    fn text_loss(&self, hidden: Tensor<B, 3>, prompt: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let [batch, p] = prompt.dims();
+        let d = hidden.dims()[2];
+        let table = self.embedding.weight.val().narrow(0, 0, self.vocab.non_image());
+        // Scaled by 1/√d: the normalised hidden state has norm ~√d and embedding rows ~√d, so raw dot
+        // products would start the head saturated.
+        let logits = hidden.reshape([batch * (p - 1), d]).matmul(table.transpose()) / (d as f64).sqrt();
+        let targets = prompt.narrow(1, 1, p - 1).reshape([batch * (p - 1), 1]);
+        let mask = targets.clone().not_equal_elem(self.vocab.pad() as i64).float();
+        let ce = log_sum_exp(logits.clone()) - logits.gather(1, targets);
+        (ce * mask.clone()).sum() / mask.sum().clamp_min(1.0)
     }
 
     /// Generates one code grid per prompt with a KV cache: a prefill of the prompts, then one step per window,
@@ -361,6 +410,22 @@ mod tests {
     }
 
     #[test]
+    fn the_text_loss_is_reported_only_when_weighted() {
+        let device = Default::default();
+        let prompt = |m: &TokenShuffleLm<B>| m.prompt_ids(&texts(), &device);
+        let plain = config(2).init::<B>(&device).unwrap();
+        assert!(plain.loss(prompt(&plain), codes(2, &device)).unwrap().text_ce.is_none());
+        let with_text = config(2).with_text_loss_weight(0.5).init::<B>(&device).unwrap();
+        let loss = with_text.loss(prompt(&with_text), codes(2, &device)).unwrap();
+        let text_ce: f32 = loss.text_ce.unwrap().into_scalar();
+        // 25 classes (20 text ids + 5 specials): an untrained model is near ln 25 ≈ 3.2.
+        assert!(text_ce.is_finite() && text_ce > 1.0 && text_ce < 8.0, "{text_ce}");
+        let total: f32 = loss.total.into_scalar();
+        let parts: f32 = loss.image_ce.into_scalar() + 1e-4 * loss.z_loss.into_scalar() + 0.5 * text_ce;
+        assert!((total - parts).abs() < 1e-4, "{total} vs {parts}");
+    }
+
+    #[test]
     fn a_tiny_model_overfits_one_batch() {
         type AD = Autodiff<Flex>;
         let device = Default::default();
@@ -371,8 +436,7 @@ mod tests {
             let grid = codes::<AD>(2, &device);
             let mut last = f32::INFINITY;
             for _ in 0..150 {
-                let logits = model.forward(prompt.clone(), grid.clone()).unwrap();
-                let loss = model.loss(logits, grid.clone()).unwrap();
+                let loss = model.loss(prompt.clone(), grid.clone()).unwrap();
                 last = loss.image_ce.clone().into_scalar();
                 let grads = GradientsParams::from_grads(loss.total.backward(), &model);
                 model = optimizer.step(3e-3, model, grads);
@@ -380,4 +444,10 @@ mod tests {
             assert!(last < 0.05, "s = {window}: image cross-entropy still {last} after 150 steps");
         }
     }
+}
+
+/// `log Σ exp(x)` over the last axis of `[rows, classes]`, shifted by the (constant) row maximum for stability.
+fn log_sum_exp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let max = x.clone().max_dim(1).detach();
+    (x - max.clone()).exp().sum_dim(1).log() + max
 }

@@ -43,6 +43,11 @@ impl VocabLayout {
         self.text + SPECIALS + self.codebook
     }
 
+    /// Number of ids that are not image codes (text and special tokens): the classes of a text head.
+    pub fn non_image(&self) -> usize {
+        self.text + SPECIALS
+    }
+
     /// Begin of sequence.
     pub fn bos(&self) -> u32 {
         self.text as u32
