@@ -1,19 +1,44 @@
 //! # lm — the multimodal LLM with Token-Shuffle
 //!
-//! The model of the paper: one Llama-style decoder over one vocabulary of text tokens and image codes, with the
-//! `token-shuffle` crate's `TokenShuffle` / `TokenUnshuffle` around it so that each image position predicts the s²
-//! codes of the next window.
+//! The model of the paper: one Llama-style decoder over one vocabulary of text tokens and image codes
+//! ([`VocabLayout`]), with the `token-shuffle` crate's `TokenShuffle` / `TokenUnshuffle` around it, so that each
+//! image position predicts the s² codes of the **next** window ([`TokenShuffleLm`]). No text encoder: the prompt
+//! is plain tokens in the same sequence.
 //!
-//! Built so far:
-//! - [`VocabLayout`]: text ids, special tokens and image codes in one table, laid out in one place.
-//! - [`CfgSchedule`] and [`guide`]: classifier-free guidance with the paper's schedules (half-linear by default).
-//! - [`Sampler`]: temperature, top-k and top-p sampling, seeded and reproducible.
-//! - [`CausalSelfAttention`] with a preallocated [`KvCache`]: rotary positions, grouped KV heads, burn's fused
-//!   attention op.
-//! - [`Decoder`]: the Llama-style stack (pre-norm RMSNorm, attention, SwiGLU MLP) with per-layer KV caches.
+//! - [`TokenShuffleLm`]: embedding → Token-Shuffle → [`Decoder`] → Token-Unshuffle → image head; loss parts
+//!   ([`LmLoss`]: image cross-entropy, z-loss, optional text loss); KV-cache generation with scheduled CFG.
+//! - [`Decoder`]: pre-norm RMSNorm, [`CausalSelfAttention`] (RoPE over the shortened sequence, grouped KV heads,
+//!   burn's fused attention, a preallocated [`KvCache`]) and a SwiGLU MLP.
+//! - [`CfgSchedule`], [`guide`] and [`drop_prompts`]: classifier-free guidance, its schedules (half-linear by
+//!   default) and the prompt dropout that trains it.
+//! - [`Sampler`]: temperature, top-k and top-p, seeded and reproducible.
+//! - [`TokenShuffleLmConfig::count`]: parameters, sequence length and FLOPs, analytically (`cargo xtask count`).
 //!
-//! Still to come (see the LM issue): the Token-Shuffle
-//! wiring and losses, KV-cache generation, presets, and the parameter/FLOP counter.
+//! ## Example
+//! ```
+//! use burn::backend::Flex;
+//! use lm::{CfgSchedule, DecoderConfig, GenerateOptions, Sampler, TokenShuffleLmConfig};
+//!
+//! let device = Default::default();
+//! // 100 text ids, a 64-code VQ, 8×8 code grids, s = 2: 16 windows per image.
+//! let config = TokenShuffleLmConfig::new(100, 64, [8, 8], 16, DecoderConfig::new(32, 2, 4, 64, 0));
+//! let model = config.init::<Flex>(&device)?;
+//! assert_eq!(config.sequence_len(3), 3 + 1 + 16);
+//!
+//! let prompts = vec![vec![5, 6, 7]];
+//! let options = GenerateOptions { cfg_scale: 7.5, schedule: CfgSchedule::HalfLinear, sampler: Sampler::default(), seed: 1 };
+//! let (codes, _) = model.generate(&prompts, &options, &device, &mut |_, _| {})?;
+//! assert_eq!(codes.dims(), [1, 8, 8]); // ready for the VQ decoder
+//! # Ok::<(), token_shuffle::ShuffleError>(())
+//! ```
+//!
+//! ## Decisions the paper leaves open
+//! - Positions: RoPE over the shortened sequence (one position per window), as PAPER.md suggests.
+//! - Sequence: `[bos] text [boi] w₀ … w_{N−2}`; the outputs at `boi` and `w₀ … w_{N−2}` predict windows `0 … N−1`,
+//!   so the last window is never an input in training.
+//! - Prompts of different lengths are left-padded with `pad` (attended like any token).
+//! - The optional text loss uses the embedding table as its output layer, scaled by 1/√d.
+//! - z-loss weight 1e-4; prompt dropout 10%.
 
 mod attention;
 mod cfg;
