@@ -2,11 +2,29 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use thiserror::Error;
 use token_shuffle::{
-    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, window_merge, window_split,
+    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid, window_merge,
+    window_split,
 };
 
 use crate::{CfgSchedule, Decoder, DecoderConfig, Sampler, VocabLayout, guide, seeded_rng};
+
+/// Why the LM refused a configuration or an input.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LmError {
+    /// The window does not fit the code grid, or the model width does not split into s² parts.
+    #[error(transparent)]
+    Shuffle(#[from] ShuffleError),
+    /// Code grids of another size than the model was built for.
+    #[error("code grids of {got:?} do not match the model's {expected:?} grid: encode images at the resolution the LM was configured for")]
+    GridMismatch {
+        /// The grid given.
+        got: [usize; 2],
+        /// The model's grid.
+        expected: [usize; 2],
+    },
+}
 
 /// Configuration of a [`TokenShuffleLm`].
 #[derive(Config, Debug)]
@@ -65,14 +83,14 @@ impl TokenShuffleLmConfig {
     /// Builds the model on `device`.
     ///
     /// # Errors
-    /// [`ShuffleError`] when the code grid is not divisible by s or d by s².
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<TokenShuffleLm<B>, ShuffleError> {
+    /// [`LmError::Shuffle`] when the code grid is not divisible by s or d by s².
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<TokenShuffleLm<B>, LmError> {
         let d = self.decoder.d_model;
         let shuffle_config = TokenShuffleConfig::new(d)
             .with_window(self.window)
             .with_fusion(self.fusion)
             .with_mlp_blocks(self.shuffle_mlp_blocks);
-        token_shuffle::window_merge(Tensor::<B, 4>::zeros([1, self.grid[0], self.grid[1], 1], device), self.window)?;
+        check_grid(self.grid[0], self.grid[1], self.window)?;
         let decoder = DecoderConfig { max_seq_len: self.sequence_len(self.max_text_len), ..self.decoder.clone() };
         Ok(TokenShuffleLm {
             embedding: EmbeddingConfig::new(self.vocab().size(), d).init(device),
@@ -180,7 +198,7 @@ impl<B: Backend> TokenShuffleLm<B> {
     /// - `prompt`: `[B, P]`, from [`Self::prompt_ids`]
     /// - `codes`: `[B, H', W']`
     /// - output: `[B, P + N − 1, d]`
-    pub fn input_sequence(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, ShuffleError> {
+    pub fn input_sequence(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, LmError> {
         let windows = self.image_tokens(codes)?;
         let n = windows.dims()[1];
         let prompt = self.embedding.forward(prompt);
@@ -193,23 +211,17 @@ impl<B: Backend> TokenShuffleLm<B> {
     /// - `prompt`: `[B, P]`
     /// - `codes`: `[B, H', W']`
     /// - output: `[B, N, s², K]`: row n holds the logits of window n's codes (row-major inside the window)
-    pub fn forward(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 4>, ShuffleError> {
+    pub fn forward(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 4>, LmError> {
         let p = prompt.dims()[1];
         let hidden = self.hidden(prompt, codes)?;
-        self.image_logits(hidden, p)
+        Ok(self.image_logits(hidden, p)?)
     }
 
     /// Decoder outputs over the whole training sequence, `[B, P + N − 1, d]`.
-    fn hidden(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, ShuffleError> {
+    fn hidden(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, LmError> {
         let [_, h, w] = codes.dims();
         if [h, w] != self.grid {
-            return Err(ShuffleError::TokenCountMismatch {
-                tokens: h * w,
-                height: self.grid[0],
-                width: self.grid[1],
-                window: self.shuffle.window(),
-                expected: self.grid[0] * self.grid[1],
-            });
+            return Err(LmError::GridMismatch { got: [h, w], expected: self.grid });
         }
         Ok(self.decoder.forward(self.input_sequence(prompt, codes)?, None))
     }
@@ -230,7 +242,7 @@ impl<B: Backend> TokenShuffleLm<B> {
     /// # Shapes
     /// - `prompt`: `[B, P]`, from [`Self::prompt_ids`]
     /// - `codes`: `[B, H', W']`
-    pub fn loss(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<LmLoss<B>, ShuffleError> {
+    pub fn loss(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<LmLoss<B>, LmError> {
         let p = prompt.dims()[1];
         let hidden = self.hidden(prompt.clone(), codes.clone())?;
         let logits = self.image_logits(hidden.clone(), p)?;
@@ -278,7 +290,7 @@ impl<B: Backend> TokenShuffleLm<B> {
         options: &GenerateOptions,
         device: &B::Device,
         on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<(Tensor<B, 3, Int>, Vec<Tensor<B, 3>>), ShuffleError> {
+    ) -> Result<(Tensor<B, 3, Int>, Vec<Tensor<B, 3>>), LmError> {
         let batch = texts.len();
         let guided = options.cfg_scale != 1.0;
         let mut rows: Vec<Vec<u32>> = texts.to_vec();
@@ -363,9 +375,18 @@ mod tests {
     }
 
     #[test]
+    fn codes_of_another_grid_are_refused() {
+        let device = Default::default();
+        let model = config(2).init::<B>(&device).unwrap();
+        let wrong = Tensor::<B, 3, Int>::zeros([2, 8, 8], &device);
+        let err = model.forward(model.prompt_ids(&texts(), &device), wrong).unwrap_err();
+        assert_eq!(err, LmError::GridMismatch { got: [8, 8], expected: [4, 4] });
+    }
+
+    #[test]
     fn bad_grids_are_refused() {
         let err = TokenShuffleLmConfig { grid: [6, 4], ..config(4) }.init::<B>(&Default::default()).unwrap_err();
-        assert!(matches!(err, ShuffleError::GridNotDivisible { height: 6, .. }), "{err}");
+        assert!(matches!(err, LmError::Shuffle(ShuffleError::GridNotDivisible { height: 6, .. })), "{err}");
     }
 
     #[test]

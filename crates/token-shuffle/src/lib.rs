@@ -66,7 +66,7 @@ pub use fusion::{Fusion, WindowFusion};
 pub use mlp::{ResidualMlp, ResidualMlpConfig};
 pub use shuffle::{TokenShuffle, TokenShuffleConfig};
 pub use unshuffle::{TokenUnshuffle, TokenUnshuffleConfig};
-pub use window::{window_merge, window_split};
+pub use window::{check_grid, window_merge, window_split};
 
 /// The crate's one choice of concrete backends for its unit tests: numerics are checked on Flex (CPU).
 #[cfg(test)]

@@ -4,8 +4,11 @@ use burn::tensor::{BasicOps, Element, Int, Tensor, backend::Backend};
 
 use crate::ShuffleError;
 
-/// Checks that a window size is usable on an `height × width` grid.
-pub(crate) fn check_grid(height: usize, width: usize, window: usize) -> Result<(), ShuffleError> {
+/// Checks that s×s windows tile an `height × width` token grid.
+///
+/// # Errors
+/// [`ShuffleError::ZeroWindow`] for s = 0, [`ShuffleError::GridNotDivisible`] when s does not divide H and W.
+pub fn check_grid(height: usize, width: usize, window: usize) -> Result<(), ShuffleError> {
     if window == 0 {
         return Err(ShuffleError::ZeroWindow);
     }
