@@ -126,7 +126,6 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
         });
     }
 
-    let found = entries.len();
     let decoded: Vec<Result<ImageCaption, Skipped>> = entries
         .into_par_iter()
         .map(|(path, id, caption)| {
@@ -140,20 +139,29 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
         })
         .collect();
 
-    let mut report = LoadReport { found, ..Default::default() };
+    let (train, valid, report) = split_decoded(decoded, options.valid_fraction);
+    if report.loaded == 0 {
+        return Err(DataError::NoImages { root: root.to_path_buf(), summary: report.summary() });
+    }
+    Ok(ImageFolder { train, valid, report })
+}
+
+/// Sorts decoded items into the train and valid splits (by [`in_valid_split`]) and failures into the report.
+pub(crate) fn split_decoded(
+    decoded: Vec<Result<ImageCaption, Skipped>>,
+    valid_fraction: f64,
+) -> (Vec<ImageCaption>, Vec<ImageCaption>, LoadReport) {
+    let mut report = LoadReport { found: decoded.len(), ..Default::default() };
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     for item in decoded {
         match item {
-            Ok(item) if in_valid_split(&item.id, options.valid_fraction) => valid.push(item),
+            Ok(item) if in_valid_split(&item.id, valid_fraction) => valid.push(item),
             Ok(item) => train.push(item),
             Err(skipped) => report.skipped.push(skipped),
         }
     }
     report.loaded = train.len() + valid.len();
-    if report.loaded == 0 {
-        return Err(DataError::NoImages { root: root.to_path_buf(), summary: report.summary() });
-    }
-    Ok(ImageFolder { train, valid, report })
+    (train, valid, report)
 }
 
 /// Whether an item goes to the validation split: a hash of its id, so the split never depends on file order.

@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 use twemoji_assets::png::PngTwemojiAsset;
 
-use crate::folder::{LoadReport, Skipped, in_valid_split};
+use crate::folder::{LoadReport, Skipped, split_decoded};
 use crate::imaging::decode_square;
 use crate::{DataError, ImageCaption};
 
@@ -51,17 +51,7 @@ pub fn load_twemoji(resolution: u32, valid_fraction: f64) -> Result<(Vec<ImageCa
                 .map_err(|reason| Skipped { path: format!("twemoji {} ({})", e.emoji, e.name).into(), reason })
         })
         .collect();
-    let mut report = LoadReport { found: entries.len(), ..Default::default() };
-    let (mut train, mut valid) = (Vec::new(), Vec::new());
-    for item in decoded {
-        match item {
-            Ok(item) if in_valid_split(&item.id, valid_fraction) => valid.push(item),
-            Ok(item) => train.push(item),
-            Err(skipped) => report.skipped.push(skipped),
-        }
-    }
-    report.loaded = train.len() + valid.len();
-    Ok((train, valid, report))
+    Ok(split_decoded(decoded, valid_fraction))
 }
 
 #[cfg(test)]
