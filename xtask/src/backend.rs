@@ -104,3 +104,30 @@ pub fn probe_device<B: Backend>(kind: BackendKind, device: &B::Device) -> Result
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports the backend it ran on.
+    struct Name;
+    impl BackendTask for Name {
+        type Output = &'static str;
+        fn run<B: Backend>(self, backend: BackendKind, _: B::Device) -> Result<&'static str> {
+            Ok(backend.name())
+        }
+    }
+
+    #[test]
+    fn flex_is_always_there() {
+        assert!(BackendKind::Flex.compiled_in());
+        assert_eq!(run_on(BackendKind::Flex, Name).unwrap(), "flex");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn a_backend_that_is_not_compiled_in_says_how_to_get_it() {
+        let err = run_on(BackendKind::Cuda, Name).unwrap_err().to_string();
+        assert!(err.contains("not compiled into this binary") && err.contains("--features cuda"), "{err}");
+    }
+}
