@@ -115,12 +115,14 @@ impl<B: Backend> CausalSelfAttention<B> {
     /// Attends each of `x`'s positions to itself and everything before it (in the cache, then in `x`).
     ///
     /// Without a cache, `x` is a whole sequence. With one, `x` continues the cached positions, which the call
-    /// extends; the rotary positions continue from the cache's length.
+    /// extends; the rotary positions continue from the cache's length. `key_bias`, when given, is added to the
+    /// attention scores of every key (cached ones first): a large negative value hides a key (padding).
     ///
     /// # Shapes
     /// - `x`: `[B, T, d]`
+    /// - `key_bias`: `[B, cached + T]`
     /// - output: `[B, T, d]`
-    pub fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut KvCache<B>>, key_bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
         let [batch, t, d] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim());
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
@@ -136,7 +138,11 @@ impl<B: Backend> CausalSelfAttention<B> {
         let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv));
         // Causal masking aligns the last query with the last key; a cached step of one position needs none.
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: t > 1 };
-        let context = attention(q, k, v, None, None, options);
+        let bias = key_bias.map(|bias| {
+            let keys = bias.dims()[1];
+            bias.reshape([batch, 1, 1, keys]).expand([batch, h, t, keys])
+        });
+        let context = attention(q, k, v, None, bias, options);
         self.output.forward(context.swap_dims(1, 2).reshape([batch, t, d]))
     }
 }
@@ -166,12 +172,12 @@ mod tests {
         for kv_heads in [None, Some(2), Some(1)] {
             let attn = layer(kv_heads);
             let x = Tensor::<B, 3>::random([2, 9, 32], Distribution::Normal(0.0, 1.0), &Default::default());
-            let full = attn.forward(x.clone(), None);
+            let full = attn.forward(x.clone(), None, None);
             let mut cache = KvCache::new(2, attn.n_kv_heads(), 16, attn.head_dim(), &Default::default());
             // Prefill 5 positions, then one at a time.
-            let mut parts = vec![attn.forward(x.clone().narrow(1, 0, 5), Some(&mut cache))];
+            let mut parts = vec![attn.forward(x.clone().narrow(1, 0, 5), Some(&mut cache), None)];
             for i in 5..9 {
-                parts.push(attn.forward(x.clone().narrow(1, i, 1), Some(&mut cache)));
+                parts.push(attn.forward(x.clone().narrow(1, i, 1), Some(&mut cache), None));
             }
             let stepped = Tensor::cat(parts, 1);
             assert!(stepped.clone().all_close(full.clone(), None, Some(1e-4)), "{kv_heads:?}: {}", (stepped - full).abs().max().into_scalar());
@@ -184,7 +190,7 @@ mod tests {
         let device = Default::default();
         let x = Tensor::<B, 3>::random([1, 8, 32], Distribution::Normal(0.0, 1.0), &device);
         let changed = x.clone().slice_assign([0..1, 5..6, 0..32], Tensor::ones([1, 1, 32], &device) * 3.0);
-        let (a, b) = (attn.forward(x, None), attn.forward(changed, None));
+        let (a, b) = (attn.forward(x, None, None), attn.forward(changed, None, None));
         assert!(a.clone().narrow(1, 0, 5).all_close(b.clone().narrow(1, 0, 5), None, Some(1e-6)));
         assert!(!a.narrow(1, 5, 3).all_close(b.narrow(1, 5, 3), None, Some(1e-3)));
     }

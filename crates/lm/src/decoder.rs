@@ -85,8 +85,8 @@ impl DecoderConfig {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attention.forward(self.attention_norm.forward(x), cache);
+    fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut KvCache<B>>, key_bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attention.forward(self.attention_norm.forward(x), cache, key_bias);
         x.clone() + self.mlp_down.forward(self.mlp_up.forward(self.mlp_norm.forward(x)))
     }
 }
@@ -102,18 +102,21 @@ impl<B: Backend> Decoder<B> {
         DecoderCache { layers }
     }
 
-    /// Runs the stack causally over `x`, extending `cache` when one is given (see
-    /// [`CausalSelfAttention::forward`]).
+    /// Runs the stack causally over `x`, extending `cache` when one is given, with `key_bias` added to the
+    /// scores of every key (see [`CausalSelfAttention::forward`]).
     ///
     /// # Shapes
     /// - `x`: `[B, T, d]`
+    /// - `key_bias`: `[B, cached + T]`
     /// - output: `[B, T, d]`, normalised
-    pub fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut DecoderCache<B>>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut DecoderCache<B>>, key_bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
         let x = match cache {
-            Some(cache) => {
-                self.layers.iter().zip(&mut cache.layers).fold(x, |x, (layer, kv)| layer.forward(x, Some(kv)))
-            }
-            None => self.layers.iter().fold(x, |x, layer| layer.forward(x, None)),
+            Some(cache) => self
+                .layers
+                .iter()
+                .zip(&mut cache.layers)
+                .fold(x, |x, (layer, kv)| layer.forward(x, Some(kv), key_bias.clone())),
+            None => self.layers.iter().fold(x, |x, layer| layer.forward(x, None, key_bias.clone())),
         };
         self.norm.forward(x)
     }
@@ -131,11 +134,11 @@ mod tests {
         let device = Default::default();
         let decoder = DecoderConfig::new(32, 3, 4, 64, 16).with_n_kv_heads(Some(2)).init::<B>(&device);
         let x = Tensor::<B, 3>::random([2, 10, 32], Distribution::Normal(0.0, 1.0), &device);
-        let full = decoder.forward(x.clone(), None);
+        let full = decoder.forward(x.clone(), None, None);
         let mut cache = decoder.new_cache(2, 16, &device);
-        let mut parts = vec![decoder.forward(x.clone().narrow(1, 0, 4), Some(&mut cache))];
+        let mut parts = vec![decoder.forward(x.clone().narrow(1, 0, 4), Some(&mut cache), None)];
         for i in 4..10 {
-            parts.push(decoder.forward(x.clone().narrow(1, i, 1), Some(&mut cache)));
+            parts.push(decoder.forward(x.clone().narrow(1, i, 1), Some(&mut cache), None));
         }
         assert_eq!(cache.len(), 10);
         let stepped = Tensor::cat(parts, 1);

@@ -36,7 +36,8 @@
 //! - Positions: RoPE over the shortened sequence (one position per window), as PAPER.md suggests.
 //! - Sequence: `[bos] text [boi] w₀ … w_{N−2}`; the outputs at `boi` and `w₀ … w_{N−2}` predict windows `0 … N−1`,
 //!   so the last window is never an input in training.
-//! - Prompts of different lengths are left-padded with `pad` (attended like any token).
+//! - Prompts of different lengths are left-padded with `pad`, and an attention bias hides the pads, so a prompt's
+//!   logits do not depend on what it is batched with (tested).
 //! - The optional text loss uses the embedding table as its output layer, scaled by 1/√d.
 //! - z-loss weight 1e-4; prompt dropout 10%.
 

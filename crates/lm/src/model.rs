@@ -223,7 +223,18 @@ impl<B: Backend> TokenShuffleLm<B> {
         if [h, w] != self.grid {
             return Err(LmError::GridMismatch { got: [h, w], expected: self.grid });
         }
-        Ok(self.decoder.forward(self.input_sequence(prompt, codes)?, None))
+        let p = prompt.dims()[1];
+        let n = (h / self.shuffle.window()) * (w / self.shuffle.window());
+        let bias = self.key_bias(prompt.clone(), p + n - 1);
+        Ok(self.decoder.forward(self.input_sequence(prompt, codes)?, None, Some(bias)))
+    }
+
+    /// Attention bias over `keys` positions that hides the prompt's left padding: −10⁹ at pad positions (finite,
+    /// so a pad query with nothing but pads before it still gets a defined softmax), 0 elsewhere.
+    fn key_bias(&self, prompt: Tensor<B, 2, Int>, keys: usize) -> Tensor<B, 2> {
+        let [batch, p] = prompt.dims();
+        let pads = prompt.equal_elem(self.vocab.pad() as i64).float() * -1e9;
+        if keys > p { Tensor::cat(vec![pads.clone(), Tensor::zeros([batch, keys - p], &pads.device())], 1) } else { pads }
     }
 
     /// Image logits from the outputs at `boi` and every window but the last (prompt length `p`).
@@ -303,7 +314,10 @@ impl<B: Backend> TokenShuffleLm<B> {
         let prompt = self.prompt_ids(&rows, device);
         let p = prompt.dims()[1];
         let mut cache = self.decoder.new_cache(rows.len(), p + windows - 1, device);
-        let mut hidden = self.decoder.forward(self.embedding.forward(prompt), Some(&mut cache)).narrow(1, p - 1, 1);
+        let mut hidden = self
+            .decoder
+            .forward(self.embedding.forward(prompt.clone()), Some(&mut cache), Some(self.key_bias(prompt.clone(), p)))
+            .narrow(1, p - 1, 1);
         let mut rng = seeded_rng(options.seed);
         let mut codes: Vec<i64> = Vec::with_capacity(batch * windows * s * s);
         let mut step_logits = Vec::with_capacity(windows);
@@ -325,7 +339,8 @@ impl<B: Backend> TokenShuffleLm<B> {
             if step + 1 < windows {
                 let window = Tensor::<B, 3, Int>::from_data(TensorData::new(window, [batch, s, s]), device);
                 let window = if guided { Tensor::cat(vec![window.clone(), window], 0) } else { window };
-                hidden = self.decoder.forward(self.image_tokens(window)?, Some(&mut cache));
+                let bias = self.key_bias(prompt.clone(), p + step + 1);
+                hidden = self.decoder.forward(self.image_tokens(window)?, Some(&mut cache), Some(bias));
             }
         }
         // codes were collected step by step ([window, row, s²]); per row, window by window and row-major inside
@@ -372,6 +387,17 @@ mod tests {
             let logits = model.forward(model.prompt_ids(&texts(), &device), codes(2, &device)).unwrap();
             assert_eq!(logits.dims(), [2, windows, window * window, 16]);
         }
+    }
+
+    #[test]
+    fn left_padding_does_not_change_a_prompt_s_logits() {
+        // The short prompt [7] is left-padded when batched with a longer one; alone, it is not padded.
+        let device = Default::default();
+        let model = config(2).init::<B>(&device).unwrap();
+        let grid = codes::<B>(2, &device);
+        let batched = model.forward(model.prompt_ids(&texts(), &device), grid.clone()).unwrap().narrow(0, 1, 1);
+        let alone = model.forward(model.prompt_ids(&texts()[1..], &device), grid.narrow(0, 1, 1)).unwrap();
+        assert!(batched.clone().all_close(alone.clone(), None, Some(1e-4)), "{}", (batched - alone).abs().max().into_scalar());
     }
 
     #[test]
