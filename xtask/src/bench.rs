@@ -211,8 +211,7 @@ impl BackendTask for GenerateBench {
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         use lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
-        let text = std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
-        let preset: TokenShuffleLmConfig = serde_json::from_str(&text).with_context(|| format!("{} is not an LM config", self.config.display()))?;
+        let preset = crate::count::load_lm_config(&self.config)?;
         if self.repeats == 0 {
             bail!("--repeats must be at least 1");
         }

@@ -1,6 +1,6 @@
 //! `cargo xtask count`: parameters, sequence length and FLOPs of an LM preset at a resolution.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -28,9 +28,7 @@ pub struct Count {
 
 impl Count {
     pub fn run(self) -> Result<()> {
-        let text = std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
-        let mut config: TokenShuffleLmConfig =
-            serde_json::from_str(&text).with_context(|| format!("{} is not an LM config", self.config.display()))?;
+        let mut config = load_lm_config(&self.config)?;
         if let Some(resolution) = self.resolution {
             if self.downsample == 0 || resolution % self.downsample != 0 {
                 bail!("--resolution {resolution} is not divisible by --downsample {}", self.downsample);
@@ -41,13 +39,7 @@ impl Count {
             config.window = window;
         }
         let s = config.window;
-        if s == 0 || config.grid[0] % s != 0 || config.grid[1] % s != 0 {
-            bail!(
-                "the {}×{} code grid is not divisible by the window s = {s}: pick a resolution divisible by downsample × s",
-                config.grid[0],
-                config.grid[1]
-            );
-        }
+        token_shuffle::check_grid(config.grid[0], config.grid[1], s)?;
         let count = config.count(self.text_len);
         let baseline = TokenShuffleLmConfig { window: 1, ..config.clone() }.count(self.text_len);
         println!("{} at {}×{} codes, s = {s}, text of {} ids", self.config.display(), config.grid[0], config.grid[1], self.text_len);
@@ -70,6 +62,12 @@ impl Count {
         );
         Ok(())
     }
+}
+
+/// Reads an LM preset (JSON), naming the file when it cannot be read or is not an LM config.
+pub fn load_lm_config(path: &Path) -> Result<TokenShuffleLmConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not an LM config", path.display()))
 }
 
 fn group(n: usize) -> String {

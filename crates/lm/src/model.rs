@@ -165,6 +165,12 @@ impl<B: Backend> TokenShuffleLm<B> {
         self.vocab
     }
 
+    /// Image windows per code grid, N/s² (one Transformer position each).
+    fn windows(&self) -> usize {
+        let s = self.shuffle.window();
+        (self.grid[0] / s) * (self.grid[1] / s)
+    }
+
     /// Prompt ids `[bos] text [boi]` of every row, left-padded with `pad` to a common length.
     ///
     /// # Shapes
@@ -224,7 +230,7 @@ impl<B: Backend> TokenShuffleLm<B> {
             return Err(LmError::GridMismatch { got: [h, w], expected: self.grid });
         }
         let p = prompt.dims()[1];
-        let n = (h / self.shuffle.window()) * (w / self.shuffle.window());
+        let n = self.windows();
         let bias = self.key_bias(prompt.clone(), p + n - 1);
         Ok(self.decoder.forward(self.input_sequence(prompt, codes)?, None, Some(bias)))
     }
@@ -239,7 +245,7 @@ impl<B: Backend> TokenShuffleLm<B> {
 
     /// Image logits from the outputs at `boi` and every window but the last (prompt length `p`).
     fn image_logits(&self, hidden: Tensor<B, 3>, p: usize) -> Result<Tensor<B, 4>, ShuffleError> {
-        let n = (self.grid[0] / self.shuffle.window()) * (self.grid[1] / self.shuffle.window());
+        let n = self.windows();
         self.window_logits(hidden.narrow(1, p - 1, n))
     }
 
@@ -310,7 +316,7 @@ impl<B: Backend> TokenShuffleLm<B> {
         }
         let s = self.shuffle.window();
         let [h, w] = self.grid;
-        let windows = (h / s) * (w / s);
+        let windows = self.windows();
         let prompt = self.prompt_ids(&rows, device);
         let p = prompt.dims()[1];
         let mut cache = self.decoder.new_cache(rows.len(), p + windows - 1, device);
