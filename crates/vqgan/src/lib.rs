@@ -1,9 +1,111 @@
-//! # vqgan — the VQ image tokenizer (to be built)
+//! # vqgan — the VQ image tokenizer
 //!
-//! This crate will hold the VQGAN image tokenizer in the taming / LlamaGen design: a convolutional encoder of
-//! ResNet blocks with downsampling stages (factor 8 or 16), a quantizer over an l2-normalised codebook with
-//! straight-through gradients, the mirrored decoder, and its losses; `encode(images [B,3,H,W]) -> codes
-//! [B, H/f, W/f]` and `decode(codes) -> images`, and a loader for LlamaGen's published VQ-16 checkpoint.
+//! A VQGAN in the taming / LlamaGen design turns images into grids of code ids and back; the LM only ever sees
+//! codes from this crate.
 //!
-//! It is empty today: the workspace foundation issue created it so that the layout of `DESIGN.md` holds from the
-//! start. The LM only ever sees codes from this crate.
+//! ```text
+//! image [B,3,H,W] ─Encoder─▶ [B,z,H/f,W/f] ─1×1─▶ [B,d,H/f,W/f] ─VectorQuantizer─▶ codes [B,H/f,W/f]
+//!                                                                   (nearest of K unit vectors by cosine)
+//! codes ─codebook─▶ [B,d,H/f,W/f] ─1×1─▶ [B,z,H/f,W/f] ─Decoder─▶ image [B,3,H,W]
+//! ```
+//!
+//! - [`Encoder`] / [`Decoder`]: ResNet blocks (GroupNorm + SiLU), a stride-2 [`Downsample`] / nearest
+//!   [`Upsample`] between resolution levels (downsample factor f = 2^(levels − 1)), self-attention ([`AttnBlock`])
+//!   at the lowest resolution and in the [`MidBlock`].
+//! - [`VectorQuantizer`]: an l2-normalised codebook, straight-through gradients, codebook loss + β·commitment loss
+//!   (β = 0.25), optional entropy loss.
+//! - Losses ([`VqLossConfig`]): L1 or L2 pixel loss, optional [`PatchDiscriminator`] with hinge loss from a
+//!   configurable step, weighted by taming's adaptive weight. There is no perceptual (LPIPS) loss: its VGG weights
+//!   cannot be had offline.
+//! - Metrics: [`psnr`], [`CodebookUsage`] (usage and perplexity).
+//! - Weights: [`VqModel::save_safetensors`] / [`VqModel::load_safetensors`]; LlamaGen's published checkpoints
+//!   through [`llamagen::load_llamagen`].
+//!
+//! Presets live in `configs/`: `vq-tiny.json` (64×64 images, CPU tests and the demo), `vq8.json` (f = 8,
+//! K = 8192, the paper's setting), `llamagen-vq16.json` (LlamaGen's VQ-16). Training is `cargo xtask
+//! train-tokenizer` (crates/train).
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use burn::tensor::Tensor;
+//! use vqgan::VqModelConfig;
+//!
+//! let config = VqModelConfig::new(64)
+//!     .with_channels(8)
+//!     .with_channel_multipliers(vec![1, 2, 2])
+//!     .with_res_blocks(1)
+//!     .with_z_channels(8)
+//!     .with_norm_groups(4);
+//! let device = Default::default();
+//! let model = config.init::<Flex>(&device).unwrap();
+//! let images = Tensor::<Flex, 4>::zeros([2, 3, 32, 32], &device);
+//! let codes = model.encode(images).unwrap(); // f = 4
+//! assert_eq!(codes.dims(), [2, 8, 8]);
+//! assert_eq!(model.decode(codes).dims(), [2, 3, 32, 32]);
+//! // Sizes that are not a multiple of f are refused, saying what to do.
+//! let err = model.encode(Tensor::zeros([1, 3, 30, 32], &device)).unwrap_err();
+//! assert!(err.to_string().contains("multiple of 4"));
+//! ```
+
+mod attention;
+mod decoder;
+mod discriminator;
+mod encoder;
+mod error;
+pub mod llamagen;
+mod loss;
+mod metrics;
+mod mid;
+mod model;
+mod quantizer;
+mod resample;
+mod resnet;
+
+pub use attention::{AttnBlock, AttnBlockConfig};
+pub use decoder::{Decoder, DecoderLevel};
+pub use discriminator::{
+    DiscriminatorLayer, PatchDiscriminator, PatchDiscriminatorConfig, hinge_discriminator_loss, hinge_generator_loss,
+};
+pub use encoder::{Encoder, EncoderLevel};
+pub use error::VqError;
+pub use loss::{GeneratorLoss, Reconstruction, VqLossConfig};
+pub use metrics::{CodebookUsage, psnr};
+pub use mid::MidBlock;
+pub use model::{VqForward, VqModel, VqModelConfig};
+pub use quantizer::{Quantized, VectorQuantizer, VectorQuantizerConfig};
+pub use resample::{Downsample, ResampleConfig, Upsample};
+pub use resnet::{ResnetBlock, ResnetBlockConfig};
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::{Tensor, backend::AutodiffBackend};
+
+    /// Back-propagates `loss` and asserts that every float parameter of `module` received a non-zero gradient.
+    pub fn assert_every_parameter_has_gradient<B: AutodiffBackend, M: Module<B>>(module: &M, loss: Tensor<B, 1>) {
+        struct Check<'a, B: AutodiffBackend> {
+            grads: &'a B::Gradients,
+            path: Vec<String>,
+            seen: usize,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Check<'_, B> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.seen += 1;
+                let name = self.path.join(".");
+                let grad = param.val().grad(self.grads).unwrap_or_else(|| panic!("no gradient reached {name}"));
+                let norm: f32 = burn::tensor::ElementConversion::elem(grad.abs().sum().into_scalar());
+                assert!(norm > 0.0, "the gradient of {name} is zero");
+            }
+        }
+        let grads = loss.backward();
+        let mut check = Check::<B> { grads: &grads, path: Vec::new(), seen: 0 };
+        module.visit(&mut check);
+        assert!(check.seen > 0, "the module has no parameter to check");
+    }
+}

@@ -1,0 +1,26 @@
+use std::path::PathBuf;
+
+/// Errors of the VQ tokenizer. Each names what was wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum VqError {
+    /// An image side is not a multiple of the downsample factor.
+    #[error(
+        "image size {height}×{width} is not divisible by this VQ model's downsample factor {factor}: \
+         resize or crop images to a multiple of {factor} (e.g. {}×{})",
+        height.div_ceil(*factor) * factor, width.div_ceil(*factor) * factor
+    )]
+    ImageSize { height: usize, width: usize, factor: usize },
+    /// The model configuration cannot be built.
+    #[error("VQ model config: {0}")]
+    Config(String),
+    /// Weights could not be read or written.
+    #[error("{}: {message}", path.display())]
+    Weights { path: PathBuf, message: String },
+    /// A weights file lacks tensors the model needs (a different model, or a truncated file).
+    #[error(
+        "{}: the file has no tensor {}{} ({} missing in all); was it saved from a model with this config?",
+        path.display(), missing[..missing.len().min(5)].join(", "), if missing.len() > 5 { ", …" } else { "" },
+        missing.len()
+    )]
+    MissingTensors { path: PathBuf, missing: Vec<String> },
+}
