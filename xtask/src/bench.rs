@@ -20,6 +20,8 @@ pub enum Bench {
     Decode(DecodeBench),
     /// KV-cache generation of one image with the same LM at s = 1, 2, 4: time per image and per step.
     Generate(GenerateBench),
+    /// VQ tokenizer encode and decode throughput (images/s) at several resolutions.
+    Tokenizer(TokenizerBench),
 }
 
 impl Bench {
@@ -33,6 +35,10 @@ impl Bench {
             Bench::Generate(generate) => {
                 let backend = generate.backend;
                 run_on(backend, generate)
+            }
+            Bench::Tokenizer(tokenizer) => {
+                let backend = tokenizer.backend;
+                run_on(backend, tokenizer)
             }
         }
     }
@@ -263,6 +269,73 @@ impl BackendTask for GenerateBench {
                 early.zip(late).map_or("-".into(), |(e, l)| format!("{:.2}", l.as_secs_f64() / e.as_secs_f64())),
                 baseline.as_secs_f64() / total.as_secs_f64()
             );
+        }
+        Ok(())
+    }
+}
+
+/// Arguments of `cargo xtask bench tokenizer`.
+#[derive(Args)]
+pub struct TokenizerBench {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendKind,
+    /// VQ model preset (throughput does not depend on the weights; random ones are used).
+    #[arg(long, default_value = "configs/vq-tiny.json")]
+    config: std::path::PathBuf,
+    /// Image sides to measure, in pixels.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    resolutions: Vec<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Timed repetitions (after one warm-up); medians are reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+}
+
+impl BackendTask for TokenizerBench {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        use burn::config::Config;
+        let config = vqgan::VqModelConfig::load(&self.config)
+            .with_context(|| format!("{}: not a VQ model config", self.config.display()))?;
+        let model = config.init::<B>(&device)?;
+        if self.repeats == 0 || self.batch == 0 {
+            bail!("--repeats and --batch must be at least 1");
+        }
+        println!(
+            "bench tokenizer: {} (f = {}, K = {}), backend {}, batch {}, 1 warm-up + {} timed repetitions",
+            self.config.display(),
+            model.downsample_factor(),
+            model.codebook_size(),
+            backend.name(),
+            self.batch,
+            self.repeats
+        );
+        println!("{:>10} {:>14} {:>14} {:>18}", "resolution", "encode img/s", "decode img/s", "encode+decode img/s");
+        for &resolution in &self.resolutions {
+            config.check_image_size(resolution, resolution)?;
+            let images = Tensor::<B, 4>::random([self.batch, 3, resolution, resolution], Distribution::Uniform(-1.0, 1.0), &device);
+            let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
+            let (mut encode_times, mut decode_times) = (Vec::new(), Vec::new());
+            for repetition in 0..=self.repeats {
+                let start = Instant::now();
+                let codes = model.encode(images.clone())?;
+                sync()?;
+                let encoded = Instant::now();
+                let decoded = model.decode(codes);
+                sync()?;
+                drop(decoded);
+                if repetition > 0 {
+                    encode_times.push(encoded - start);
+                    decode_times.push(encoded.elapsed());
+                }
+            }
+            let rate = |t: Duration| self.batch as f64 / t.as_secs_f64();
+            let (encode, decode) = (median(&mut encode_times), median(&mut decode_times));
+            println!("{resolution:>10} {:>14.1} {:>14.1} {:>18.1}", rate(encode), rate(decode), rate(encode + decode));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod count;
+mod train_tokenizer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     Bench(bench::Bench),
     /// Count an LM preset's parameters, sequence length and FLOPs per image (analytically; nothing is built).
     Count(count::Count),
+    /// Train a VQ tokenizer (e.g. `--config configs/vq-tiny.json --data scenes`).
+    TrainTokenizer(train_tokenizer::TrainTokenizer),
 }
 
 fn main() -> Result<()> {
@@ -33,6 +36,7 @@ fn main() -> Result<()> {
         Command::Backends => list_backends(),
         Command::Bench(bench) => bench.run(),
         Command::Count(count) => count.run(),
+        Command::TrainTokenizer(command) => command.run(),
     }
 }
 

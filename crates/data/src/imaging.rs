@@ -69,9 +69,37 @@ pub fn from_chw_signed(values: &[f32], width: u32, height: u32) -> RgbImage {
     })
 }
 
+/// Lays out equally sized images in a grid of `columns` columns, row by row, on a white background.
+///
+/// # Panics
+/// If the images differ in size or `columns` is 0.
+pub fn tile(images: &[RgbImage], columns: u32) -> RgbImage {
+    assert!(columns > 0, "a grid needs at least one column");
+    let Some(first) = images.first() else { return RgbImage::new(0, 0) };
+    let (w, h) = first.dimensions();
+    let rows = (images.len() as u32).div_ceil(columns);
+    let mut grid = RgbImage::from_pixel(columns.min(images.len() as u32) * w, rows * h, Rgb(MATTE));
+    for (i, image) in images.iter().enumerate() {
+        assert_eq!(image.dimensions(), (w, h), "every image of a grid must have the same size");
+        image::imageops::replace(&mut grid, image, ((i as u32 % columns) * w).into(), ((i as u32 / columns) * h).into());
+    }
+    grid
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiles_fill_rows_left_to_right() {
+        let colour = |v: u8| RgbImage::from_pixel(2, 3, Rgb([v, v, v]));
+        let grid = tile(&[colour(1), colour(2), colour(3)], 2);
+        assert_eq!(grid.dimensions(), (4, 6));
+        assert_eq!(grid.get_pixel(0, 0).0, [1; 3]);
+        assert_eq!(grid.get_pixel(3, 2).0, [2; 3]);
+        assert_eq!(grid.get_pixel(1, 5).0, [3; 3]);
+        assert_eq!(grid.get_pixel(3, 5).0, MATTE, "the empty cell stays white");
+    }
 
     fn png_bytes(image: &DynamicImage) -> Vec<u8> {
         let mut bytes = std::io::Cursor::new(Vec::new());

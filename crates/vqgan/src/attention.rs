@@ -1,11 +1,11 @@
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::GroupNorm;
 use crate::resnet::{conv1x1, group_norm};
 
 /// Configuration of an [`AttnBlock`].

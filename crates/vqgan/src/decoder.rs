@@ -1,9 +1,9 @@
 use burn::module::Module;
-use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::GroupNorm;
 use crate::resnet::{conv3x3, group_norm, residual_stack};
 use crate::{AttnBlock, AttnBlockConfig, MidBlock, ResampleConfig, ResnetBlock, ResnetBlockConfig, Upsample, VqModelConfig};
 

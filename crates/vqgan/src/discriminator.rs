@@ -1,10 +1,11 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::GroupNorm;
 use crate::VqError;
 use crate::resnet::group_norm;
 

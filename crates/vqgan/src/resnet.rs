@@ -1,13 +1,15 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
+use burn::nn::PaddingConfig2d;
+
+use crate::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
 
 /// GroupNorm as taming and LlamaGen use it (ε = 1e-6, affine).
 pub(crate) fn group_norm<B: Backend>(groups: usize, channels: usize, device: &B::Device) -> GroupNorm<B> {
-    GroupNormConfig::new(groups, channels).with_epsilon(1e-6).init(device)
+    GroupNormConfig::new(groups, channels).init(device)
 }
 
 /// A 3×3 convolution that keeps the spatial size.

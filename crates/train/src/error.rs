@@ -1,0 +1,24 @@
+use std::path::PathBuf;
+
+/// Errors of a training run. Each names what was wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The run configuration cannot be trained.
+    #[error("training config: {0}")]
+    Config(String),
+    /// A loss became NaN or infinite; the last good weights on disk are untouched.
+    #[error(
+        "the {part} loss is {value} at step {step}: training stopped, the last saved weights are untouched; \
+         lower the learning rate or check the data"
+    )]
+    NonFiniteLoss { step: usize, part: &'static str, value: f32 },
+    /// The tokenizer failed (a configuration it cannot build, weights it cannot read or write).
+    #[error(transparent)]
+    Vq(#[from] vqgan::VqError),
+    /// Loading data failed.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// A file of the run could not be written.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}

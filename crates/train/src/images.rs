@@ -1,0 +1,183 @@
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use data::ImageCaption;
+use data::folder::{FolderOptions, LoadReport, load_image_folder};
+use data::rng::SplitMix64;
+use data::scenes::{SceneCorpus, Split};
+use data::twemoji::load_twemoji;
+use rayon::prelude::*;
+
+use crate::TrainError;
+
+/// Where training images come from: `scenes`, `twemoji`, or a folder path (the `--data` argument).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// The synthetic scene generator (train split for training, valid split for validation).
+    Scenes,
+    /// The embedded Twemoji corpus, split by a hash of each emoji.
+    Twemoji,
+    /// A folder of PNG/JPEG/WebP images, split by a hash of each path (captions are not needed).
+    Folder(PathBuf),
+}
+
+impl FromStr for ImageSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "scenes" => Ok(Self::Scenes),
+            "twemoji" => Ok(Self::Twemoji),
+            path if std::path::Path::new(path).is_dir() => Ok(Self::Folder(path.into())),
+            other => Err(format!("{other:?} is neither `scenes`, `twemoji` nor a folder of images")),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Scenes => f.write_str("scenes"),
+            Self::Twemoji => f.write_str("twemoji"),
+            Self::Folder(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Training and validation images at one resolution, served in a fixed order: batch `n` is the same for a given
+/// seed however the run is interrupted.
+#[derive(Debug)]
+pub struct TrainingImages {
+    train: TrainImages,
+    valid: Vec<ImageCaption>,
+    /// What a folder or Twemoji load found and skipped (none for scenes).
+    pub report: Option<LoadReport>,
+}
+
+#[derive(Debug)]
+enum TrainImages {
+    /// Rendered on demand: every batch is new scenes.
+    Scenes { corpus: SceneCorpus, resolution: u32 },
+    /// Held in memory and visited in a new seeded order each epoch.
+    Loaded(Vec<ImageCaption>),
+}
+
+/// Fraction of a loaded corpus kept for validation.
+const VALID_FRACTION: f64 = 0.05;
+
+impl TrainingImages {
+    /// Loads (or prepares to render) `source` at `resolution` px, keeping at most `valid_images` for validation.
+    pub fn load(source: &ImageSource, resolution: u32, valid_images: usize, seed: u64) -> Result<Self, TrainError> {
+        let (train, mut valid, report) = match source {
+            ImageSource::Scenes => {
+                data::scenes::check_resolution(resolution)?;
+                let valid_corpus = SceneCorpus::new(seed, Split::Valid, valid_images);
+                let valid = (0..valid_images as u64)
+                    .into_par_iter()
+                    .map(|i| {
+                        let scene = valid_corpus.scene(i);
+                        let image = scene.render(resolution).expect("resolution checked");
+                        ImageCaption { id: format!("valid-scene-{i}"), caption: scene.caption, image }
+                    })
+                    .collect();
+                let corpus = SceneCorpus::new(seed, Split::Train, usize::MAX);
+                (TrainImages::Scenes { corpus, resolution }, valid, None)
+            }
+            ImageSource::Twemoji => {
+                let (train, valid, report) = load_twemoji(resolution, VALID_FRACTION)?;
+                (TrainImages::Loaded(train), valid, Some(report))
+            }
+            ImageSource::Folder(path) => {
+                let options = FolderOptions { allow_uncaptioned: true, valid_fraction: VALID_FRACTION, ..FolderOptions::new(resolution) };
+                let folder = load_image_folder(path, &options)?;
+                (TrainImages::Loaded(folder.train), folder.valid, Some(folder.report))
+            }
+        };
+        if let TrainImages::Loaded(images) = &train
+            && (images.is_empty() || valid.is_empty())
+        {
+            return Err(TrainError::Config(format!(
+                "{source} has {} training and {} validation images at {resolution} px; it needs some of each \
+                 (validation takes {:.0}% of the images by hash of their name)",
+                images.len(),
+                valid.len(),
+                VALID_FRACTION * 100.0
+            )));
+        }
+        valid.truncate(valid_images);
+        Ok(Self { train, valid, report })
+    }
+
+    /// The validation images.
+    pub fn valid(&self) -> &[ImageCaption] {
+        &self.valid
+    }
+
+    /// The `batch_size` training images of step `step`.
+    pub fn batch(&self, step: usize, batch_size: usize, seed: u64) -> Vec<ImageCaption> {
+        let positions = step * batch_size..(step + 1) * batch_size;
+        match &self.train {
+            TrainImages::Scenes { corpus, resolution } => positions
+                .into_par_iter()
+                .map(|i| {
+                    let scene = corpus.scene(i as u64);
+                    let image = scene.render(*resolution).expect("resolution checked");
+                    ImageCaption { id: format!("scene-{i}"), caption: scene.caption, image }
+                })
+                .collect(),
+            TrainImages::Loaded(images) => {
+                let mut order: Option<(usize, Vec<usize>)> = None;
+                positions
+                    .map(|position| {
+                        let epoch = position / images.len();
+                        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                            order = Some((epoch, epoch_order(images.len(), seed, epoch)));
+                        }
+                        let (_, permutation) = order.as_ref().expect("set above");
+                        images[permutation[position % images.len()]].clone()
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// A seeded Fisher–Yates permutation of `0..len` for one epoch.
+fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = SplitMix64::new(seed, epoch as u64);
+    let mut order: Vec<usize> = (0..len).collect();
+    for i in (1..len).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_visit_every_image_once_in_a_seeded_order() {
+        let a = epoch_order(50, 7, 0);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(50, 7, 0));
+        assert_ne!(a, epoch_order(50, 7, 1));
+        assert_ne!(a, epoch_order(50, 8, 0));
+    }
+
+    #[test]
+    fn scene_batches_are_fixed_by_step_and_seed() {
+        let images = TrainingImages::load(&ImageSource::Scenes, 32, 4, 1).unwrap();
+        assert_eq!(images.valid().len(), 4);
+        let ids = |step| images.batch(step, 3, 1).into_iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(2), ["scene-6", "scene-7", "scene-8"]);
+        assert_eq!(images.batch(2, 3, 1)[0].image, images.batch(2, 3, 1)[0].image);
+    }
+
+    #[test]
+    fn an_unknown_source_is_named() {
+        let err = "no/such/folder".parse::<ImageSource>().unwrap_err();
+        assert!(err.contains("no/such/folder"), "{err}");
+    }
+}

@@ -1,0 +1,370 @@
+//! Training the VQ tokenizer: AdamW with warm-up + cosine learning rate, optional PatchGAN from a configured step,
+//! periodic validation (PSNR, codebook usage, perplexity), weights written atomically.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use data::ImageCaption;
+use data::batch::PixelBatcher;
+use data::imaging::{from_chw_signed, tile};
+use serde::Serialize;
+use vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr};
+
+use crate::{TrainError, TrainingImages, WarmupCosine};
+
+/// Everything that defines a tokenizer training run (saved as `config.json` in the run directory).
+#[derive(Config, Debug)]
+pub struct TokenizerTrainingConfig {
+    /// The model.
+    pub model: VqModelConfig,
+    /// The loss (pixel loss, codebook weight, GAN). Default: L2, no GAN.
+    #[config(default = "VqLossConfig::new()")]
+    pub loss: VqLossConfig,
+    /// Image side in pixels; a multiple of the model's downsample factor. Default: 64.
+    #[config(default = 64)]
+    pub resolution: usize,
+    /// Images per step. Default: 16.
+    #[config(default = 16)]
+    pub batch_size: usize,
+    /// Optimisation steps. Default: 2000.
+    #[config(default = 2000)]
+    pub steps: usize,
+    /// Peak learning rate (AdamW, β = 0.9/0.999). Default: 1e-3.
+    #[config(default = 1e-3)]
+    pub learning_rate: f64,
+    /// Linear warm-up steps. Default: 100.
+    #[config(default = 100)]
+    pub warmup_steps: usize,
+    /// Learning rate at the last step, as a fraction of the peak (cosine decay). Default: 0.1.
+    #[config(default = 0.1)]
+    pub final_learning_rate_ratio: f64,
+    /// AdamW weight decay. Default: 0.
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
+    /// Clip each parameter's gradient to this l2 norm (burn clips per tensor). Default: 1.
+    #[config(default = "Some(1.0)")]
+    pub gradient_clip_norm: Option<f32>,
+    /// Validate every this many steps (and after the last). Default: 250.
+    #[config(default = 250)]
+    pub valid_every: usize,
+    /// Validation images. Default: 256.
+    #[config(default = 256)]
+    pub valid_images: usize,
+    /// Log training losses every this many steps. Default: 25.
+    #[config(default = 25)]
+    pub log_every: usize,
+    /// Seed of the weights and the data order. Default: 0.
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+impl TokenizerTrainingConfig {
+    /// Checks what can be checked before loading data: the model, sizes, and steps.
+    pub fn check(&self) -> Result<(), TrainError> {
+        self.model.check()?;
+        self.model.check_image_size(self.resolution, self.resolution)?;
+        if self.batch_size == 0 || self.steps == 0 || self.valid_every == 0 || self.log_every == 0 {
+            return Err(TrainError::Config("batch_size, steps, valid_every and log_every must be positive".into()));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(TrainError::Config(format!("learning_rate {} must be positive", self.learning_rate)));
+        }
+        Ok(())
+    }
+
+    fn schedule(&self) -> WarmupCosine {
+        WarmupCosine {
+            peak: self.learning_rate,
+            warmup_steps: self.warmup_steps,
+            total_steps: self.steps,
+            final_ratio: self.final_learning_rate_ratio,
+        }
+    }
+}
+
+/// Training losses at one step.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenizerStep {
+    /// Step (counting from 1).
+    pub step: usize,
+    /// Pixel loss.
+    pub reconstruction: f32,
+    /// Codebook loss.
+    pub codebook: f32,
+    /// β-weighted commitment loss.
+    pub commitment: f32,
+    /// Weighted entropy loss.
+    pub entropy: f32,
+    /// Generator GAN loss (when on).
+    pub gan: Option<f32>,
+    /// Discriminator hinge loss (when on).
+    pub discriminator: Option<f32>,
+    /// Learning rate of this step.
+    pub learning_rate: f64,
+    /// Training throughput since the last log line.
+    pub images_per_second: f32,
+}
+
+/// Reconstruction quality of a tokenizer on a set of images.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconstructionReport {
+    /// Step of training it was measured at (0 for a loaded model).
+    pub step: usize,
+    /// Images evaluated.
+    pub images: usize,
+    /// Mean PSNR over images, dB.
+    pub psnr: f32,
+    /// Mean squared error on the [−1, 1] scale.
+    pub mse: f32,
+    /// Fraction of codebook entries used at least once.
+    pub codebook_usage: f32,
+    /// Perplexity of the code distribution.
+    pub perplexity: f32,
+}
+
+/// What the training loop reports as it goes.
+#[derive(Debug, Clone)]
+pub enum TokenizerEvent {
+    /// Losses of a logged step.
+    Step(TokenizerStep),
+    /// A validation pass.
+    Validation(ReconstructionReport),
+}
+
+/// Encodes and decodes `images` in batches and measures PSNR, MSE and codebook use.
+pub fn evaluate_reconstruction<B: Backend>(
+    model: &VqModel<B>,
+    images: &[ImageCaption],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<ReconstructionReport, TrainError> {
+    let mut usage = CodebookUsage::new(model.codebook_size());
+    let (mut psnr_sum, mut mse_sum, mut count) = (0.0f64, 0.0f64, 0usize);
+    for chunk in images.chunks(batch_size.max(1)) {
+        let batch: Tensor<B, 4> = Batcher::<B, _, _>::batch(&PixelBatcher, chunk.to_vec(), device).images;
+        let codes = model.encode(batch.clone())?;
+        usage.add(codes.clone());
+        let reconstruction = model.decode(codes);
+        let mse: f32 = (reconstruction.clone().clamp(-1.0, 1.0) - batch.clone()).square().mean().into_scalar().elem();
+        mse_sum += mse as f64 * chunk.len() as f64;
+        psnr_sum += psnr(batch, reconstruction).iter().map(|&p| p.min(100.0) as f64).sum::<f64>();
+        count += chunk.len();
+    }
+    Ok(ReconstructionReport {
+        step: 0,
+        images: count,
+        psnr: (psnr_sum / count.max(1) as f64) as f32,
+        mse: (mse_sum / count.max(1) as f64) as f32,
+        codebook_usage: usage.usage(),
+        perplexity: usage.perplexity(),
+    })
+}
+
+/// Originals (odd rows) above their reconstructions (even rows), `columns` images per row.
+pub fn reconstruction_grid<B: Backend>(
+    model: &VqModel<B>,
+    images: &[ImageCaption],
+    columns: usize,
+    device: &B::Device,
+) -> Result<image::RgbImage, TrainError> {
+    let batch: Tensor<B, 4> = Batcher::<B, _, _>::batch(&PixelBatcher, images.to_vec(), device).images;
+    let [n, _, h, w] = batch.dims();
+    let reconstruction = model.decode(model.encode(batch)?);
+    let values: Vec<f32> = reconstruction.into_data().convert::<f32>().to_vec().expect("f32 data");
+    let decoded: Vec<image::RgbImage> =
+        values.chunks(3 * h * w).take(n).map(|v| from_chw_signed(v, w as u32, h as u32)).collect();
+    let mut cells = Vec::new();
+    for (originals, reconstructions) in images.chunks(columns).zip(decoded.chunks(columns)) {
+        cells.extend(originals.iter().map(|i| i.image.clone()));
+        cells.extend(std::iter::repeat_n(image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255; 3])), columns - originals.len()));
+        cells.extend(reconstructions.iter().cloned());
+        cells.extend(std::iter::repeat_n(image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255; 3])), columns - originals.len()));
+    }
+    Ok(tile(&cells, columns as u32))
+}
+
+/// Trains a tokenizer as `config` says on `images`, writing into `out`:
+/// `config.json`, `model.safetensors` (after each validation and at the end, atomically), `metrics.jsonl` (one
+/// JSON object per logged step and validation) and `reconstructions.png` (validation originals over their
+/// reconstructions). `on_event` sees each logged step and validation as it happens.
+///
+/// A NaN or infinite loss stops the run with [`TrainError::NonFiniteLoss`] before the weights are updated or
+/// saved, so the file on disk is the last good one.
+pub fn train_tokenizer<B: AutodiffBackend>(
+    config: &TokenizerTrainingConfig,
+    images: &TrainingImages,
+    out: &Path,
+    device: &B::Device,
+    mut on_event: impl FnMut(&TokenizerEvent),
+) -> Result<VqModel<B::InnerBackend>, TrainError> {
+    config.check()?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    config.save(out.join("config.json")).map_err(io(&out.join("config.json")))?;
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?;
+    let mut record = |value: serde_json::Value| {
+        use std::io::Write;
+        writeln!(metrics, "{value}").map_err(io(&metrics_path))
+    };
+
+    B::seed(device, config.seed);
+    let mut model = config.model.init::<B>(device)?;
+    let mut discriminator = match config.loss.gan_weight > 0.0 {
+        true => Some(config.loss.discriminator.init::<B>(device)?),
+        false => None,
+    };
+    let optimizer_config = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(config.gradient_clip_norm.map(GradientClippingConfig::Norm));
+    let mut optimizer = optimizer_config.init();
+    let mut discriminator_optimizer = optimizer_config.init();
+    let schedule = config.schedule();
+
+    let read = |t: Tensor<B, 1>| -> f32 { t.into_scalar().elem() };
+    let mut since_log = (Instant::now(), 0usize);
+    for step in 0..config.steps {
+        let batch = images.batch(step, config.batch_size, config.seed);
+        let images_tensor = Batcher::<B, _, _>::batch(&PixelBatcher, batch, device).images;
+        let out_forward = model.forward(images_tensor.clone())?;
+        let loss = config.loss.generator(&model, discriminator.as_ref(), images_tensor.clone(), &out_forward, step);
+        let total = read(loss.total.clone());
+        if !total.is_finite() {
+            let parts = [
+                ("reconstruction", read(loss.reconstruction.clone())),
+                ("codebook", read(loss.codebook.clone())),
+                ("commitment", read(loss.commitment.clone())),
+                ("entropy", read(loss.entropy.clone())),
+                ("gan", loss.gan.clone().map(read).unwrap_or(0.0)),
+            ];
+            let (part, value) = parts.into_iter().find(|(_, v)| !v.is_finite()).unwrap_or(("total", total));
+            return Err(TrainError::NonFiniteLoss { step: step + 1, part, value });
+        }
+        let learning_rate = schedule.at(step);
+        let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+        model = optimizer.step(learning_rate, model, grads);
+
+        let mut discriminator_loss = None;
+        if let Some(disc) = discriminator.take() {
+            discriminator = Some(if config.loss.gan_active(step) {
+                let d_loss = config.loss.discriminator(&disc, images_tensor, out_forward.reconstruction);
+                discriminator_loss = Some(read(d_loss.clone()));
+                let grads = GradientsParams::from_grads(d_loss.backward(), &disc);
+                discriminator_optimizer.step(learning_rate, disc, grads)
+            } else {
+                disc
+            });
+        }
+
+        since_log.1 += config.batch_size;
+        let done = step + 1;
+        if done % config.log_every == 0 || done == config.steps {
+            let entry = TokenizerStep {
+                step: done,
+                reconstruction: read(loss.reconstruction),
+                codebook: read(loss.codebook),
+                commitment: read(loss.commitment),
+                entropy: read(loss.entropy),
+                gan: loss.gan.map(read),
+                discriminator: discriminator_loss,
+                learning_rate,
+                images_per_second: since_log.1 as f32 / since_log.0.elapsed().as_secs_f32(),
+            };
+            record(serde_json::json!({ "train": entry }))?;
+            on_event(&TokenizerEvent::Step(entry));
+            since_log = (Instant::now(), 0);
+        }
+        if done % config.valid_every == 0 || done == config.steps {
+            let inference = model.valid();
+            let mut report = evaluate_reconstruction(&inference, images.valid(), config.batch_size, device)?;
+            report.step = done;
+            record(serde_json::json!({ "valid": report }))?;
+            inference.save_safetensors(&out.join("model.safetensors"))?;
+            on_event(&TokenizerEvent::Validation(report));
+            since_log = (Instant::now(), 0);
+        }
+    }
+    let model = model.valid();
+    let shown = &images.valid()[..images.valid().len().min(16)];
+    let grid = reconstruction_grid(&model, shown, 8, device)?;
+    let grid_path = out.join("reconstructions.png");
+    grid.save(&grid_path).map_err(|e| TrainError::Io { path: grid_path, source: std::io::Error::other(e) })?;
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ImageSource;
+    use burn::backend::{Autodiff, Flex};
+
+    fn tiny_config() -> TokenizerTrainingConfig {
+        let model = VqModelConfig::new(32)
+            .with_code_dim(4)
+            .with_channels(8)
+            .with_channel_multipliers(vec![1, 2])
+            .with_res_blocks(1)
+            .with_z_channels(8)
+            .with_norm_groups(4);
+        TokenizerTrainingConfig::new(model)
+            .with_resolution(32)
+            .with_batch_size(4)
+            .with_steps(6)
+            .with_warmup_steps(2)
+            .with_valid_every(3)
+            .with_valid_images(4)
+            .with_log_every(2)
+    }
+
+    #[test]
+    fn a_short_run_writes_weights_metrics_and_a_reconstruction_grid() {
+        let config = tiny_config();
+        let images = TrainingImages::load(&ImageSource::Scenes, 32, config.valid_images, config.seed).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let mut events = Vec::new();
+        let model = train_tokenizer::<Autodiff<Flex>>(&config, &images, dir.path(), &device, |e| events.push(e.clone())).unwrap();
+
+        let steps: Vec<usize> = events.iter().filter_map(|e| if let TokenizerEvent::Step(s) = e { Some(s.step) } else { None }).collect();
+        assert_eq!(steps, [2, 4, 6]);
+        let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().filter(|l| l.starts_with("{\"valid\"")).count(), 2, "{metrics}");
+        let grid = image::open(dir.path().join("reconstructions.png")).unwrap();
+        assert_eq!((grid.width(), grid.height()), (8 * 32, 2 * 32), "4 originals over 4 reconstructions, 8 per row");
+
+        // The saved weights are the returned model's, and the saved config rebuilds it.
+        let saved = TokenizerTrainingConfig::load(dir.path().join("config.json")).unwrap();
+        let loaded = saved.model.init::<Flex>(&device).unwrap().load_safetensors(&dir.path().join("model.safetensors")).unwrap();
+        let batch = Batcher::<Flex, _, _>::batch(&PixelBatcher, images.valid().to_vec(), &device).images;
+        assert_eq!(model.encode(batch.clone()).unwrap().into_data(), loaded.encode(batch).unwrap().into_data());
+    }
+
+    #[test]
+    fn a_diverging_run_stops_with_the_step_and_leaves_the_last_weights_intact() {
+        // A learning rate of 1e30 blows the weights up after the first update: step 2's loss is not finite.
+        let config = tiny_config().with_learning_rate(1e30).with_warmup_steps(0).with_valid_every(1).with_gradient_clip_norm(None);
+        let images = TrainingImages::load(&ImageSource::Scenes, 32, config.valid_images, config.seed).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("model.safetensors");
+        let mut saved = Vec::new();
+        let result = train_tokenizer::<Autodiff<Flex>>(&config, &images, dir.path(), &Default::default(), |e| {
+            if let TokenizerEvent::Validation(_) = e {
+                saved = std::fs::read(&weights).unwrap();
+            }
+        });
+        let err = result.unwrap_err();
+        assert!(matches!(err, TrainError::NonFiniteLoss { step: 2, .. }), "{err}");
+        assert!(err.to_string().contains("step 2"), "{err}");
+        assert_eq!(std::fs::read(&weights).unwrap(), saved, "the weights saved after step 1 are untouched");
+    }
+}
