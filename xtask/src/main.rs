@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod count;
+mod run;
 mod train_tokenizer;
 
 use anyhow::Result;
@@ -27,6 +28,12 @@ enum Command {
     Bench(bench::Bench),
     /// Count an LM preset's parameters, sequence length and FLOPs per image (analytically; nothing is built).
     Count(count::Count),
+    /// Run the demo: train a tiny tokenizer and LM on synthetic scenes on the CPU, generate samples, write a report.
+    Demo(run::Demo),
+    /// Run a whole training pipeline: tokenizer, text tokenizer, code caches, LM (finished steps are skipped).
+    Train(run::Train),
+    /// Generate images from a trained run.
+    Generate(run::Generate),
     /// Train a VQ tokenizer (e.g. `--config configs/vq-tiny.json --data scenes`).
     TrainTokenizer(train_tokenizer::TrainTokenizer),
 }
@@ -37,6 +44,9 @@ fn main() -> Result<()> {
         Command::Bench(bench) => bench.run(),
         Command::Count(count) => count.run(),
         Command::TrainTokenizer(command) => command.run(),
+        Command::Demo(command) => command.run(),
+        Command::Train(command) => command.run(),
+        Command::Generate(command) => command.run(),
     }
 }
 

@@ -160,6 +160,16 @@ pub struct GenerateOptions {
 }
 
 impl<B: Backend> TokenShuffleLm<B> {
+    /// The code grid `[H', W']` of an image.
+    pub fn grid(&self) -> [usize; 2] {
+        self.grid
+    }
+
+    /// The Token-Shuffle window s.
+    pub fn window(&self) -> usize {
+        self.shuffle.window()
+    }
+
     /// The vocabulary layout.
     pub fn vocab(&self) -> VocabLayout {
         self.vocab

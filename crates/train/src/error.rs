@@ -12,6 +12,12 @@ pub enum TrainError {
          lower the learning rate or check the data"
     )]
     NonFiniteLoss { step: usize, part: &'static str, value: f32 },
+    /// A checkpoint cannot be resumed from.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+    /// The LM failed (a configuration it cannot build).
+    #[error(transparent)]
+    Lm(#[from] lm::LmError),
     /// The tokenizer failed (a configuration it cannot build, weights it cannot read or write).
     #[error(transparent)]
     Vq(#[from] vqgan::VqError),

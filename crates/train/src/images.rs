@@ -112,11 +112,18 @@ impl TrainingImages {
         &self.valid
     }
 
-    /// The `batch_size` training images of step `step`.
-    pub fn batch(&self, step: usize, batch_size: usize, seed: u64) -> Vec<ImageCaption> {
-        let positions = step * batch_size..(step + 1) * batch_size;
+    /// Number of training images, when finite (loaded corpora; scenes are endless).
+    pub fn train_len(&self) -> Option<usize> {
         match &self.train {
-            TrainImages::Scenes { corpus, resolution } => positions
+            TrainImages::Scenes { .. } => None,
+            TrainImages::Loaded(images) => Some(images.len()),
+        }
+    }
+
+    /// Training images `range`, in corpus order (for encoding a corpus once).
+    pub fn train_range(&self, range: std::ops::Range<usize>) -> Vec<ImageCaption> {
+        match &self.train {
+            TrainImages::Scenes { corpus, resolution } => range
                 .into_par_iter()
                 .map(|i| {
                     let scene = corpus.scene(i as u64);
@@ -124,21 +131,37 @@ impl TrainingImages {
                     ImageCaption { id: format!("scene-{i}"), caption: scene.caption, image }
                 })
                 .collect(),
+            TrainImages::Loaded(images) => images[range.start.min(images.len())..range.end.min(images.len())].to_vec(),
+        }
+    }
+
+    /// The `batch_size` training images of step `step`.
+    pub fn batch(&self, step: usize, batch_size: usize, seed: u64) -> Vec<ImageCaption> {
+        let positions = step * batch_size..(step + 1) * batch_size;
+        match &self.train {
+            TrainImages::Scenes { .. } => self.train_range(positions),
             TrainImages::Loaded(images) => {
-                let mut order: Option<(usize, Vec<usize>)> = None;
-                positions
-                    .map(|position| {
-                        let epoch = position / images.len();
-                        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                            order = Some((epoch, epoch_order(images.len(), seed, epoch)));
-                        }
-                        let (_, permutation) = order.as_ref().expect("set above");
-                        images[permutation[position % images.len()]].clone()
-                    })
-                    .collect()
+                sample_indices(images.len(), seed, positions).into_iter().map(|i| images[i].clone()).collect()
             }
         }
     }
+}
+
+/// The dataset indices at stream positions `positions` of a dataset of `len` samples visited epoch after epoch,
+/// each epoch in its own seeded order: position p is sample `order(p / len)[p % len]`. Training runs take batch n
+/// at positions `n·B .. (n+1)·B`, so a resumed run sees the same batches as an uninterrupted one.
+pub(crate) fn sample_indices(len: usize, seed: u64, positions: std::ops::Range<usize>) -> Vec<usize> {
+    let mut order: Option<(usize, Vec<usize>)> = None;
+    positions
+        .map(|position| {
+            let epoch = position / len;
+            if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                order = Some((epoch, epoch_order(len, seed, epoch)));
+            }
+            let (_, permutation) = order.as_ref().expect("set above");
+            permutation[position % len]
+        })
+        .collect()
 }
 
 /// A seeded Fisher–Yates permutation of `0..len` for one epoch.

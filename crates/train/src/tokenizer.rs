@@ -328,6 +328,7 @@ mod tests {
 
     #[test]
     fn a_short_run_writes_weights_metrics_and_a_reconstruction_grid() {
+        let _turn = crate::tests::one_at_a_time();
         let config = tiny_config();
         let images = TrainingImages::load(&ImageSource::Scenes, 32, config.valid_images, config.seed).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -351,6 +352,7 @@ mod tests {
 
     #[test]
     fn a_diverging_run_stops_with_the_step_and_leaves_the_last_weights_intact() {
+        let _turn = crate::tests::one_at_a_time();
         // A learning rate of 1e30 blows the weights up after the first update: step 2's loss is not finite.
         let config = tiny_config().with_learning_rate(1e30).with_warmup_steps(0).with_valid_every(1).with_gradient_clip_norm(None);
         let images = TrainingImages::load(&ImageSource::Scenes, 32, config.valid_images, config.seed).unwrap();

@@ -1,0 +1,169 @@
+//! Training checkpoints: the model and optimizer records (burn's named MessagePack format, full precision, which
+//! keeps parameter ids so that the optimizer state finds its parameters again) and a `state.json`, written into
+//! `step-NNNNNNNN.partial/` and renamed when complete, so a run killed mid-write leaves no half checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// What a checkpoint records besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Steps completed.
+    pub step: usize,
+    /// Stage the saved model was trained in (the next step may start the following one).
+    pub stage: usize,
+    /// The run config as JSON: a checkpoint resumes only the run it was written by.
+    pub config: serde_json::Value,
+}
+
+/// The checkpoints of one run, in `dir`.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl Checkpoints {
+    /// Checkpoints in `dir`, keeping the latest `keep` (at least 1).
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Self {
+        Self { dir: dir.into(), keep: keep.max(1) }
+    }
+
+    /// Where the checkpoint after `step` steps lives.
+    pub fn path(&self, step: usize) -> PathBuf {
+        self.dir.join(format!("step-{step:08}"))
+    }
+
+    /// Complete checkpoints, oldest first.
+    pub fn list(&self) -> Vec<(usize, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut found: Vec<(usize, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let step = name.strip_prefix("step-")?.parse().ok()?;
+                Some((step, e.path()))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// The latest complete checkpoint.
+    pub fn latest(&self) -> Option<(usize, PathBuf)> {
+        self.list().pop()
+    }
+
+    /// Writes a checkpoint: `write` fills the temporary directory; it is renamed into place when `write`
+    /// succeeds, and older checkpoints beyond `keep` are removed.
+    pub fn save(
+        &self,
+        state: &CheckpointState,
+        write: impl FnOnce(&Path) -> Result<(), TrainError>,
+    ) -> Result<PathBuf, TrainError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainError::Io { path, source }
+        };
+        let target = self.path(state.step);
+        let partial = target.with_extension("partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+        }
+        std::fs::create_dir_all(&partial).map_err(io(&partial))?;
+        write(&partial)?;
+        let state_path = partial.join("state.json");
+        let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
+        std::fs::write(&state_path, json).map_err(io(&state_path))?;
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(io(&target))?;
+        }
+        std::fs::rename(&partial, &target).map_err(io(&target))?;
+        let all = self.list();
+        for (_, old) in all.iter().take(all.len().saturating_sub(self.keep)) {
+            std::fs::remove_dir_all(old).map_err(io(old))?;
+        }
+        Ok(target)
+    }
+
+    /// Reads a checkpoint's state and checks that it belongs to the run `config`.
+    pub fn state(&self, path: &Path, config: &serde_json::Value) -> Result<CheckpointState, TrainError> {
+        let state_path = path.join("state.json");
+        let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io { path: state_path.clone(), source })?;
+        let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Checkpoint {
+            path: state_path.clone(),
+            message: format!("unreadable state ({e}); delete this checkpoint to resume from the one before"),
+        })?;
+        if &state.config != config {
+            let field = differing_field(&state.config, config).unwrap_or_else(|| "?".into());
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!(
+                    "written by a run with another config (first difference: `{field}`); resume with that config \
+                     or start a new run directory"
+                ),
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// The path of the first field where two JSON values differ.
+fn differing_field(a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(u), Some(v)) => differing_field(u, v).map(|inner| if inner.is_empty() { k.clone() } else { format!("{k}.{inner}") }),
+                _ => Some(k.clone()),
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| differing_field(u, v).map(|inner| if inner.is_empty() { format!("{i}") } else { format!("{i}.{inner}") })),
+        _ => (a != b).then(String::new),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_the_latest_and_ignores_partial_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::new(dir.path(), 2);
+        let config = json!({ "a": 1 });
+        for step in [10, 20, 30] {
+            let state = CheckpointState { step, stage: 0, config: config.clone() };
+            checkpoints.save(&state, |d| std::fs::write(d.join("w"), [step as u8]).map_err(|source| TrainError::Io { path: d.into(), source })).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("step-00000040.partial")).unwrap();
+        let steps: Vec<usize> = checkpoints.list().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, [20, 30]);
+        let (step, path) = checkpoints.latest().unwrap();
+        assert_eq!(step, 30);
+        assert_eq!(std::fs::read(path.join("w")).unwrap(), [30]);
+        assert_eq!(checkpoints.state(&path, &config).unwrap().step, 30);
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_config_is_refused_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::new(dir.path(), 1);
+        let state = CheckpointState { step: 5, stage: 0, config: json!({ "lm": { "window": 2 }, "seed": 0 }) };
+        let path = checkpoints.save(&state, |_| Ok(())).unwrap();
+        let err = checkpoints.state(&path, &json!({ "lm": { "window": 4 }, "seed": 0 })).unwrap_err();
+        assert!(err.to_string().contains("`lm.window`"), "{err}");
+        std::fs::write(path.join("state.json"), b"{ not json").unwrap();
+        let err = checkpoints.state(&path, &state.config).unwrap_err();
+        assert!(err.to_string().contains("unreadable state"), "{err}");
+    }
+}

@@ -1,0 +1,610 @@
+//! Training the Token-Shuffle LM on cached codes: stages (resolution, window s, steps, learning rate), AdamW with
+//! warm-up + cosine learning rate per stage, gradient accumulation and clipping, validation, checkpoints every N
+//! steps and exact resume, and a stop with a named error on a NaN loss.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn_store::{ModuleSnapshot, PathFilter};
+use data::cache::CodeCache;
+use lm::{TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
+use serde::Serialize;
+
+use crate::checkpoint::{CheckpointState, Checkpoints};
+use crate::images::sample_indices;
+use crate::{TrainError, WarmupCosine};
+
+/// One stage of the curriculum.
+#[derive(Config, Debug, PartialEq)]
+pub struct Stage {
+    /// Image resolution in pixels (its code cache must be given to [`train_lm`]).
+    pub resolution: usize,
+    /// Token-Shuffle window s.
+    pub window: usize,
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Peak learning rate (warm-up and cosine decay restart at each stage).
+    pub learning_rate: f64,
+}
+
+/// Everything that defines an LM training run. The LM's `grid` and `window` are set per stage.
+///
+/// What carries over from one stage to the next: the embedding table, the decoder and the image head, always;
+/// the Token-Shuffle and Token-Unshuffle layers only when s stays the same (their shapes depend on s, so a new s
+/// starts them fresh). The optimizer state restarts with each stage.
+#[derive(Config, Debug)]
+pub struct LmTrainingConfig {
+    /// The LM.
+    pub lm: TokenShuffleLmConfig,
+    /// The curriculum, in order.
+    pub stages: Vec<Stage>,
+    /// Samples per micro-batch. Default: 16.
+    #[config(default = 16)]
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are summed into one step. Default: 1.
+    #[config(default = 1)]
+    pub gradient_accumulation: usize,
+    /// Warm-up steps at the start of each stage. Default: 50.
+    #[config(default = 50)]
+    pub warmup_steps: usize,
+    /// Final learning rate of a stage as a fraction of its peak. Default: 0.1.
+    #[config(default = 0.1)]
+    pub final_learning_rate_ratio: f64,
+    /// AdamW weight decay. Default: 0.01.
+    #[config(default = 0.01)]
+    pub weight_decay: f32,
+    /// Clip each parameter's gradient to this l2 norm (burn clips per tensor). Default: 1.
+    #[config(default = "Some(1.0)")]
+    pub gradient_clip_norm: Option<f32>,
+    /// Validate every this many steps (and at the end of each stage). Default: 100.
+    #[config(default = 100)]
+    pub valid_every: usize,
+    /// Write a checkpoint every this many steps (and at the end of each stage). Default: 100.
+    #[config(default = 100)]
+    pub checkpoint_every: usize,
+    /// Checkpoints kept. Default: 2.
+    #[config(default = 2)]
+    pub keep_checkpoints: usize,
+    /// Log training losses every this many steps. Default: 10.
+    #[config(default = 10)]
+    pub log_every: usize,
+    /// Seed of the weights, the data order and the prompt dropout. Default: 0.
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+impl LmTrainingConfig {
+    /// Steps over all stages.
+    pub fn total_steps(&self) -> usize {
+        self.stages.iter().map(|s| s.steps).sum()
+    }
+
+    /// The stage step `step` (counting from 0) belongs to, and the step within it.
+    fn stage_at(&self, step: usize) -> (usize, usize) {
+        let mut start = 0;
+        for (i, stage) in self.stages.iter().enumerate() {
+            if step < start + stage.steps {
+                return (i, step - start);
+            }
+            start += stage.steps;
+        }
+        (self.stages.len(), 0)
+    }
+
+    /// The LM of stage `stage` over a `grid` of codes.
+    fn stage_lm(&self, stage: &Stage, grid: [usize; 2]) -> TokenShuffleLmConfig {
+        TokenShuffleLmConfig { grid, window: stage.window, ..self.lm.clone() }
+    }
+
+    /// Checks what can be checked before training: stages, sizes, steps.
+    pub fn check(&self) -> Result<(), TrainError> {
+        if self.stages.is_empty() {
+            return Err(TrainError::Config("`stages` is empty: give at least one {resolution, window, steps, learning_rate}".into()));
+        }
+        if self.batch_size == 0 || self.gradient_accumulation == 0 || self.valid_every == 0 || self.checkpoint_every == 0 || self.log_every == 0 {
+            return Err(TrainError::Config(
+                "batch_size, gradient_accumulation, valid_every, checkpoint_every and log_every must be positive".into(),
+            ));
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            if stage.steps == 0 || !(stage.learning_rate > 0.0 && stage.learning_rate.is_finite()) {
+                return Err(TrainError::Config(format!("stage {i}: steps and learning_rate must be positive")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The code caches of one resolution.
+#[derive(Debug)]
+pub struct LmData {
+    /// Training samples.
+    pub train: CodeCache,
+    /// Validation samples.
+    pub valid: CodeCache,
+}
+
+/// Training losses at one step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LmStep {
+    /// Step (counting from 1, over all stages).
+    pub step: usize,
+    /// Stage index.
+    pub stage: usize,
+    /// Image-code cross-entropy (nats per code), mean over the step's micro-batches.
+    pub image_ce: f32,
+    /// z-loss (unweighted).
+    pub z_loss: f32,
+    /// Text cross-entropy, when trained.
+    pub text_ce: Option<f32>,
+    /// Learning rate of this step.
+    pub learning_rate: f64,
+    /// Transformer positions processed per second since the last log line (text + 1 + image windows per sample).
+    pub tokens_per_second: f32,
+}
+
+/// Validation of the LM.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LmValidation {
+    /// Step it was measured after.
+    pub step: usize,
+    /// Image-code cross-entropy on the validation codes.
+    pub image_ce: f32,
+    /// `exp(image_ce)`: the code perplexity.
+    pub perplexity: f32,
+}
+
+/// What [`train_lm`] reports as it goes.
+#[derive(Debug, Clone)]
+pub enum LmEvent {
+    /// A stage begins (also when a run resumes inside it).
+    Stage { index: usize, stage: Stage, first_step: usize },
+    /// Losses of a logged step.
+    Step(LmStep),
+    /// A validation pass.
+    Validation(LmValidation),
+    /// A checkpoint was written.
+    Checkpoint { step: usize, path: std::path::PathBuf },
+}
+
+type ModelRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`: code grids and captions.
+fn micro_batch<B: Backend>(
+    cache: &CodeCache,
+    micro: usize,
+    batch_size: usize,
+    seed: u64,
+    device: &B::Device,
+) -> (Tensor<B, 3, Int>, Vec<Vec<u32>>) {
+    let [h, w] = cache.key().grid;
+    let indices = sample_indices(cache.len(), seed, micro * batch_size..(micro + 1) * batch_size);
+    let mut codes = Vec::with_capacity(batch_size * h * w);
+    let mut texts = Vec::with_capacity(batch_size);
+    for i in indices {
+        let (c, t) = cache.sample(i);
+        codes.extend(c.iter().map(|&c| c as i64));
+        texts.push(t.to_vec());
+    }
+    (Tensor::from_data(TensorData::new(codes, [batch_size, h, w]), device), texts)
+}
+
+/// Mean image cross-entropy of `lm` over a code cache, in batches.
+pub fn evaluate_lm<B: Backend>(
+    lm: &TokenShuffleLm<B>,
+    cache: &CodeCache,
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<f32, TrainError> {
+    let [h, w] = cache.key().grid;
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for start in (0..cache.len()).step_by(batch_size.max(1)) {
+        let end = (start + batch_size).min(cache.len());
+        let mut codes = Vec::new();
+        let mut texts = Vec::new();
+        for i in start..end {
+            let (c, t) = cache.sample(i);
+            codes.extend(c.iter().map(|&c| c as i64));
+            texts.push(t.to_vec());
+        }
+        let codes = Tensor::from_data(TensorData::new(codes, [end - start, h, w]), device);
+        let loss = lm.loss(lm.prompt_ids(&texts, device), codes)?;
+        let ce: f32 = loss.image_ce.into_scalar().elem();
+        sum += ce as f64 * (end - start) as f64;
+        count += end - start;
+    }
+    Ok((sum / count.max(1) as f64) as f32)
+}
+
+/// Transformer positions of one sample besides its text: `[bos]`/`[boi]` and one per image window.
+fn lm_positions<B: Backend>(lm: &TokenShuffleLm<B>) -> usize {
+    let [h, w] = lm.grid();
+    2 + h * w / (lm.window() * lm.window())
+}
+
+/// Copies every parameter of `from` into `to` whose path and shape exist in both, leaving out the shuffle layers
+/// when `keep_shuffle` is false: the hand-over between stages.
+fn carry_over<B: Backend>(from: &TokenShuffleLm<B>, mut to: TokenShuffleLm<B>, keep_shuffle: bool) -> TokenShuffleLm<B> {
+    let filter = if keep_shuffle { None } else { Some(PathFilter::new().with_predicate(|path, _| !path.starts_with("shuffle.") && !path.starts_with("unshuffle."))) };
+    let snapshots = from.collect(filter.clone(), None, false);
+    to.apply(snapshots, filter, None, false);
+    to
+}
+
+/// Trains the LM as `config` says on the code caches in `data` (one per stage resolution), writing into `out`:
+/// `config.json`, `metrics.jsonl` (one JSON object per logged step and validation) and `checkpoints/`.
+///
+/// With `resume`, training continues from the latest checkpoint in `out/checkpoints` (refused when it was written
+/// with another config) and reproduces the uninterrupted run: the data order and the prompt dropout depend only
+/// on the seed and the step, and the optimizer state is restored.
+///
+/// A NaN or infinite loss stops the run with [`TrainError::NonFiniteLoss`] before the update; checkpoints on disk
+/// are untouched.
+pub fn train_lm<B: AutodiffBackend>(
+    config: &LmTrainingConfig,
+    data: &BTreeMap<usize, LmData>,
+    out: &Path,
+    resume: bool,
+    device: &B::Device,
+    mut on_event: impl FnMut(&LmEvent),
+) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
+    config.check()?;
+    for (i, stage) in config.stages.iter().enumerate() {
+        if !data.contains_key(&stage.resolution) {
+            return Err(TrainError::Config(format!("stage {i}: no code cache at {} px was given", stage.resolution)));
+        }
+    }
+    for (resolution, caches) in data {
+        for (split, cache) in [("train", &caches.train), ("valid", &caches.valid)] {
+            let longest = (0..cache.len()).map(|i| cache.sample(i).1.len()).max().unwrap_or(0);
+            if longest > config.lm.max_text_len {
+                return Err(TrainError::Config(format!(
+                    "the {split} captions at {resolution} px are up to {longest} text ids long, but the LM takes at \
+                     most lm.max_text_len = {}: raise it (or give the text tokenizer more ids, which shortens captions)",
+                    config.lm.max_text_len
+                )));
+            }
+        }
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let config_json = serde_json::to_value(config).expect("the config serialises");
+    let checkpoints = Checkpoints::new(out.join("checkpoints"), config.keep_checkpoints);
+    let recorder = ModelRecorder::new();
+
+    // Start fresh, or from the latest checkpoint. Each stage's LM is built right after seeding with
+    // `seed + stage`, so that layers a stage starts fresh are the same in a resumed run and an uninterrupted one.
+    let build = |index: usize| -> Result<TokenShuffleLm<B>, TrainError> {
+        let stage = &config.stages[index];
+        B::seed(device, config.seed.wrapping_add(index as u64));
+        Ok(config.stage_lm(stage, data[&stage.resolution].train.key().grid).init::<B>(device)?)
+    };
+    let optimizer_config = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(config.gradient_clip_norm.map(GradientClippingConfig::Norm));
+    let mut optimizer = optimizer_config.init::<B, TokenShuffleLm<B>>();
+    let metrics_path = out.join("metrics.jsonl");
+    let mut kept_metrics = String::new();
+    let (mut lm, mut current_stage, start_step) = match checkpoints.latest().filter(|_| resume) {
+        Some((_, path)) => {
+            let state = checkpoints.state(&path, &config_json)?;
+            let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+                path: path.clone(),
+                message: format!("unreadable {what} ({e}); delete this checkpoint to resume from the one before"),
+            };
+            if state.stage >= config.stages.len() {
+                return Err(TrainError::Checkpoint { path: path.clone(), message: format!("names stage {} of {}", state.stage, config.stages.len()) });
+            }
+            let lm = build(state.stage)?.load_file(path.join("model"), &recorder, device).map_err(|e| unreadable("model", e))?;
+            let record = recorder.load(path.join("optimizer"), device).map_err(|e| unreadable("optimizer state", e))?;
+            optimizer = optimizer.load_record(record);
+            // Keep the metrics of the steps the checkpoint covers; the resumed run writes the rest again.
+            let old = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+            kept_metrics = old
+                .lines()
+                .filter(|line| {
+                    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                    let step = value.as_object().and_then(|o| o.values().next()).and_then(|v| v["step"].as_u64());
+                    step.is_some_and(|s| s as usize <= state.step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            (lm, state.stage, state.step)
+        }
+        None if !resume && checkpoints.latest().is_some() => {
+            return Err(TrainError::Config(format!(
+                "{} holds checkpoints of an earlier run: resume it, or delete them to start over",
+                out.join("checkpoints").display()
+            )));
+        }
+        None if resume => {
+            return Err(TrainError::Config(format!("--resume: no checkpoint in {}", out.join("checkpoints").display())));
+        }
+        None => (build(0)?, 0, 0),
+    };
+    config.save(out.join("config.json")).map_err(io(&out.join("config.json")))?;
+    std::fs::write(&metrics_path, kept_metrics).map_err(io(&metrics_path))?;
+    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io(&metrics_path))?;
+    let mut record = |value: serde_json::Value| {
+        use std::io::Write;
+        writeln!(metrics, "{value}").map_err(io(&metrics_path))
+    };
+
+    let total = config.total_steps();
+    let mut since_log = (Instant::now(), 0usize);
+    for step in start_step..total {
+        let (stage_index, stage_step) = config.stage_at(step);
+        let stage = &config.stages[stage_index];
+        if stage_index != current_stage {
+            // A new stage: carry the weights over, restart the optimizer.
+            let keep_shuffle = config.stages[current_stage].window == stage.window;
+            lm = carry_over(&lm, build(stage_index)?, keep_shuffle);
+            optimizer = optimizer_config.init();
+            current_stage = stage_index;
+        }
+        if stage_step == 0 || step == start_step {
+            on_event(&LmEvent::Stage { index: stage_index, stage: stage.clone(), first_step: step + 1 });
+        }
+        let stage_data = &data[&stage.resolution];
+        let schedule = WarmupCosine {
+            peak: stage.learning_rate,
+            warmup_steps: config.warmup_steps.min(stage.steps / 2),
+            total_steps: stage.steps,
+            final_ratio: config.final_learning_rate_ratio,
+        };
+        let learning_rate = schedule.at(stage_step);
+
+        let mut accumulator = GradientsAccumulator::new();
+        let (mut image_ce, mut z_loss, mut text_ce) = (0.0f32, 0.0f32, None::<f32>);
+        let mut rng = seeded_rng(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for micro in 0..config.gradient_accumulation {
+            let position = step * config.gradient_accumulation + micro;
+            let (codes, texts) = micro_batch::<B>(&stage_data.train, position, config.batch_size, config.seed, device);
+            let texts = drop_prompts(&texts, config.lm.prompt_dropout, &mut rng);
+            let loss = lm.loss(lm.prompt_ids(&texts, device), codes)?;
+            let read = |t: &Tensor<B, 1>| -> f32 { t.clone().into_scalar().elem() };
+            let parts = [
+                ("image cross-entropy", read(&loss.image_ce)),
+                ("z-loss", read(&loss.z_loss)),
+                ("text cross-entropy", loss.text_ce.as_ref().map_or(0.0, read)),
+                ("total", read(&loss.total)),
+            ];
+            if let Some((part, value)) = parts.into_iter().find(|(_, v)| !v.is_finite()) {
+                return Err(TrainError::NonFiniteLoss { step: step + 1, part, value });
+            }
+            let n = config.gradient_accumulation as f32;
+            image_ce += parts[0].1 / n;
+            z_loss += parts[1].1 / n;
+            text_ce = loss.text_ce.as_ref().map(|_| text_ce.unwrap_or(0.0) + parts[2].1 / n);
+            let grads = GradientsParams::from_grads((loss.total / n).backward(), &lm);
+            accumulator.accumulate(&lm, grads);
+            since_log.1 += config.batch_size * (texts.iter().map(Vec::len).max().unwrap_or(0) + lm_positions(&lm));
+        }
+        lm = optimizer.step(learning_rate, lm, accumulator.grads());
+
+        let done = step + 1;
+        let stage_end = stage_step + 1 == stage.steps;
+        if done % config.log_every == 0 || stage_end {
+            let entry = LmStep {
+                step: done,
+                stage: stage_index,
+                image_ce,
+                z_loss,
+                text_ce,
+                learning_rate,
+                tokens_per_second: since_log.1 as f32 / since_log.0.elapsed().as_secs_f32(),
+            };
+            record(serde_json::json!({ "train": entry }))?;
+            on_event(&LmEvent::Step(entry));
+            since_log = (Instant::now(), 0);
+        }
+        if done % config.valid_every == 0 || stage_end {
+            let image_ce = evaluate_lm(&lm.valid(), &stage_data.valid, config.batch_size, device)?;
+            let entry = LmValidation { step: done, image_ce, perplexity: image_ce.exp() };
+            record(serde_json::json!({ "valid": entry }))?;
+            on_event(&LmEvent::Validation(entry));
+            since_log = (Instant::now(), 0);
+        }
+        if done % config.checkpoint_every == 0 || stage_end {
+            let state = CheckpointState { step: done, stage: stage_index, config: config_json.clone() };
+            let path = checkpoints.save(&state, |dir| {
+                let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+                    path: dir.to_path_buf(),
+                    message: format!("writing the {what} failed: {e}"),
+                };
+                lm.clone().save_file(dir.join("model"), &recorder).map_err(|e| failed("model", e))?;
+                recorder.record(optimizer.to_record(), dir.join("optimizer")).map_err(|e| failed("optimizer state", e))
+            })?;
+            on_event(&LmEvent::Checkpoint { step: done, path });
+        }
+    }
+    Ok(lm.valid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use data::cache::{CacheKey, fingerprint};
+    use data::rng::SplitMix64;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    type A = Autodiff<Flex>;
+    use crate::tests::one_at_a_time;
+
+    fn tiny_lm() -> TokenShuffleLmConfig {
+        serde_json::from_value(serde_json::json!({
+            "text_vocab": 20, "codebook": 12, "grid": [4, 4], "max_text_len": 6,
+            "decoder": { "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": null, "mlp_hidden": 32,
+                         "max_seq_len": 0, "rope_theta": 10000.0, "norm_eps": 1e-5 },
+            "window": 2, "fusion": "ResidualMlp", "shuffle_mlp_blocks": 1, "z_loss_weight": 1e-4,
+            "text_loss_weight": 0.0, "prompt_dropout": 0.2
+        }))
+        .unwrap()
+    }
+
+    /// Random codes whose first code repeats the caption's first id, so there is something to learn.
+    fn cache(samples: usize, stream: u64) -> CodeCache {
+        let key = CacheKey { tokenizer: fingerprint(b"t"), vq_model: fingerprint(b"v"), resolution: 16, grid: [4, 4] };
+        let mut cache = CodeCache::new(key);
+        let mut rng = SplitMix64::new(3, stream);
+        for _ in 0..samples {
+            let text: Vec<u32> = (0..1 + rng.below(4)).map(|_| rng.below(12) as u32).collect();
+            let mut codes: Vec<u32> = (0..16).map(|_| rng.below(12) as u32).collect();
+            codes[0] = text[0];
+            cache.push(&codes, &text).unwrap();
+        }
+        cache
+    }
+
+    fn data() -> BTreeMap<usize, LmData> {
+        BTreeMap::from([(16, LmData { train: cache(24, 0), valid: cache(8, 1) })])
+    }
+
+    fn config(stages: Vec<Stage>) -> LmTrainingConfig {
+        LmTrainingConfig::new(tiny_lm(), stages)
+            .with_batch_size(4)
+            .with_gradient_accumulation(2)
+            .with_warmup_steps(1)
+            .with_log_every(1)
+            .with_valid_every(2)
+            .with_checkpoint_every(2)
+    }
+
+    fn steps(events: &[LmEvent]) -> Vec<LmStep> {
+        events.iter().filter_map(|e| if let LmEvent::Step(s) = e { Some(s.clone()) } else { None }).collect()
+    }
+
+    /// Runs `config` in `dir`, "killing" the run (a panic, as a crash would) right after the checkpoint of step
+    /// `kill_after`, then resumes it; returns the logged steps of both parts.
+    fn killed_and_resumed(config: &LmTrainingConfig, dir: &Path, kill_after: usize) -> Vec<LmStep> {
+        let device = Default::default();
+        let data = data();
+        let mut before = Vec::new();
+        let killed = catch_unwind(AssertUnwindSafe(|| {
+            train_lm::<A>(config, &data, dir, false, &device, |e| {
+                before.push(e.clone());
+                if matches!(e, LmEvent::Checkpoint { step, .. } if *step == kill_after) {
+                    panic!("killed");
+                }
+            })
+        }));
+        assert!(killed.is_err(), "the run was killed");
+        let mut after = Vec::new();
+        train_lm::<A>(config, &data, dir, true, &device, |e| after.push(e.clone())).unwrap();
+        let mut all = steps(&before);
+        all.extend(steps(&after));
+        all
+    }
+
+    #[test]
+    fn a_resumed_run_reproduces_the_uninterrupted_one() {
+        let _turn = one_at_a_time();
+        let config = config(vec![Stage::new(16, 2, 6, 1e-2)]);
+        let device = Default::default();
+        let straight_dir = tempfile::tempdir().unwrap();
+        let mut events = Vec::new();
+        train_lm::<A>(&config, &data(), straight_dir.path(), false, &device, |e| events.push(e.clone())).unwrap();
+        let straight = steps(&events);
+        assert_eq!(straight.len(), 6);
+        assert!(straight[5].image_ce < straight[0].image_ce, "the loss goes down: {straight:?}");
+
+        let resumed_dir = tempfile::tempdir().unwrap();
+        let resumed = killed_and_resumed(&config, resumed_dir.path(), 4);
+        let losses = |s: &[LmStep]| s.iter().map(|s| (s.step, s.image_ce, s.z_loss)).collect::<Vec<_>>();
+        assert_eq!(losses(&resumed), losses(&straight));
+        // The metrics file of the resumed run holds each step once.
+        let metrics = std::fs::read_to_string(resumed_dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().filter(|l| l.starts_with("{\"train\"")).count(), 6, "{metrics}");
+    }
+
+    #[test]
+    fn a_run_resumed_at_a_stage_boundary_reproduces_the_uninterrupted_one() {
+        let _turn = one_at_a_time();
+        // s = 1 then s = 2: the second stage starts its shuffle layers fresh.
+        let config = config(vec![Stage::new(16, 1, 2, 1e-2), Stage::new(16, 2, 2, 5e-3)]);
+        let device = Default::default();
+        let straight_dir = tempfile::tempdir().unwrap();
+        let mut events = Vec::new();
+        train_lm::<A>(&config, &data(), straight_dir.path(), false, &device, |e| events.push(e.clone())).unwrap();
+        let stages: Vec<usize> = events.iter().filter_map(|e| if let LmEvent::Stage { index, .. } = e { Some(*index) } else { None }).collect();
+        assert_eq!(stages, [0, 1]);
+        let resumed_dir = tempfile::tempdir().unwrap();
+        let resumed = killed_and_resumed(&config, resumed_dir.path(), 2);
+        assert_eq!(resumed, steps(&events).into_iter().map(|s| LmStep { tokens_per_second: resumed[s.step - 1].tokens_per_second, ..s }).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_config_is_refused() {
+        let _turn = one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        train_lm::<A>(&config(vec![Stage::new(16, 2, 2, 1e-2)]), &data(), dir.path(), false, &device, |_| {}).unwrap();
+        let other = config(vec![Stage::new(16, 2, 2, 1e-2)]).with_seed(9);
+        let err = train_lm::<A>(&other, &data(), dir.path(), true, &device, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("`seed`"), "{err}");
+    }
+
+    #[test]
+    fn a_diverging_run_stops_naming_the_step_and_leaves_the_checkpoint_intact() {
+        let _turn = one_at_a_time();
+        let config = config(vec![Stage::new(16, 2, 6, 1e30)]).with_checkpoint_every(1).with_gradient_clip_norm(None).with_warmup_steps(0);
+        let dir = tempfile::tempdir().unwrap();
+        let mut saved = Vec::new();
+        let err = train_lm::<A>(&config, &data(), dir.path(), false, &Default::default(), |e| {
+            if let LmEvent::Checkpoint { path, .. } = e {
+                saved = std::fs::read(path.join("model.mpk")).unwrap();
+            }
+        })
+        .unwrap_err();
+        let TrainError::NonFiniteLoss { step, .. } = err else { panic!("{err}") };
+        let checkpoints = Checkpoints::new(dir.path().join("checkpoints"), 2);
+        let (last, path) = checkpoints.latest().unwrap();
+        assert_eq!(last, step - 1, "the last checkpoint is the step before the bad one");
+        assert_eq!(std::fs::read(path.join("model.mpk")).unwrap(), saved);
+    }
+
+    #[test]
+    fn captions_longer_than_the_lm_takes_are_refused() {
+        let config = LmTrainingConfig::new(TokenShuffleLmConfig { max_text_len: 3, ..tiny_lm() }, vec![Stage::new(16, 2, 2, 1e-2)]);
+        let dir = tempfile::tempdir().unwrap();
+        let err = train_lm::<A>(&config, &data(), dir.path(), false, &Default::default(), |_| {}).unwrap_err();
+        assert!(err.to_string().contains("up to 4 text ids") && err.to_string().contains("max_text_len = 3"), "{err}");
+    }
+
+    #[test]
+    fn carry_over_keeps_the_decoder_and_starts_new_shuffle_layers_fresh() {
+        let _turn = one_at_a_time();
+        let device = Default::default();
+        let old = TokenShuffleLmConfig { window: 1, ..tiny_lm() }.init::<Flex>(&device).unwrap();
+        let fresh = tiny_lm().init::<Flex>(&device).unwrap();
+        let tensors = |m: &TokenShuffleLm<Flex>| -> BTreeMap<String, Vec<f32>> {
+            m.collect(None, None, false).into_iter().map(|s| (s.full_path(), s.to_data().unwrap().to_vec().unwrap())).collect()
+        };
+        // Reading the parameters initialises them (burn initialises lazily), so the clone below shares them.
+        let (old_values, fresh_values) = (tensors(&old), tensors(&fresh));
+        let carried = tensors(&carry_over(&old, fresh.clone(), false));
+        let (old, fresh) = (old_values, fresh_values);
+        let mut shuffle_params = 0;
+        for (path, values) in &carried {
+            if path.starts_with("shuffle.") || path.starts_with("unshuffle.") {
+                shuffle_params += 1;
+                assert_eq!(values, &fresh[path], "{path} starts fresh");
+            } else {
+                assert_eq!(values, &old[path], "{path} carries over");
+            }
+        }
+        assert!(shuffle_params > 0);
+    }
+}

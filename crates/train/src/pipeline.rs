@@ -1,0 +1,402 @@
+//! The whole run: tokenizer → text tokenizer → code caches → LM, each step skipped when its output exists and
+//! was made from the same config (and inputs), and generation from a finished run.
+//!
+//! A run directory holds:
+//! ```text
+//! run.json                      the RunConfig
+//! tokenizer/                    config.json, model.safetensors, metrics.jsonl, reconstructions.png, done.json
+//! text/tokenizer.json           byte-level BPE trained on the training captions
+//! codes/{train,valid}-<px>.bin  code caches (keyed by the fingerprints of the VQ weights and the text tokenizer)
+//! lm/                           config.json, metrics.jsonl, checkpoints/, model.mpk (final weights)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use data::ImageCaption;
+use data::batch::PixelBatcher;
+use data::cache::{CacheKey, CodeCache, fingerprint};
+use data::imaging::{from_chw_signed, tile};
+use data::text::TextTokenizer;
+use burn::data::dataloader::batcher::Batcher;
+use lm::{GenerateOptions, TokenShuffleLm};
+use vqgan::VqModel;
+
+use crate::{
+    ImageSource, LmData, LmEvent, LmTrainingConfig, TokenizerEvent, TokenizerTrainingConfig, TrainError, TrainingImages,
+    train_lm, train_tokenizer,
+};
+
+/// Everything a `cargo xtask train` run does, in one file.
+#[derive(Config, Debug)]
+pub struct RunConfig {
+    /// Images: `scenes`, `twemoji`, or a folder of images with captions.
+    pub data: String,
+    /// Scenes encoded for LM training (scenes are endless; loaded corpora use all their training images).
+    /// Default: 4000.
+    #[config(default = 4000)]
+    pub lm_images: usize,
+    /// Largest id count of the text BPE (at least 256). Default: 512.
+    #[config(default = 512)]
+    pub text_vocab_size: usize,
+    /// Tokenizer training.
+    pub tokenizer: TokenizerTrainingConfig,
+    /// LM training (its `lm.text_vocab` must cover `text_vocab_size`, its `lm.codebook` the tokenizer's K).
+    pub lm: LmTrainingConfig,
+}
+
+impl RunConfig {
+    /// Checks that the parts fit together.
+    pub fn check(&self) -> Result<(), TrainError> {
+        self.tokenizer.check()?;
+        self.lm.check()?;
+        let fail = |m: String| Err(TrainError::Config(m));
+        if self.lm.lm.codebook != self.tokenizer.model.codebook_size {
+            return fail(format!(
+                "lm.lm.codebook = {} but the tokenizer has {} codes; make them equal",
+                self.lm.lm.codebook, self.tokenizer.model.codebook_size
+            ));
+        }
+        if self.lm.lm.text_vocab < self.text_vocab_size {
+            return fail(format!(
+                "lm.lm.text_vocab = {} is below text_vocab_size = {}; raise it",
+                self.lm.lm.text_vocab, self.text_vocab_size
+            ));
+        }
+        for (i, stage) in self.lm.stages.iter().enumerate() {
+            self.tokenizer.model.check_image_size(stage.resolution, stage.resolution).map_err(|e| {
+                TrainError::Config(format!("stage {i}: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// What the pipeline reports as it goes.
+#[derive(Debug, Clone)]
+pub enum PipelineEvent {
+    /// A step begins, or is skipped because its output is up to date.
+    Phase { name: &'static str, skipped: bool, detail: String },
+    /// Progress of a long step that is not training (encoding codes).
+    Progress { what: String, done: usize, total: usize },
+    /// Tokenizer training.
+    Tokenizer(TokenizerEvent),
+    /// LM training.
+    Lm(LmEvent),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+/// Whether `dir/config.json` holds exactly `config` and `dir/done.json` marks the step finished. (Both sides go
+/// through the config type: f32 fields read back from text differ from their in-memory f64 widening.)
+fn finished<C: Config>(dir: &Path, config: &C) -> bool {
+    let saved = C::load(dir.join("config.json")).ok().and_then(|c| serde_json::to_value(c).ok());
+    saved.is_some_and(|saved| serde_json::to_value(config).is_ok_and(|expected| saved == expected)) && dir.join("done.json").exists()
+}
+
+/// Runs every step of `config` in `dir` on backend `B`, skipping the steps that are up to date. An interrupted LM
+/// step resumes from its latest checkpoint.
+pub fn run_pipeline<B: AutodiffBackend>(
+    config: &RunConfig,
+    dir: &Path,
+    device: &B::Device,
+    mut on_event: impl FnMut(&PipelineEvent),
+) -> Result<(), TrainError> {
+    config.check()?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    config.save(dir.join("run.json")).map_err(io(&dir.join("run.json")))?;
+    let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
+    let tokenizer = &config.tokenizer;
+
+    // 1. The VQ tokenizer.
+    let tokenizer_dir = dir.join("tokenizer");
+    let skipped = finished(&tokenizer_dir, tokenizer);
+    on_event(&PipelineEvent::Phase { name: "tokenizer", skipped, detail: format!("{} steps on {source}", tokenizer.steps) });
+    if !skipped {
+        let images = TrainingImages::load(&source, tokenizer.resolution as u32, tokenizer.valid_images, tokenizer.seed)?;
+        let model = train_tokenizer::<B>(tokenizer, &images, &tokenizer_dir, device, |e| on_event(&PipelineEvent::Tokenizer(e.clone())))?;
+        let report = crate::evaluate_reconstruction(&model, images.valid(), tokenizer.batch_size, device)?;
+        let done = tokenizer_dir.join("done.json");
+        std::fs::write(&done, serde_json::to_vec_pretty(&report).expect("serialises")).map_err(io(&done))?;
+    }
+    let vq_path = tokenizer_dir.join("model.safetensors");
+    let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
+    let vq = tokenizer.model.init::<B::InnerBackend>(device)?.load_safetensors(&vq_path)?;
+
+    // 2. The text tokenizer, trained on the captions of the LM's training images.
+    let resolutions: std::collections::BTreeSet<usize> = config.lm.stages.iter().map(|s| s.resolution).collect();
+    let first_resolution = *resolutions.first().expect("checked: at least one stage");
+    let text_path = dir.join("text").join("tokenizer.json");
+    let text = match TextTokenizer::load(&text_path) {
+        Ok(text) => {
+            on_event(&PipelineEvent::Phase { name: "text tokenizer", skipped: true, detail: text_path.display().to_string() });
+            text
+        }
+        Err(_) => {
+            on_event(&PipelineEvent::Phase { name: "text tokenizer", skipped: false, detail: format!("BPE, ≤ {} ids", config.text_vocab_size) });
+            let images = TrainingImages::load(&source, 32.max(first_resolution as u32 / 8), 1, tokenizer.seed)?;
+            let count = images.train_len().unwrap_or(config.lm_images);
+            let captions: Vec<String> = images.train_range(0..count).into_iter().map(|i| i.caption).collect();
+            let text = TextTokenizer::train(captions.iter().map(String::as_str), config.text_vocab_size)?;
+            std::fs::create_dir_all(text_path.parent().expect("has a parent")).map_err(io(dir))?;
+            text.save(&text_path)?;
+            text
+        }
+    };
+
+    // 3. Code caches, one per stage resolution.
+    let mut caches = BTreeMap::new();
+    for &resolution in &resolutions {
+        let factor = vq.downsample_factor();
+        let key = CacheKey {
+            tokenizer: text.fingerprint()?,
+            vq_model: fingerprint(&vq_bytes),
+            resolution: resolution as u32,
+            grid: [resolution / factor; 2],
+        };
+        let paths = [dir.join(format!("codes/train-{resolution}.bin")), dir.join(format!("codes/valid-{resolution}.bin"))];
+        let opened: Option<Vec<CodeCache>> = paths.iter().map(|p| CodeCache::open(p, &key).ok()).collect();
+        let [train, valid] = match opened {
+            Some(caches) => {
+                on_event(&PipelineEvent::Phase { name: "code cache", skipped: true, detail: format!("{resolution} px") });
+                <[CodeCache; 2]>::try_from(caches).expect("two caches")
+            }
+            None => {
+                on_event(&PipelineEvent::Phase { name: "code cache", skipped: false, detail: format!("{resolution} px") });
+                let images = TrainingImages::load(&source, resolution as u32, tokenizer.valid_images, tokenizer.seed)?;
+                let count = images.train_len().unwrap_or(config.lm_images);
+                let mut on_progress = |done, total| {
+                    on_event(&PipelineEvent::Progress { what: format!("encoding {resolution} px"), done, total })
+                };
+                let train = encode_cache(&vq, &text, key.clone(), count, |r| images.train_range(r), tokenizer.batch_size, device, &mut on_progress)?;
+                let valid_images = images.valid().to_vec();
+                let valid = encode_cache(&vq, &text, key.clone(), valid_images.len(), |r| valid_images[r].to_vec(), tokenizer.batch_size, device, &mut on_progress)?;
+                std::fs::create_dir_all(dir.join("codes")).map_err(io(dir))?;
+                train.save(&paths[0])?;
+                valid.save(&paths[1])?;
+                [train, valid]
+            }
+        };
+        caches.insert(resolution, LmData { train, valid });
+    }
+
+    // 4. The LM, resumed from its latest checkpoint if an earlier run of this config was interrupted.
+    let lm_dir = dir.join("lm");
+    let skipped = finished(&lm_dir, &config.lm);
+    on_event(&PipelineEvent::Phase { name: "lm", skipped, detail: format!("{} steps", config.lm.total_steps()) });
+    if !skipped {
+        let checkpoints = crate::Checkpoints::new(lm_dir.join("checkpoints"), 1);
+        let lm_json = serde_json::to_value(&config.lm).expect("the config serialises");
+        // An interrupted run of this config resumes; checkpoints of another config are refused by train_lm.
+        let resume = match checkpoints.latest() {
+            Some((_, path)) => {
+                checkpoints.state(&path, &lm_json)?;
+                true
+            }
+            None => false,
+        };
+        let lm = train_lm::<B>(&config.lm, &caches, &lm_dir, resume, device, |e| on_event(&PipelineEvent::Lm(e.clone())))?;
+        save_lm(&lm, &lm_dir)?;
+        let done = lm_dir.join("done.json");
+        std::fs::write(&done, b"{}").map_err(io(&done))?;
+    }
+    Ok(())
+}
+
+/// Encodes `count` images (fetched by index range) and their captions into a code cache.
+#[allow(clippy::too_many_arguments)]
+fn encode_cache<B: Backend>(
+    vq: &VqModel<B>,
+    text: &TextTokenizer,
+    key: CacheKey,
+    count: usize,
+    fetch: impl Fn(std::ops::Range<usize>) -> Vec<ImageCaption>,
+    batch_size: usize,
+    device: &B::Device,
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Result<CodeCache, TrainError> {
+    let mut cache = CodeCache::new(key);
+    let chunk = batch_size.max(1) * 4;
+    for start in (0..count).step_by(chunk) {
+        let images = fetch(start..(start + chunk).min(count));
+        let captions: Vec<Vec<u32>> = images.iter().map(|i| text.encode(&i.caption)).collect::<Result<_, _>>()?;
+        let pixels = Batcher::<B, _, _>::batch(&PixelBatcher, images, device).images;
+        let codes: Vec<i64> = vq.encode(pixels)?.into_data().convert::<i64>().to_vec().expect("i64 codes");
+        let per_image = codes.len() / captions.len().max(1);
+        for (grid, caption) in codes.chunks(per_image).zip(&captions) {
+            let grid: Vec<u32> = grid.iter().map(|&c| c as u32).collect();
+            cache.push(&grid, caption)?;
+        }
+        on_progress(cache.len(), count);
+    }
+    Ok(cache)
+}
+
+type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// Writes the final LM weights to `dir/model.mpk` (through a temporary file).
+fn save_lm<B: Backend>(lm: &TokenShuffleLm<B>, dir: &Path) -> Result<(), TrainError> {
+    // The recorder sets the `.mpk` extension itself.
+    let partial = dir.join("model-partial");
+    lm.clone().save_file(&partial, &Recorder::new()).map_err(|e| TrainError::Checkpoint { path: partial.clone(), message: e.to_string() })?;
+    let target = dir.join("model.mpk");
+    std::fs::rename(dir.join("model-partial.mpk"), &target).map_err(io(&target))
+}
+
+/// A finished run, loaded for generation.
+pub struct TrainedRun<B: Backend> {
+    /// The run's config.
+    pub config: RunConfig,
+    /// The VQ tokenizer.
+    pub vq: VqModel<B>,
+    /// The text tokenizer.
+    pub text: TextTokenizer,
+    /// The LM of the last stage.
+    pub lm: TokenShuffleLm<B>,
+}
+
+impl<B: Backend> TrainedRun<B> {
+    /// Loads the run in `dir` (made by [`run_pipeline`]).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
+        let run_path = dir.join("run.json");
+        let config = RunConfig::load(&run_path).map_err(|e| TrainError::Checkpoint {
+            path: run_path.clone(),
+            message: format!("not a run config ({e}); is {} a run directory made by `cargo xtask train`?", dir.display()),
+        })?;
+        let lm_path = dir.join("lm/model.mpk");
+        if !lm_path.exists() {
+            return Err(TrainError::Checkpoint {
+                path: lm_path,
+                message: "missing: the run has not finished training; run `cargo xtask train` on it again to finish".into(),
+            });
+        }
+        let vq = config.tokenizer.model.init::<B>(device)?.load_safetensors(&dir.join("tokenizer/model.safetensors"))?;
+        let text = TextTokenizer::load(&dir.join("text/tokenizer.json"))?;
+        let stage = config.lm.stages.last().expect("checked: at least one stage");
+        let grid = [stage.resolution / vq.downsample_factor(); 2];
+        let lm_config = lm::TokenShuffleLmConfig { grid, window: stage.window, ..config.lm.lm.clone() };
+        let lm = lm_config.init::<B>(device)?.load_file(dir.join("lm/model"), &Recorder::new(), device).map_err(|e| {
+            TrainError::Checkpoint { path: dir.join("lm/model.mpk"), message: format!("unreadable ({e})") }
+        })?;
+        Ok(Self { config, vq, text, lm })
+    }
+
+    /// Generates one image per prompt and lays them out in a grid of `columns`.
+    pub fn generate(
+        &self,
+        prompts: &[String],
+        options: &GenerateOptions,
+        columns: usize,
+        device: &B::Device,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<image::RgbImage, TrainError> {
+        let texts: Vec<Vec<u32>> = prompts.iter().map(|p| self.text.encode(p)).collect::<Result<_, _>>()?;
+        let max_text = self.config.lm.lm.max_text_len;
+        if let Some((prompt, ids)) = prompts.iter().zip(&texts).find(|(_, ids)| ids.len() > max_text) {
+            return Err(TrainError::Config(format!(
+                "the prompt {prompt:?} is {} text ids long; this LM takes at most {max_text}: shorten it",
+                ids.len()
+            )));
+        }
+        let (codes, _) = self.lm.generate(&texts, options, device, on_step)?;
+        let images = self.vq.decode(codes);
+        let [n, _, h, w] = images.dims();
+        let values: Vec<f32> = images.into_data().convert::<f32>().to_vec().expect("f32 pixels");
+        let cells: Vec<image::RgbImage> = values.chunks(3 * h * w).take(n).map(|v| from_chw_signed(v, w as u32, h as u32)).collect();
+        Ok(tile(&cells, columns.max(1) as u32))
+    }
+}
+
+/// The default path of a run named `name`.
+pub fn run_dir(name: &str) -> PathBuf {
+    PathBuf::from("runs").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Stage;
+    use burn::backend::{Autodiff, Flex};
+    use lm::{CfgSchedule, Sampler};
+    use vqgan::VqModelConfig;
+
+    fn tiny_run() -> RunConfig {
+        let vq = VqModelConfig::new(32)
+            .with_code_dim(4)
+            .with_channels(8)
+            .with_channel_multipliers(vec![1, 2, 2])
+            .with_res_blocks(1)
+            .with_z_channels(8)
+            .with_norm_groups(4);
+        let tokenizer = TokenizerTrainingConfig::new(vq)
+            .with_resolution(32)
+            .with_batch_size(4)
+            .with_steps(2)
+            .with_warmup_steps(1)
+            .with_valid_every(2)
+            .with_valid_images(4)
+            .with_log_every(1);
+        let lm: lm::TokenShuffleLmConfig = serde_json::from_value(serde_json::json!({
+            "text_vocab": 256, "codebook": 32, "grid": [8, 8], "max_text_len": 80,
+            "decoder": { "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": null, "mlp_hidden": 32,
+                         "max_seq_len": 0, "rope_theta": 10000.0, "norm_eps": 1e-5 },
+            "window": 2, "fusion": "ResidualMlp", "shuffle_mlp_blocks": 1, "z_loss_weight": 1e-4,
+            "text_loss_weight": 0.0, "prompt_dropout": 0.1
+        }))
+        .unwrap();
+        let lm = LmTrainingConfig::new(lm, vec![Stage::new(32, 2, 2, 1e-3)]).with_batch_size(4).with_warmup_steps(1);
+        RunConfig::new("scenes".into(), tokenizer, lm).with_lm_images(12).with_text_vocab_size(256)
+    }
+
+    /// The whole pipeline on the tiniest models: it runs, a second run skips every step, and the trained run
+    /// generates images of the right size.
+    #[test]
+    fn train_then_generate_end_to_end() {
+        let _turn = crate::tests::one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let config = tiny_run();
+        let phases = |events: &[PipelineEvent]| -> Vec<(&'static str, bool)> {
+            events.iter().filter_map(|e| if let PipelineEvent::Phase { name, skipped, .. } = e { Some((*name, *skipped)) } else { None }).collect()
+        };
+        let mut first = Vec::new();
+        run_pipeline::<Autodiff<Flex>>(&config, dir.path(), &device, |e| first.push(e.clone())).unwrap();
+        assert_eq!(phases(&first), [("tokenizer", false), ("text tokenizer", false), ("code cache", false), ("lm", false)]);
+        let mut second = Vec::new();
+        run_pipeline::<Autodiff<Flex>>(&config, dir.path(), &device, |e| second.push(e.clone())).unwrap();
+        assert_eq!(phases(&second), [("tokenizer", true), ("text tokenizer", true), ("code cache", true), ("lm", true)]);
+
+        let run = TrainedRun::<Flex>::load(dir.path(), &device).unwrap();
+        let options = GenerateOptions { cfg_scale: 2.0, schedule: CfgSchedule::Linear, sampler: Sampler::default(), seed: 3 };
+        let prompts = ["a red circle".to_string(), "two blue squares".to_string()];
+        let grid = run.generate(&prompts, &options, 2, &device, &mut |_, _| {}).unwrap();
+        assert_eq!(grid.dimensions(), (64, 32), "two 32 px images side by side");
+
+        let too_long = ["a red circle ".repeat(20)];
+        let err = run.generate(&too_long, &options, 1, &device, &mut |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("at most 80"), "{err}");
+    }
+
+    #[test]
+    fn parts_that_do_not_fit_are_named() {
+        let mut config = tiny_run();
+        config.lm.lm.codebook = 64;
+        assert!(config.check().unwrap_err().to_string().contains("lm.lm.codebook = 64"));
+        let mut config = tiny_run();
+        config.lm.stages[0].resolution = 34;
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("stage 0") && err.contains("34×34"), "{err}");
+    }
+
+    #[test]
+    fn the_demo_config_is_complete_and_consistent() {
+        let config: RunConfig = serde_json::from_str(include_str!("../../../configs/run-demo.json")).unwrap();
+        config.check().unwrap();
+    }
+}

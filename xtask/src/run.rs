@@ -1,0 +1,246 @@
+//! `cargo xtask train`, `generate` and `demo`: the whole pipeline, generation from a run, and the newcomer's demo.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::backend::Autodiff;
+use burn::config::Config;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use data::scenes::{SceneCorpus, Split};
+use lm::{CfgSchedule, GenerateOptions, Sampler};
+use train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline};
+
+use crate::backend::{BackendKind, BackendTask, run_on};
+
+/// Arguments of `cargo xtask train`.
+#[derive(Args)]
+pub struct Train {
+    /// Run config (JSON), e.g. configs/run-demo.json.
+    #[arg(long)]
+    config: PathBuf,
+    /// Run directory (default: runs/<config name>).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Backend to train on.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+}
+
+impl Train {
+    pub fn run(self) -> Result<()> {
+        let config = RunConfig::load(&self.config)
+            .with_context(|| format!("{}: not a run config (every field is needed; see configs/run-demo.json)", self.config.display()))?;
+        let name = self.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+        let dir = self.run.unwrap_or_else(|| train::run_dir(name.trim_start_matches("run-")));
+        run_on(self.backend, TrainTask { config, dir })?;
+        Ok(())
+    }
+}
+
+struct TrainTask {
+    config: RunConfig,
+    dir: PathBuf,
+}
+
+impl BackendTask for TrainTask {
+    type Output = ();
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        eprintln!("run {} on {}", self.dir.display(), backend.name());
+        let started = Instant::now();
+        let total_lm = self.config.lm.total_steps();
+        let total_tokenizer = self.config.tokenizer.steps;
+        run_pipeline::<Autodiff<B>>(&self.config, &self.dir, &device, |event| print_event(event, started, total_tokenizer, total_lm))?;
+        eprintln!("done in {:.1} min: {}", started.elapsed().as_secs_f32() / 60.0, self.dir.display());
+        Ok(())
+    }
+}
+
+/// One log line per event (a line per step group keeps logs readable when piped; no terminal tricks).
+fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, lm_steps: usize) {
+    let t = started.elapsed().as_secs_f32();
+    match event {
+        PipelineEvent::Phase { name, skipped: true, detail } => eprintln!("[{t:>6.0} s] {name}: up to date ({detail}), skipped"),
+        PipelineEvent::Phase { name, skipped: false, detail } => eprintln!("[{t:>6.0} s] {name}: {detail}"),
+        PipelineEvent::Progress { what, done, total } => eprintln!("[{t:>6.0} s]   {what}: {done}/{total} ({:.0}%)", *done as f32 * 100.0 / *total as f32),
+        PipelineEvent::Tokenizer(TokenizerEvent::Step(s)) => eprintln!(
+            "[{t:>6.0} s]   tokenizer step {:>5}/{tokenizer_steps}  rec {:.5}  codebook {:.5}  lr {:.2e}  {:.1} img/s",
+            s.step, s.reconstruction, s.codebook, s.learning_rate, s.images_per_second
+        ),
+        PipelineEvent::Tokenizer(TokenizerEvent::Validation(v)) => eprintln!(
+            "[{t:>6.0} s]   tokenizer valid {:>5}  PSNR {:.2} dB  usage {:.1}%  perplexity {:.1}",
+            v.step, v.psnr, v.codebook_usage * 100.0, v.perplexity
+        ),
+        PipelineEvent::Lm(LmEvent::Stage { index, stage, first_step }) => eprintln!(
+            "[{t:>6.0} s]   lm stage {index}: {} px, s = {}, {} steps from step {first_step}, lr {:.1e}",
+            stage.resolution, stage.window, stage.steps, stage.learning_rate
+        ),
+        PipelineEvent::Lm(LmEvent::Step(s)) => eprintln!(
+            "[{t:>6.0} s]   lm step {:>5}/{lm_steps}  image CE {:.4}  z {:.2}  lr {:.2e}  {:.0} tokens/s",
+            s.step, s.image_ce, s.z_loss, s.learning_rate, s.tokens_per_second
+        ),
+        PipelineEvent::Lm(LmEvent::Validation(v)) => {
+            eprintln!("[{t:>6.0} s]   lm valid {:>5}  image CE {:.4}  perplexity {:.1}", v.step, v.image_ce, v.perplexity)
+        }
+        PipelineEvent::Lm(LmEvent::Checkpoint { step, path }) => eprintln!("[{t:>6.0} s]   checkpoint {step}: {}", path.display()),
+    }
+}
+
+/// Arguments of `cargo xtask generate`.
+#[derive(Args)]
+pub struct Generate {
+    /// Run directory made by `cargo xtask train`, e.g. runs/demo.
+    #[arg(long)]
+    run: PathBuf,
+    /// A prompt; repeat for several (one image each, laid out in a grid).
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
+    /// Classifier-free guidance scale (1 = off).
+    #[arg(long, default_value_t = 7.5)]
+    cfg: f64,
+    /// How the guidance scale rises over the image: constant, linear, half-linear, drop-first:<windows>, sin, sigmoid.
+    #[arg(long, default_value = "half-linear")]
+    schedule: String,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Keep the k most likely codes (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Images per row of the grid.
+    #[arg(long, default_value_t = 4)]
+    columns: usize,
+    /// Output PNG.
+    #[arg(long, default_value = "out.png")]
+    out: PathBuf,
+    /// Backend to generate on.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+}
+
+impl Generate {
+    pub fn run(self) -> Result<()> {
+        let schedule: CfgSchedule = self.schedule.parse().map_err(anyhow::Error::msg)?;
+        let sampler = Sampler { temperature: self.temperature, top_k: (self.top_k > 0).then_some(self.top_k), ..Sampler::default() };
+        let options = GenerateOptions { cfg_scale: self.cfg, schedule, sampler, seed: self.seed };
+        let backend = self.backend;
+        run_on(backend, GenerateTask { run: self.run, prompts: self.prompt, options, columns: self.columns, out: self.out })
+    }
+}
+
+struct GenerateTask {
+    run: PathBuf,
+    prompts: Vec<String>,
+    options: GenerateOptions,
+    columns: usize,
+    out: PathBuf,
+}
+
+impl BackendTask for GenerateTask {
+    type Output = ();
+    fn run<B: Backend>(self, _: BackendKind, device: B::Device) -> Result<()> {
+        let run = TrainedRun::<B>::load(&self.run, &device)?;
+        let started = Instant::now();
+        let grid = run.generate(&self.prompts, &self.options, self.columns, &device, &mut |_, _| {})?;
+        save_png(&grid, &self.out)?;
+        eprintln!("{} image(s) in {:.1} s → {}", self.prompts.len(), started.elapsed().as_secs_f32(), self.out.display());
+        Ok(())
+    }
+}
+
+fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    image.save(path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The demo's run config, embedded so that `cargo xtask demo` needs nothing but the repository.
+const DEMO_CONFIG: &str = include_str!("../../configs/run-demo.json");
+
+/// Arguments of `cargo xtask demo`.
+#[derive(Args)]
+pub struct Demo {
+    /// Run directory.
+    #[arg(long, default_value = "runs/demo")]
+    run: PathBuf,
+}
+
+impl Demo {
+    pub fn run(self) -> Result<()> {
+        let config: RunConfig = serde_json::from_str(DEMO_CONFIG).context("the embedded demo config")?;
+        let started = Instant::now();
+        run_on(BackendKind::Flex, TrainTask { config, dir: self.run.clone() })?;
+        run_on(BackendKind::Flex, DemoReport { run: self.run, started })
+    }
+}
+
+struct DemoReport {
+    run: PathBuf,
+    started: Instant,
+}
+
+impl BackendTask for DemoReport {
+    type Output = ();
+    fn run<B: Backend>(self, _: BackendKind, device: B::Device) -> Result<()> {
+        let run = TrainedRun::<B>::load(&self.run, &device)?;
+        // Captions of validation scenes (never trained on) and of the held-out set (combinations never seen).
+        let prompts: Vec<String> = [Split::Valid, Split::HeldOut]
+            .into_iter()
+            .flat_map(|split| SceneCorpus::new(7, split, 8).scenes().map(|s| s.caption).collect::<Vec<_>>())
+            .collect();
+        let options = GenerateOptions { cfg_scale: 3.0, schedule: CfgSchedule::HalfLinear, sampler: Sampler::default(), seed: 1 };
+        let generated = Instant::now();
+        let grid = run.generate(&prompts, &options, 8, &device, &mut |_, _| {})?;
+        let generation_s = generated.elapsed().as_secs_f32();
+        save_png(&grid, &self.run.join("samples.png"))?;
+        save_png(&train::report::loss_curves(&self.run), &self.run.join("loss.png"))?;
+
+        let tokenizer: serde_json::Value = serde_json::from_slice(&std::fs::read(self.run.join("tokenizer/done.json"))?)?;
+        let lm_valid = train::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
+        let (first, last) = (lm_valid.first().map_or(f64::NAN, |v| v.1), lm_valid.last().map_or(f64::NAN, |v| v.1));
+        let mut report = String::from("# Demo run\n\n");
+        report += &format!(
+            "Everything ran on the CPU (Flex backend) in {:.1} min (steps already done in an earlier run are skipped, \
+             so a rerun is faster).\n\n",
+            self.started.elapsed().as_secs_f32() / 60.0
+        );
+        report += &format!(
+            "- Tokenizer ({} steps): validation PSNR {:.2} dB, codebook usage {:.1}%, perplexity {:.1} — \
+             `tokenizer/reconstructions.png` shows originals over reconstructions.\n",
+            run.config.tokenizer.steps,
+            tokenizer["psnr"].as_f64().unwrap_or(f64::NAN),
+            tokenizer["codebook_usage"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            tokenizer["perplexity"].as_f64().unwrap_or(f64::NAN)
+        );
+        report += &format!(
+            "- LM ({} steps, s = {}): validation image cross-entropy {first:.3} → {last:.3} nats per code \
+             (uniform over {} codes: {:.3}).\n",
+            run.config.lm.total_steps(),
+            run.lm.window(),
+            run.config.lm.lm.codebook,
+            (run.config.lm.lm.codebook as f64).ln()
+        );
+        report += &format!(
+            "- `samples.png`: {} images generated in {generation_s:.1} s (CFG 3.0, half-linear, seed 1); row 1 from \
+             validation captions, row 2 from held-out ones:\n\n",
+            prompts.len()
+        );
+        for (i, prompt) in prompts.iter().enumerate() {
+            report += &format!("  {}. {prompt}\n", i + 1);
+        }
+        report += "\n- `loss.png`: left, the tokenizer's pixel loss (blue: training, orange: validation MSE); right, the \
+                   LM's image cross-entropy (blue: training, orange: validation); x is the step, y starts at 0.\n";
+        std::fs::write(self.run.join("report.md"), report)?;
+        eprintln!(
+            "demo finished in {:.1} min: {}/samples.png, loss.png, report.md",
+            self.started.elapsed().as_secs_f32() / 60.0,
+            self.run.display()
+        );
+        Ok(())
+    }
+}
