@@ -51,7 +51,18 @@ impl BackendTask for TrainTask {
         let started = Instant::now();
         let total_lm = self.config.lm.total_steps();
         let total_tokenizer = self.config.tokenizer.steps;
-        run_pipeline::<Autodiff<B>>(&self.config, &self.dir, &device, |event| print_event(event, started, total_tokenizer, total_lm))?;
+        // Progress of a long step: a line per tenth, not per batch.
+        let mut printed_tenth = None;
+        run_pipeline::<Autodiff<B>>(&self.config, &self.dir, &device, |event| {
+            if let PipelineEvent::Progress { what, done, total } = event {
+                let tenth = (what.clone(), done * 10 / (*total).max(1));
+                if printed_tenth.as_ref() == Some(&tenth) {
+                    return;
+                }
+                printed_tenth = Some(tenth);
+            }
+            print_event(event, started, total_tokenizer, total_lm)
+        })?;
         eprintln!("done in {:.1} min: {}", started.elapsed().as_secs_f32() / 60.0, self.dir.display());
         Ok(())
     }
