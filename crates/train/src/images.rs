@@ -164,6 +164,13 @@ pub(crate) fn sample_indices(len: usize, seed: u64, positions: std::ops::Range<u
         .collect()
 }
 
+/// Model images `[N, 3, H, W]` (values in [−1, 1]) as RGB images, clamped.
+pub(crate) fn tensor_to_images<B: burn::tensor::backend::Backend>(images: burn::tensor::Tensor<B, 4>) -> Vec<image::RgbImage> {
+    let [n, _, h, w] = images.dims();
+    let values: Vec<f32> = images.into_data().convert::<f32>().to_vec().expect("f32 pixels");
+    values.chunks(3 * h * w).take(n).map(|v| data::imaging::from_chw_signed(v, w as u32, h as u32)).collect()
+}
+
 /// A seeded Fisher–Yates permutation of `0..len` for one epoch.
 fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng = SplitMix64::new(seed, epoch as u64);

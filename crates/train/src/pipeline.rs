@@ -20,12 +20,13 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use data::ImageCaption;
 use data::batch::PixelBatcher;
 use data::cache::{CacheKey, CodeCache, fingerprint};
-use data::imaging::{from_chw_signed, tile};
+use data::imaging::tile;
 use data::text::TextTokenizer;
 use burn::data::dataloader::batcher::Batcher;
 use lm::{GenerateOptions, TokenShuffleLm};
 use vqgan::VqModel;
 
+use crate::images::tensor_to_images;
 use crate::{
     ImageSource, LmData, LmEvent, LmTrainingConfig, TokenizerEvent, TokenizerTrainingConfig, TrainError, TrainingImages,
     train_lm, train_tokenizer,
@@ -305,11 +306,7 @@ impl<B: Backend> TrainedRun<B> {
             )));
         }
         let (codes, _) = self.lm.generate(&texts, options, device, on_step)?;
-        let images = self.vq.decode(codes);
-        let [n, _, h, w] = images.dims();
-        let values: Vec<f32> = images.into_data().convert::<f32>().to_vec().expect("f32 pixels");
-        let cells: Vec<image::RgbImage> = values.chunks(3 * h * w).take(n).map(|v| from_chw_signed(v, w as u32, h as u32)).collect();
-        Ok(tile(&cells, columns.max(1) as u32))
+        Ok(tile(&tensor_to_images(self.vq.decode(codes)), columns.max(1) as u32))
     }
 }
 

@@ -13,10 +13,11 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use data::ImageCaption;
 use data::batch::PixelBatcher;
-use data::imaging::{from_chw_signed, tile};
+use data::imaging::tile;
 use serde::Serialize;
 use vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr};
 
+use crate::images::tensor_to_images;
 use crate::{TrainError, TrainingImages, WarmupCosine};
 
 /// Everything that defines a tokenizer training run (saved as `config.json` in the run directory).
@@ -175,17 +176,14 @@ pub fn reconstruction_grid<B: Backend>(
     device: &B::Device,
 ) -> Result<image::RgbImage, TrainError> {
     let batch: Tensor<B, 4> = Batcher::<B, _, _>::batch(&PixelBatcher, images.to_vec(), device).images;
-    let [n, _, h, w] = batch.dims();
-    let reconstruction = model.decode(model.encode(batch)?);
-    let values: Vec<f32> = reconstruction.into_data().convert::<f32>().to_vec().expect("f32 data");
-    let decoded: Vec<image::RgbImage> =
-        values.chunks(3 * h * w).take(n).map(|v| from_chw_signed(v, w as u32, h as u32)).collect();
+    let [_, _, h, w] = batch.dims();
+    let decoded = tensor_to_images(model.decode(model.encode(batch)?));
+    let blank = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255; 3]));
     let mut cells = Vec::new();
     for (originals, reconstructions) in images.chunks(columns).zip(decoded.chunks(columns)) {
-        cells.extend(originals.iter().map(|i| i.image.clone()));
-        cells.extend(std::iter::repeat_n(image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255; 3])), columns - originals.len()));
-        cells.extend(reconstructions.iter().cloned());
-        cells.extend(std::iter::repeat_n(image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255; 3])), columns - originals.len()));
+        let padding = columns - originals.len();
+        cells.extend(originals.iter().map(|i| i.image.clone()).chain(std::iter::repeat_n(blank.clone(), padding)));
+        cells.extend(reconstructions.iter().cloned().chain(std::iter::repeat_n(blank.clone(), padding)));
     }
     Ok(tile(&cells, columns as u32))
 }
