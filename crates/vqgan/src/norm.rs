@@ -17,10 +17,10 @@ pub struct GroupNormConfig {
 /// Group normalisation with a per-channel affine map, as `torch.nn.GroupNorm` (and burn's `GroupNorm`, whose
 /// parameter names `gamma`/`beta` it keeps).
 ///
-/// Why not burn's: its broadcasts are 4-D (`[N,G,L] − [N,G,1]`, `[N,C,H,W] · [1,C,1,1]`), and on the Flex CPU
-/// backend a 4-D broadcast costs ~6× a 2-D one (15 ms vs 2.5 ms on 1M values, measured). Here every full-size
-/// operation is a 2-D row broadcast, and normalisation and affine map are folded into one scale and one shift
-/// per (image, channel): ~7× faster on Flex, the same numbers.
+/// Why not burn's: its broadcasts are 4-D (`[N,G,L] − [N,G,1]`, `[N,C,H,W] · [1,C,1,1]`), which the Flex CPU
+/// backend runs several times slower than 2-D ones (see docs/BUILDING.md). Here every full-size operation is a 2-D
+/// row broadcast, and normalisation and affine map are folded into one scale and one shift per (image, channel):
+/// the same numbers, faster on Flex.
 #[derive(Module, Debug)]
 pub struct GroupNorm<B: Backend> {
     /// Per-channel scale, `[C]`.
