@@ -128,16 +128,7 @@ pub const HELD_OUT: HeldOut = HeldOut {
 
 impl HeldOut {
     fn relation_held_out(&self, first: Shape, relation: Relation, second: Shape) -> bool {
-        self.relations.iter().any(|&(a, r, b)| (a, r, b) == (first, relation, second) || (b, converse(r), a) == (first, relation, second))
-    }
-}
-
-fn converse(relation: Relation) -> Relation {
-    match relation {
-        Relation::LeftOf => Relation::RightOf,
-        Relation::RightOf => Relation::LeftOf,
-        Relation::Above => Relation::Below,
-        Relation::Below => Relation::Above,
+        self.relations.iter().any(|&(a, r, b)| (a, r, b) == (first, relation, second) || (b, r.converse(), a) == (first, relation, second))
     }
 }
 

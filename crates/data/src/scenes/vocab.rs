@@ -133,6 +133,16 @@ impl Relation {
         }
     }
 
+    /// The same relation seen from the other object: "a above b" is "b below a".
+    pub fn converse(self) -> Relation {
+        match self {
+            Relation::LeftOf => Relation::RightOf,
+            Relation::RightOf => Relation::LeftOf,
+            Relation::Above => Relation::Below,
+            Relation::Below => Relation::Above,
+        }
+    }
+
     /// Whether centre `a` stands in this relation to centre `b` (image coordinates: y grows downwards), with
     /// the offset along the relation's axis larger than `margin` and larger than the offset across it.
     pub fn holds(self, a: [f64; 2], b: [f64; 2], margin: f64) -> bool {

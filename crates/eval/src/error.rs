@@ -1,0 +1,32 @@
+use std::path::PathBuf;
+
+/// What can go wrong in an evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A setting that cannot work, with what to change.
+    #[error("{0}")]
+    Config(String),
+    /// The image generator under test misbehaved.
+    #[error("the generator under test: {0}")]
+    Generator(String),
+    /// Training or loading a run failed.
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
+    /// The LM refused its input.
+    #[error(transparent)]
+    Lm(#[from] lm::LmError),
+    /// The VQ model refused its input.
+    #[error(transparent)]
+    Vq(#[from] vqgan::VqError),
+    /// Data could not be made.
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
