@@ -80,8 +80,8 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             s.step, s.reconstruction, s.codebook, s.learning_rate, s.images_per_second
         ),
         PipelineEvent::Tokenizer(TokenizerEvent::Validation(v)) => eprintln!(
-            "[{t:>6.0} s]   tokenizer valid {:>5}  PSNR {:.2} dB  usage {:.1}%  perplexity {:.1}",
-            v.step, v.psnr, v.codebook_usage * 100.0, v.perplexity
+            "[{t:>6.0} s]   tokenizer valid {:>5}  PSNR {:.2} dB  SSIM {:.3}  usage {:.1}%  perplexity {:.1}",
+            v.step, v.psnr, v.ssim, v.codebook_usage * 100.0, v.perplexity
         ),
         PipelineEvent::Lm(LmEvent::Stage { index, stage, first_step }) => eprintln!(
             "[{t:>6.0} s]   lm stage {index}: {} px, s = {}, {} steps from step {first_step}, lr {:.1e}",
@@ -221,10 +221,11 @@ impl BackendTask for DemoReport {
             self.started.elapsed().as_secs_f32() / 60.0
         );
         report += &format!(
-            "- Tokenizer ({} steps): validation PSNR {:.2} dB, codebook usage {:.1}%, perplexity {:.1} — \
+            "- Tokenizer ({} steps): validation PSNR {:.2} dB, SSIM {:.3}, codebook usage {:.1}%, perplexity {:.1} — \
              `tokenizer/reconstructions.png` shows originals over reconstructions.\n",
             run.config.tokenizer.steps,
             tokenizer["psnr"].as_f64().unwrap_or(f64::NAN),
+            tokenizer["ssim"].as_f64().unwrap_or(f64::NAN),
             tokenizer["codebook_usage"].as_f64().unwrap_or(f64::NAN) * 100.0,
             tokenizer["perplexity"].as_f64().unwrap_or(f64::NAN)
         );

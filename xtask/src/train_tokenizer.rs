@@ -116,9 +116,10 @@ impl BackendTask for Task {
                 started.elapsed().as_secs_f32()
             ),
             TokenizerEvent::Validation(v) => eprintln!(
-                "valid  step {:>6}  PSNR {:.2} dB  usage {:.1}%  perplexity {:.1}  ({} images)",
+                "valid  step {:>6}  PSNR {:.2} dB  SSIM {:.3}  usage {:.1}%  perplexity {:.1}  ({} images)",
                 v.step,
                 v.psnr,
+                v.ssim,
                 v.codebook_usage * 100.0,
                 v.perplexity,
                 v.images

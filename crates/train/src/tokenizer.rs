@@ -15,7 +15,7 @@ use data::ImageCaption;
 use data::batch::PixelBatcher;
 use data::imaging::tile;
 use serde::Serialize;
-use vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr};
+use vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr, ssim};
 
 use crate::images::tensor_to_images;
 use crate::{TrainError, TrainingImages, WarmupCosine};
@@ -122,6 +122,8 @@ pub struct ReconstructionReport {
     pub images: usize,
     /// Mean PSNR over images, dB.
     pub psnr: f32,
+    /// Mean SSIM over images.
+    pub ssim: f32,
     /// Mean squared error on the [−1, 1] scale.
     pub mse: f32,
     /// Fraction of codebook entries used at least once.
@@ -139,7 +141,7 @@ pub enum TokenizerEvent {
     Validation(ReconstructionReport),
 }
 
-/// Encodes and decodes `images` in batches and measures PSNR, MSE and codebook use.
+/// Encodes and decodes `images` in batches and measures PSNR, SSIM, MSE and codebook use.
 pub fn evaluate_reconstruction<B: Backend>(
     model: &VqModel<B>,
     images: &[ImageCaption],
@@ -147,7 +149,7 @@ pub fn evaluate_reconstruction<B: Backend>(
     device: &B::Device,
 ) -> Result<ReconstructionReport, TrainError> {
     let mut usage = CodebookUsage::new(model.codebook_size());
-    let (mut psnr_sum, mut mse_sum, mut count) = (0.0f64, 0.0f64, 0usize);
+    let (mut psnr_sum, mut ssim_sum, mut mse_sum, mut count) = (0.0f64, 0.0f64, 0.0f64, 0usize);
     for chunk in images.chunks(batch_size.max(1)) {
         let batch: Tensor<B, 4> = Batcher::<B, _, _>::batch(&PixelBatcher, chunk.to_vec(), device).images;
         let codes = model.encode(batch.clone())?;
@@ -155,6 +157,7 @@ pub fn evaluate_reconstruction<B: Backend>(
         let reconstruction = model.decode(codes);
         let mse: f32 = (reconstruction.clone().clamp(-1.0, 1.0) - batch.clone()).square().mean().into_scalar().elem();
         mse_sum += mse as f64 * chunk.len() as f64;
+        ssim_sum += ssim(batch.clone(), reconstruction.clone()).iter().map(|&v| v as f64).sum::<f64>();
         psnr_sum += psnr(batch, reconstruction).iter().map(|&p| p.min(100.0) as f64).sum::<f64>();
         count += chunk.len();
     }
@@ -162,6 +165,7 @@ pub fn evaluate_reconstruction<B: Backend>(
         step: 0,
         images: count,
         psnr: (psnr_sum / count.max(1) as f64) as f32,
+        ssim: (ssim_sum / count.max(1) as f64) as f32,
         mse: (mse_sum / count.max(1) as f64) as f32,
         codebook_usage: usage.usage(),
         perplexity: usage.perplexity(),

@@ -17,7 +17,7 @@
 //! - Losses ([`VqLossConfig`]): L1 or L2 pixel loss, optional [`PatchDiscriminator`] with hinge loss from a
 //!   configurable step, weighted by taming's adaptive weight. There is no perceptual (LPIPS) loss: its VGG weights
 //!   cannot be had offline.
-//! - Metrics: [`psnr`], [`CodebookUsage`] (usage and perplexity).
+//! - Metrics: [`psnr`], [`ssim`], [`CodebookUsage`] (usage and perplexity).
 //! - Weights: [`VqModel::save_safetensors`] / [`VqModel::load_safetensors`]; LlamaGen's published checkpoints
 //!   through [`llamagen::load_llamagen`].
 //!
@@ -70,7 +70,7 @@ pub use discriminator::{
 pub use encoder::{Encoder, EncoderLevel};
 pub use error::VqError;
 pub use loss::{GeneratorLoss, Reconstruction, VqLossConfig};
-pub use metrics::{CodebookUsage, psnr};
+pub use metrics::{CodebookUsage, psnr, ssim};
 pub use mid::MidBlock;
 pub use norm::{GroupNorm, GroupNormConfig};
 pub use model::{VqForward, VqModel, VqModelConfig};

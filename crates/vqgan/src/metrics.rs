@@ -15,6 +15,68 @@ pub fn psnr<B: Backend>(images: Tensor<B, 4>, reconstruction: Tensor<B, 4>) -> V
     mse.into_iter().map(|m| -10.0 * m.log10()).collect()
 }
 
+/// Structural similarity (SSIM, Wang et al. 2004) of each image, for images with values in [−1, 1].
+///
+/// As the reference implementation: values mapped to [0, 1] (the reconstruction clamped first), an 11×11 Gaussian
+/// window with σ = 1.5, `C1 = (0.01)²`, `C2 = (0.03)²`, the SSIM map over the positions where the window fits
+/// ("valid"), averaged over positions and channels. Images smaller than 11 px on a side use a window of their
+/// size. Identical images give exactly 1.
+///
+/// # Shapes
+/// - inputs `[batch, channels, height, width]`; output one value per image
+pub fn ssim<B: Backend>(images: Tensor<B, 4>, reconstruction: Tensor<B, 4>) -> Vec<f32> {
+    let [batch, channels, height, width] = images.dims();
+    let read = |t: Tensor<B, 4>| -> Vec<f32> { ((t + 1.0) * 0.5).into_data().convert::<f32>().to_vec().expect("f32 data") };
+    let (x, y) = (read(images), read(reconstruction.clamp(-1.0, 1.0)));
+    let plane = height * width;
+    (0..batch)
+        .map(|b| {
+            let planes = (0..channels).map(|c| {
+                let at = (b * channels + c) * plane;
+                ssim_plane(&x[at..at + plane], &y[at..at + plane], width, height)
+            });
+            (planes.sum::<f64>() / channels as f64) as f32
+        })
+        .collect()
+}
+
+/// Mean SSIM of one channel plane (row-major, values in [0, 1]).
+fn ssim_plane(x: &[f32], y: &[f32], width: usize, height: usize) -> f64 {
+    const C1: f64 = 0.01 * 0.01;
+    const C2: f64 = 0.03 * 0.03;
+    let size = 11.min(width).min(height);
+    let weights: Vec<f64> = {
+        let centre = (size - 1) as f64 / 2.0;
+        let raw: Vec<f64> = (0..size).map(|i| (-((i as f64 - centre).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+        let total: f64 = raw.iter().sum();
+        raw.into_iter().map(|w| w / total).collect()
+    };
+    // Separable "valid" filtering of a plane: rows, then columns.
+    let filter = |values: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        let (out_w, out_h) = (width - size + 1, height - size + 1);
+        let rows: Vec<f64> = (0..height)
+            .flat_map(|r| (0..out_w).map(move |c| (r, c)))
+            .map(|(r, c)| weights.iter().enumerate().map(|(k, w)| w * values(r * width + c + k)).sum())
+            .collect();
+        (0..out_h)
+            .flat_map(|r| (0..out_w).map(move |c| (r, c)))
+            .map(|(r, c)| weights.iter().enumerate().map(|(k, w)| w * rows[(r + k) * out_w + c]).sum())
+            .collect()
+    };
+    let (x, y) = (|i: usize| x[i] as f64, |i: usize| y[i] as f64);
+    let mean_x = filter(&x);
+    let mean_y = filter(&y);
+    let xx = filter(&|i| x(i) * x(i));
+    let yy = filter(&|i| y(i) * y(i));
+    let xy = filter(&|i| x(i) * y(i));
+    let map = (0..mean_x.len()).map(|i| {
+        let (mx, my) = (mean_x[i], mean_y[i]);
+        let (vx, vy, cov) = (xx[i] - mx * mx, yy[i] - my * my, xy[i] - mx * my);
+        ((2.0 * mx * my + C1) * (2.0 * cov + C2)) / ((mx * mx + my * my + C1) * (vx + vy + C2))
+    });
+    map.sum::<f64>() / mean_x.len() as f64
+}
+
 /// How a VQ model uses its codebook over a set of images: counts of each code.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodebookUsage {
@@ -91,6 +153,22 @@ mod tests {
         let device = Default::default();
         let white = Tensor::<Flex, 4>::ones([1, 3, 2, 2], &device);
         assert!(psnr(white.clone(), white * 3.0)[0].is_infinite());
+    }
+
+    #[test]
+    fn ssim_of_identical_images_of_a_constant_offset_and_of_inverted_structure() {
+        let device = Default::default();
+        let images = Tensor::<Flex, 4>::random([2, 3, 16, 16], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        assert!(ssim(images.clone(), images.clone()).iter().all(|&v| (v - 1.0).abs() < 1e-6));
+        // Constant images a and b (0–1 scale): no variance, so SSIM = (2ab + C1) / (a² + b² + C1).
+        let (a, b) = (0.5f64, 0.6f64);
+        let constant = |v: f64| Tensor::<Flex, 4>::full([1, 3, 12, 12], v * 2.0 - 1.0, &device);
+        let expected = (2.0 * a * b + 1e-4) / (a * a + b * b + 1e-4);
+        let measured = ssim(constant(a), constant(b))[0] as f64;
+        assert!((measured - expected).abs() < 1e-6, "{measured} vs {expected}");
+        // The negative of a textured image: structure anti-correlated, so SSIM is strongly negative.
+        let inverted = ssim(images.clone(), images.neg());
+        assert!(inverted.iter().all(|&v| v < -0.5), "{inverted:?}");
     }
 
     #[test]
