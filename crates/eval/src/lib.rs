@@ -4,11 +4,19 @@
 //!   components, shape from geometry.
 //! - [`compositional`]: GenEval's six categories asked with the scene grammar's held-out prompts, judged by the
 //!   detector; and the detector's calibration (ground truth, wrong captions, noise).
+//! - [`speed`]: the same LM with s = 1, 2, 4 side by side (training step, generation, peak heap, positions per
+//!   image), and the paper's 2.7B shape counted at 512–2048 px.
+//! - [`memory`]: a counting global allocator for peak heap measurements.
+//! - Reconstruction metrics (PSNR, SSIM, codebook usage and perplexity) are `vqgan::{psnr, ssim, CodebookUsage}`,
+//!   gathered over a data set by `train::evaluate_reconstruction`.
 
 pub mod compositional;
 pub mod detector;
 mod error;
+pub mod memory;
+pub mod speed;
 
 pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, judge};
 pub use detector::{Detection, DetectorConfig, detect};
 pub use error::EvalError;
+pub use speed::{SpeedBench, SpeedReport, count_paper_shape};

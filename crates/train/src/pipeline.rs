@@ -288,15 +288,14 @@ impl<B: Backend> TrainedRun<B> {
         Ok(Self { config, vq, text, lm })
     }
 
-    /// Generates one image per prompt and lays them out in a grid of `columns`.
-    pub fn generate(
+    /// Generates one image per prompt.
+    pub fn generate_images(
         &self,
         prompts: &[String],
         options: &GenerateOptions,
-        columns: usize,
         device: &B::Device,
         on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<image::RgbImage, TrainError> {
+    ) -> Result<Vec<image::RgbImage>, TrainError> {
         let texts: Vec<Vec<u32>> = prompts.iter().map(|p| self.text.encode(p)).collect::<Result<_, _>>()?;
         let max_text = self.config.lm.lm.max_text_len;
         if let Some((prompt, ids)) = prompts.iter().zip(&texts).find(|(_, ids)| ids.len() > max_text) {
@@ -306,7 +305,19 @@ impl<B: Backend> TrainedRun<B> {
             )));
         }
         let (codes, _) = self.lm.generate(&texts, options, device, on_step)?;
-        Ok(tile(&tensor_to_images(self.vq.decode(codes)), columns.max(1) as u32))
+        Ok(tensor_to_images(self.vq.decode(codes)))
+    }
+
+    /// Generates one image per prompt and lays them out in a grid of `columns`.
+    pub fn generate(
+        &self,
+        prompts: &[String],
+        options: &GenerateOptions,
+        columns: usize,
+        device: &B::Device,
+        on_step: &mut dyn FnMut(usize, usize),
+    ) -> Result<image::RgbImage, TrainError> {
+        Ok(tile(&self.generate_images(prompts, options, device, on_step)?, columns.max(1) as u32))
     }
 }
 

@@ -1,0 +1,339 @@
+//! The paper's central claim, measured: the same LM with s = 1, 2, 4 side by side in one run.
+//!
+//! For each window size the bench builds the LM (same decoder, same code grid), then, in every repetition and for
+//! every s in turn (interleaved, so that a noisy machine slows all variants alike): one AdamW training step on a
+//! batch of random codes and captions, and the generation of one image with the KV cache (no CFG). It reports
+//! medians, the peak heap each part held above its starting point (CPU backends; see [`crate::memory`]), the
+//! Transformer positions per image, and the analytic FLOPs of [`lm::TokenShuffleLmConfig::count`]. The paper's
+//! 2.7B shape is counted (not run) at 512, 1024 and 2048 px.
+
+use std::time::{Duration, Instant};
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
+use serde::Serialize;
+
+use crate::EvalError;
+use crate::memory::PeakAlloc;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct SpeedBench {
+    /// The LM; its grid and window are replaced by [`Self::grid`] and each of [`Self::windows`].
+    pub lm: TokenShuffleLmConfig,
+    /// Side of the code grid.
+    pub grid: usize,
+    /// Window sizes to compare (the first is the baseline of the ratios).
+    pub windows: Vec<usize>,
+    /// Images per training step.
+    pub batch_size: usize,
+    /// Caption length in text ids.
+    pub text_len: usize,
+    /// Untimed repetitions first (kernel compilation, autotuning, allocator warm-up).
+    pub warmup: usize,
+    /// Timed repetitions; medians are reported.
+    pub repeats: usize,
+}
+
+/// One window size, measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeedRow {
+    /// Window s.
+    pub window: usize,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Transformer positions per image (N/s² windows).
+    pub image_positions: usize,
+    /// Transformer positions per training sequence (text + 1 + N/s²).
+    pub sequence_len: usize,
+    /// Median time of one training step (forward, backward, AdamW), ms.
+    pub train_step_ms: f64,
+    /// Images per second in training.
+    pub train_images_per_s: f64,
+    /// Median time to generate one image (batch 1, no CFG), ms.
+    pub generate_ms: f64,
+    /// Largest heap a training step held above its start, MiB (`None` when not measured).
+    pub train_peak_mib: Option<f64>,
+    /// Largest heap a generation held above its start, MiB.
+    pub generate_peak_mib: Option<f64>,
+    /// Analytic training FLOPs per image.
+    pub train_flops: f64,
+    /// Analytic generation FLOPs per image.
+    pub generate_flops: f64,
+}
+
+/// The paper's shape at one resolution and window, counted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CountedRow {
+    /// Image side, pixels.
+    pub resolution: usize,
+    /// Window s.
+    pub window: usize,
+    /// Image codes per image.
+    pub image_codes: usize,
+    /// Transformer positions per training sequence.
+    pub sequence_len: usize,
+    /// Training FLOPs per image.
+    pub train_flops: f64,
+    /// Generation FLOPs per image (KV cache, no CFG).
+    pub generate_flops: f64,
+}
+
+/// The bench's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeedReport {
+    /// Backend it ran on.
+    pub backend: String,
+    /// The LM measured (d, layers) and its code grid side.
+    pub model: String,
+    /// Batch size of the training steps.
+    pub batch_size: usize,
+    /// Caption length.
+    pub text_len: usize,
+    /// Timed repetitions.
+    pub repeats: usize,
+    /// One row per window.
+    pub rows: Vec<SpeedRow>,
+    /// The paper's shape, counted.
+    pub counted: Vec<CountedRow>,
+}
+
+/// Counts `paper` (its grid replaced) at each resolution, with VQ downsampling `downsample`, for each window.
+pub fn count_paper_shape(paper: &TokenShuffleLmConfig, downsample: usize, resolutions: &[usize], windows: &[usize], text_len: usize) -> Vec<CountedRow> {
+    resolutions
+        .iter()
+        .flat_map(|&resolution| windows.iter().map(move |&window| (resolution, window)))
+        .map(|(resolution, window)| {
+            let config = TokenShuffleLmConfig { grid: [resolution / downsample; 2], window, ..paper.clone() };
+            let count = config.count(text_len);
+            CountedRow {
+                resolution,
+                window,
+                image_codes: count.image_codes,
+                sequence_len: count.sequence_len,
+                train_flops: count.train_flops,
+                generate_flops: count.generate_flops,
+            }
+        })
+        .collect()
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+impl SpeedBench {
+    /// Runs the bench on `device`. `heap`, when given, must be the program's global allocator.
+    /// `on_progress(repetition, total)` is called after each repetition.
+    ///
+    /// # Errors
+    /// [`EvalError::Config`] for a window that does not divide the grid (or the width), no window, or no
+    /// repetition; errors of the LM.
+    pub fn run<B: AutodiffBackend>(
+        &self,
+        backend: &str,
+        device: &B::Device,
+        heap: Option<&PeakAlloc>,
+        mut on_progress: impl FnMut(usize, usize),
+    ) -> Result<SpeedReport, EvalError> {
+        if self.windows.is_empty() || self.repeats == 0 || self.batch_size == 0 {
+            return Err(EvalError::Config("the speed bench needs at least one window, one repetition and a batch of 1".into()));
+        }
+        if self.text_len > self.lm.max_text_len {
+            return Err(EvalError::Config(format!(
+                "captions of {} ids are longer than the LM's max_text_len {}",
+                self.text_len, self.lm.max_text_len
+            )));
+        }
+        let configs: Vec<TokenShuffleLmConfig> =
+            self.windows.iter().map(|&window| TokenShuffleLmConfig { grid: [self.grid; 2], window, ..self.lm.clone() }).collect();
+        let mut models = Vec::with_capacity(configs.len());
+        for config in &configs {
+            B::seed(device, 0);
+            let model = config.init::<B>(device).map_err(|e| EvalError::Config(format!("s = {}: {e}", config.window)))?;
+            models.push(Some(model));
+        }
+        let mut optimizers: Vec<_> = configs.iter().map(|_| AdamWConfig::new().init::<B, lm::TokenShuffleLm<B>>()).collect();
+
+        // Random codes and captions, the same for every window.
+        let mut rng = data::rng::SplitMix64::new(1, 0);
+        let codes: Vec<i64> = (0..self.batch_size * self.grid * self.grid).map(|_| rng.below(self.lm.codebook) as i64).collect();
+        let codes = Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [self.batch_size, self.grid, self.grid]), device);
+        let texts: Vec<Vec<u32>> =
+            (0..self.batch_size).map(|_| (0..self.text_len).map(|_| rng.below(self.lm.text_vocab) as u32).collect()).collect();
+        let options = GenerateOptions { cfg_scale: 1.0, schedule: CfgSchedule::Constant, sampler: Sampler::default(), seed: 0 };
+
+        let sync = || B::sync(device).map_err(|e| EvalError::Config(format!("backend sync failed: {e:?}")));
+        let measure = |work: &mut dyn FnMut() -> Result<(), EvalError>| -> Result<(Duration, Option<usize>), EvalError> {
+            let start = Instant::now();
+            let (result, peak) = match heap {
+                Some(heap) => {
+                    let (result, peak) = heap.peak_during(|| work().and_then(|()| sync()));
+                    (result, Some(peak))
+                }
+                None => (work().and_then(|()| sync()), None),
+            };
+            result?;
+            Ok((start.elapsed(), peak))
+        };
+
+        let n = configs.len();
+        let (mut train_times, mut generate_times) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+        let (mut train_peaks, mut generate_peaks) = (vec![None::<usize>; n], vec![None::<usize>; n]);
+        let total = self.warmup + self.repeats;
+        for repetition in 0..total {
+            let timed = repetition >= self.warmup;
+            for i in 0..n {
+                let (time, peak) = measure(&mut || {
+                    let model = models[i].take().expect("the model is put back after each step");
+                    let loss = model.loss(model.prompt_ids(&texts, device), codes.clone())?;
+                    let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+                    models[i] = Some(optimizers[i].step(1e-4, model, grads));
+                    Ok(())
+                })?;
+                if timed {
+                    train_times[i].push(time);
+                    train_peaks[i] = train_peaks[i].max(peak);
+                }
+                let inference = models[i].as_ref().expect("present").valid();
+                let (time, peak) = measure(&mut || {
+                    inference.generate(&texts[..1], &options, device, &mut |_, _| {})?;
+                    Ok(())
+                })?;
+                if timed {
+                    generate_times[i].push(time);
+                    generate_peaks[i] = generate_peaks[i].max(peak);
+                }
+            }
+            on_progress(repetition + 1, total);
+        }
+
+        let mib = |bytes: Option<usize>| bytes.map(|b| b as f64 / (1 << 20) as f64);
+        let rows = configs
+            .iter()
+            .enumerate()
+            .map(|(i, config)| {
+                let count = config.count(self.text_len);
+                let train = median(&mut train_times[i]).as_secs_f64();
+                SpeedRow {
+                    window: config.window,
+                    parameters: count.parameters,
+                    image_positions: config.windows(),
+                    sequence_len: count.sequence_len,
+                    train_step_ms: train * 1e3,
+                    train_images_per_s: self.batch_size as f64 / train,
+                    generate_ms: median(&mut generate_times[i]).as_secs_f64() * 1e3,
+                    train_peak_mib: mib(train_peaks[i]),
+                    generate_peak_mib: mib(generate_peaks[i]),
+                    train_flops: count.train_flops,
+                    generate_flops: count.generate_flops,
+                }
+            })
+            .collect();
+        Ok(SpeedReport {
+            backend: backend.to_string(),
+            model: format!(
+                "d = {}, {} layers, {} heads, {g}×{g} codes, K = {}",
+                self.lm.decoder.d_model, self.lm.decoder.n_layers, self.lm.decoder.n_heads, self.lm.codebook, g = self.grid
+            ),
+            batch_size: self.batch_size,
+            text_len: self.text_len,
+            repeats: self.repeats,
+            rows,
+            counted: Vec::new(),
+        })
+    }
+}
+
+impl SpeedReport {
+    /// The report as Markdown: the measured table with ratios to the first row, then the counted paper shape.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "Measured on {}: {}; training batch {}, captions of {} ids, medians of {} interleaved repetitions.\n\n",
+            self.backend, self.model, self.batch_size, self.text_len, self.repeats
+        );
+        out += "| s | positions / image | train step ms | train img/s | × | generate ms / image | × | train peak MiB | generate peak MiB | train GFLOP / image | params |\n";
+        out += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+        let base = &self.rows[0];
+        let peak = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        for row in &self.rows {
+            out += &format!(
+                "| {} | {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {} | {:.3} | {} |\n",
+                row.window,
+                row.image_positions,
+                row.train_step_ms,
+                row.train_images_per_s,
+                base.train_step_ms / row.train_step_ms,
+                row.generate_ms,
+                base.generate_ms / row.generate_ms,
+                peak(row.train_peak_mib),
+                peak(row.generate_peak_mib),
+                row.train_flops / 1e9,
+                row.parameters
+            );
+        }
+        out += "\n× = speed-up over the first row (time of the first row / time of this row).\n";
+        if !self.counted.is_empty() {
+            out += "\nThe paper's 2.7B shape, counted analytically (not run):\n\n";
+            out += "| resolution | s | image codes | positions | train TFLOP / image | × fewer | generate TFLOP / image | × fewer |\n";
+            out += "|---|---|---|---|---|---|---|---|\n";
+            for row in &self.counted {
+                let base = self.counted.iter().find(|r| r.resolution == row.resolution).expect("the row itself at least");
+                out += &format!(
+                    "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} |\n",
+                    row.resolution,
+                    row.window,
+                    row.image_codes,
+                    row.sequence_len,
+                    row.train_flops / 1e12,
+                    base.train_flops / row.train_flops,
+                    row.generate_flops / 1e12,
+                    base.generate_flops / row.generate_flops
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+
+    fn tiny() -> TokenShuffleLmConfig {
+        TokenShuffleLmConfig::new(64, 16, [8, 8], 8, lm::DecoderConfig::new(16, 1, 2, 32, 0))
+    }
+
+    #[test]
+    fn measures_every_window_with_the_right_sequence_lengths() {
+        let bench = SpeedBench { lm: tiny(), grid: 8, windows: vec![1, 2, 4], batch_size: 2, text_len: 4, warmup: 1, repeats: 2 };
+        let mut calls = 0;
+        let report = bench.run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| calls += 1).unwrap();
+        assert_eq!(calls, 3);
+        let positions: Vec<usize> = report.rows.iter().map(|r| r.image_positions).collect();
+        assert_eq!(positions, [64, 16, 4]);
+        assert!(report.rows.iter().all(|r| r.train_step_ms > 0.0 && r.generate_ms > 0.0 && r.train_peak_mib.is_none()));
+        assert_eq!(report.rows[1].sequence_len, 4 + 1 + 16);
+        let markdown = report.markdown();
+        assert!(markdown.contains("| 2 | 16 |"), "{markdown}");
+
+        let bad = SpeedBench { windows: vec![3], ..bench };
+        let err = bad.run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("s = 3"), "{err}");
+    }
+
+    #[test]
+    fn the_paper_shape_shrinks_fourfold_per_window_step() {
+        let paper: TokenShuffleLmConfig = serde_json::from_str(include_str!("../../../configs/lm-2.7b.json")).unwrap();
+        let rows = count_paper_shape(&paper, 8, &[1024], &[1, 2], 64);
+        assert_eq!((rows[0].image_codes, rows[1].image_codes), (16384, 16384));
+        // The paper's numbers: 1024² at f = 8 is 16,384 codes, 4,096 Transformer positions after s = 2.
+        assert_eq!(rows[1].sequence_len, 64 + 1 + 4096);
+        assert!(rows[0].train_flops / rows[1].train_flops > 3.5);
+    }
+}
