@@ -3,17 +3,38 @@
 //! Machines here are shared and noisy, so every benchmark interleaves the variants it compares inside each
 //! repetition and reports medians and ratios, never a lone absolute time.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use clap::{Args, Subcommand};
 use token_shuffle::{window_merge, window_split};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
 
+/// Arguments of `cargo xtask bench`: without a subcommand, the LM at s = 1, 2, 4 side by side.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCommand {
+    #[command(subcommand)]
+    which: Option<Bench>,
+    #[command(flatten)]
+    lm: LmBench,
+}
+
+impl BenchCommand {
+    pub fn run(self) -> Result<()> {
+        self.which.unwrap_or(Bench::Lm(self.lm)).run()
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Bench {
+    /// The default: the same LM with s = 1, 2, 4 — training step, generation per image, peak heap, Transformer
+    /// positions — and the paper's 2.7B shape counted at 512, 1024, 2048 px. Writes runs/bench/lm-<backend>.{md,json}.
+    Lm(LmBench),
     /// `window_merge` + `window_split` round trip against a plain copy of the same tensor.
     Op(OpBench),
     /// Decoding and resizing every Twemoji image, on all cores (rayon) against one thread.
@@ -27,6 +48,10 @@ pub enum Bench {
 impl Bench {
     pub fn run(self) -> Result<()> {
         match self {
+            Bench::Lm(lm) => {
+                let backend = lm.backend;
+                run_on(backend, lm)
+            }
             Bench::Op(op) => {
                 let backend = op.backend;
                 run_on(backend, op)
@@ -337,6 +362,90 @@ impl BackendTask for TokenizerBench {
             let (encode, decode) = (median(&mut encode_times), median(&mut decode_times));
             println!("{resolution:>10} {:>14.1} {:>14.1} {:>18.1}", rate(encode), rate(decode), rate(encode + decode));
         }
+        Ok(())
+    }
+}
+
+/// Arguments of `cargo xtask bench` / `cargo xtask bench lm`.
+#[derive(Args)]
+pub struct LmBench {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendKind,
+    /// LM preset whose decoder and vocabulary are measured (its grid and window are replaced).
+    #[arg(long, default_value = "configs/lm-tiny.json")]
+    config: PathBuf,
+    /// Side of the code grid (16: 64 px images through vq-tiny).
+    #[arg(long, default_value_t = 16)]
+    grid: usize,
+    /// Window sizes s to compare; the first is the baseline of the ratios.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    windows: Vec<usize>,
+    /// Images per training step.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Caption length in text ids.
+    #[arg(long, default_value_t = 16)]
+    text_len: usize,
+    /// Untimed repetitions first (GPU backends compile and autotune kernels then; give them several).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed repetitions; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// The paper's shape, counted analytically (not run).
+    #[arg(long, default_value = "configs/lm-2.7b.json")]
+    paper_config: PathBuf,
+    /// VQ downsample factor for the counted paper shape (the paper's token counts use 8).
+    #[arg(long, default_value_t = 8)]
+    paper_downsample: usize,
+    /// Where the Markdown table and the JSON go.
+    #[arg(long, default_value = "runs/bench")]
+    out: PathBuf,
+}
+
+impl BackendTask for LmBench {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        let bench = eval::SpeedBench {
+            lm: crate::count::load_lm_config(&self.config)?,
+            grid: self.grid,
+            windows: self.windows.clone(),
+            batch_size: self.batch_size,
+            text_len: self.text_len,
+            warmup: self.warmup,
+            repeats: self.repeats,
+        };
+        let paper = crate::count::load_lm_config(&self.paper_config)?;
+        // Heap counts measure what a CPU backend allocates; a GPU's memory is the driver's.
+        let heap = (backend == BackendKind::Flex).then_some(&crate::HEAP);
+        eprintln!(
+            "bench lm: {} at {g}×{g} codes, s = {:?}, batch {}, {} warm-up + {} timed repetitions on {}",
+            self.config.display(),
+            self.windows,
+            self.batch_size,
+            self.warmup,
+            self.repeats,
+            backend.name(),
+            g = self.grid
+        );
+        let mut report = bench.run::<Autodiff<B>>(backend.name(), &device, heap, |done, total| {
+            eprintln!("  repetition {done}/{total}")
+        })?;
+        report.counted = eval::count_paper_shape(&paper, self.paper_downsample, &[512, 1024, 2048], &[1, 2, 4], 64);
+        let markdown = format!(
+            "{}\nThe paper's shape is {} (captions of 64 ids, VQ downsample {}).\n",
+            report.markdown(),
+            self.paper_config.display(),
+            self.paper_downsample
+        );
+        println!("{markdown}");
+        std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
+        let stem = self.out.join(format!("lm-{}", backend.name()));
+        std::fs::write(stem.with_extension("md"), &markdown)?;
+        std::fs::write(stem.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {0}.md and {0}.json", stem.display());
         Ok(())
     }
 }

@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 
 use backend::{BackendKind, BackendTask, run_on};
 
+/// Counts heap bytes, so that `cargo xtask bench` can report peak memory on CPU backends.
+#[global_allocator]
+pub static HEAP: eval::memory::PeakAlloc = eval::memory::PeakAlloc::new();
+
 /// token-shuffle-rs: Token-Shuffle for autoregressive image generation, in Rust on burn.
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
@@ -23,9 +27,8 @@ struct Cli {
 enum Command {
     /// List the backends compiled into this binary and check that each one finds a device.
     Backends,
-    /// Run a benchmark and print ratios measured side by side in one run.
-    #[command(subcommand)]
-    Bench(bench::Bench),
+    /// Run a benchmark and print ratios measured side by side in one run (default: the LM at s = 1, 2, 4).
+    Bench(bench::BenchCommand),
     /// Count an LM preset's parameters, sequence length and FLOPs per image (analytically; nothing is built).
     Count(count::Count),
     /// Run the demo: train a tiny tokenizer and LM on synthetic scenes on the CPU, generate samples, write a report.
