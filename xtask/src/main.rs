@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod count;
+mod evaluation;
 mod run;
 mod train_tokenizer;
 
@@ -29,10 +30,16 @@ enum Command {
     Backends,
     /// Run a benchmark and print ratios measured side by side in one run (default: the LM at s = 1, 2, 4).
     Bench(bench::BenchCommand),
+    /// Train and evaluate variants of the LM (window, fusion, MLP blocks) alike; table and loss plot.
+    Ablate(evaluation::Ablate),
+    /// Check the benchmark's detector on ground-truth renders, wrong captions and noise (pass rates per category).
+    CalibrateDetector(evaluation::CalibrateDetector),
     /// Count an LM preset's parameters, sequence length and FLOPs per image (analytically; nothing is built).
     Count(count::Count),
     /// Run the demo: train a tiny tokenizer and LM on synthetic scenes on the CPU, generate samples, write a report.
     Demo(run::Demo),
+    /// Evaluate a trained run: the compositional benchmark on generated images, the tokenizer on held-out images.
+    Eval(evaluation::Eval),
     /// Run a whole training pipeline: tokenizer, text tokenizer, code caches, LM (finished steps are skipped).
     Train(run::Train),
     /// Generate images from a trained run.
@@ -46,6 +53,9 @@ fn main() -> Result<()> {
         Command::Backends => list_backends(),
         Command::Bench(bench) => bench.run(),
         Command::Count(count) => count.run(),
+        Command::Eval(command) => command.run(),
+        Command::CalibrateDetector(command) => command.run(),
+        Command::Ablate(command) => command.run(),
         Command::TrainTokenizer(command) => command.run(),
         Command::Demo(command) => command.run(),
         Command::Train(command) => command.run(),

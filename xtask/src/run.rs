@@ -49,26 +49,39 @@ impl BackendTask for TrainTask {
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         eprintln!("run {} on {}", self.dir.display(), backend.name());
         let started = Instant::now();
-        let total_lm = self.config.lm.total_steps();
-        let total_tokenizer = self.config.tokenizer.steps;
-        // Progress of a long step: a line per tenth, not per batch.
-        let mut printed_tenth = None;
-        run_pipeline::<Autodiff<B>>(&self.config, &self.dir, &device, |event| {
-            if let PipelineEvent::Progress { what, done, total } = event {
-                let tenth = (what.clone(), done * 10 / (*total).max(1));
-                if printed_tenth.as_ref() == Some(&tenth) {
-                    return;
-                }
-                printed_tenth = Some(tenth);
-            }
-            print_event(event, started, total_tokenizer, total_lm)
-        })?;
+        let mut log = PipelineLog::new(&self.config);
+        run_pipeline::<Autodiff<B>>(&self.config, &self.dir, &device, |event| log.print(event))?;
         eprintln!("done in {:.1} min: {}", started.elapsed().as_secs_f32() / 60.0, self.dir.display());
         Ok(())
     }
 }
 
-/// One log line per event (a line per step group keeps logs readable when piped; no terminal tricks).
+/// Prints a pipeline's events: one line per event (a line per step group keeps logs readable when piped; no
+/// terminal tricks), and a line per tenth of a long step that is not training.
+pub struct PipelineLog {
+    started: Instant,
+    tokenizer_steps: usize,
+    lm_steps: usize,
+    printed_tenth: Option<(String, usize)>,
+}
+
+impl PipelineLog {
+    pub fn new(config: &RunConfig) -> Self {
+        Self { started: Instant::now(), tokenizer_steps: config.tokenizer.steps, lm_steps: config.lm.total_steps(), printed_tenth: None }
+    }
+
+    pub fn print(&mut self, event: &PipelineEvent) {
+        if let PipelineEvent::Progress { what, done, total } = event {
+            let tenth = (what.clone(), done * 10 / (*total).max(1));
+            if self.printed_tenth.as_ref() == Some(&tenth) {
+                return;
+            }
+            self.printed_tenth = Some(tenth);
+        }
+        print_event(event, self.started, self.tokenizer_steps, self.lm_steps)
+    }
+}
+
 fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, lm_steps: usize) {
     let t = started.elapsed().as_secs_f32();
     match event {
@@ -88,8 +101,8 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             stage.resolution, stage.window, stage.steps, stage.learning_rate
         ),
         PipelineEvent::Lm(LmEvent::Step(s)) => eprintln!(
-            "[{t:>6.0} s]   lm step {:>5}/{lm_steps}  image CE {:.4}  z {:.2}  lr {:.2e}  {:.0} tokens/s",
-            s.step, s.image_ce, s.z_loss, s.learning_rate, s.tokens_per_second
+            "[{t:>6.0} s]   lm step {:>5}/{lm_steps}  image CE {:.4}  z {:.2}  lr {:.2e}  {:.0} tokens/s  {:.1} img/s",
+            s.step, s.image_ce, s.z_loss, s.learning_rate, s.tokens_per_second, s.images_per_second
         ),
         PipelineEvent::Lm(LmEvent::Validation(v)) => {
             eprintln!("[{t:>6.0} s]   lm valid {:>5}  image CE {:.4}  perplexity {:.1}", v.step, v.image_ce, v.perplexity)
@@ -107,6 +120,22 @@ pub struct Generate {
     /// A prompt; repeat for several (one image each, laid out in a grid).
     #[arg(long, required = true)]
     prompt: Vec<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Images per row of the grid.
+    #[arg(long, default_value_t = 4)]
+    columns: usize,
+    /// Output PNG.
+    #[arg(long, default_value = "out.png")]
+    out: PathBuf,
+    /// Backend to generate on.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+}
+
+/// How images are sampled: guidance, its schedule, temperature, top-k, seed (shared by generate, eval, ablate).
+#[derive(Args)]
+pub struct SamplingArgs {
     /// Classifier-free guidance scale (1 = off).
     #[arg(long, default_value_t = 7.5)]
     cfg: f64,
@@ -122,22 +151,19 @@ pub struct Generate {
     /// Keep the k most likely codes (0 = all).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// Images per row of the grid.
-    #[arg(long, default_value_t = 4)]
-    columns: usize,
-    /// Output PNG.
-    #[arg(long, default_value = "out.png")]
-    out: PathBuf,
-    /// Backend to generate on.
-    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
-    backend: BackendKind,
+}
+
+impl SamplingArgs {
+    pub fn options(&self) -> Result<GenerateOptions> {
+        let schedule: CfgSchedule = self.schedule.parse().map_err(anyhow::Error::msg)?;
+        let sampler = Sampler { temperature: self.temperature, top_k: (self.top_k > 0).then_some(self.top_k), ..Sampler::default() };
+        Ok(GenerateOptions { cfg_scale: self.cfg, schedule, sampler, seed: self.seed })
+    }
 }
 
 impl Generate {
     pub fn run(self) -> Result<()> {
-        let schedule: CfgSchedule = self.schedule.parse().map_err(anyhow::Error::msg)?;
-        let sampler = Sampler { temperature: self.temperature, top_k: (self.top_k > 0).then_some(self.top_k), ..Sampler::default() };
-        let options = GenerateOptions { cfg_scale: self.cfg, schedule, sampler, seed: self.seed };
+        let options = self.sampling.options()?;
         let backend = self.backend;
         run_on(backend, GenerateTask { run: self.run, prompts: self.prompt, options, columns: self.columns, out: self.out })
     }
@@ -163,7 +189,7 @@ impl BackendTask for GenerateTask {
     }
 }
 
-fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
+pub fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }

@@ -149,6 +149,8 @@ pub struct LmStep {
     pub learning_rate: f64,
     /// Transformer positions processed per second since the last log line (text + 1 + image windows per sample).
     pub tokens_per_second: f32,
+    /// Training images per second since the last log line (comparable across window sizes, unlike positions).
+    pub images_per_second: f32,
 }
 
 /// Validation of the LM.
@@ -342,7 +344,7 @@ pub fn train_lm<B: AutodiffBackend>(
     };
 
     let total = config.total_steps();
-    let mut since_log = (Instant::now(), 0usize);
+    let mut since_log = (Instant::now(), 0usize, 0usize);
     for step in start_step..total {
         let (stage_index, stage_step) = config.stage_at(step);
         let stage = &config.stages[stage_index];
@@ -390,6 +392,7 @@ pub fn train_lm<B: AutodiffBackend>(
             let grads = GradientsParams::from_grads((loss.total / n).backward(), &lm);
             accumulator.accumulate(&lm, grads);
             since_log.1 += config.batch_size * (texts.iter().map(Vec::len).max().unwrap_or(0) + lm_positions(&lm));
+            since_log.2 += config.batch_size;
         }
         lm = optimizer.step(learning_rate, lm, accumulator.grads());
 
@@ -404,17 +407,18 @@ pub fn train_lm<B: AutodiffBackend>(
                 text_ce,
                 learning_rate,
                 tokens_per_second: since_log.1 as f32 / since_log.0.elapsed().as_secs_f32(),
+                images_per_second: since_log.2 as f32 / since_log.0.elapsed().as_secs_f32(),
             };
             record(serde_json::json!({ "train": entry }))?;
             on_event(&LmEvent::Step(entry));
-            since_log = (Instant::now(), 0);
+            since_log = (Instant::now(), 0, 0);
         }
         if done % config.valid_every == 0 || stage_end {
             let image_ce = evaluate_lm(&lm.valid(), &stage_data.valid, config.batch_size, device)?;
             let entry = LmValidation { step: done, image_ce, perplexity: image_ce.exp() };
             record(serde_json::json!({ "valid": entry }))?;
             on_event(&LmEvent::Validation(entry));
-            since_log = (Instant::now(), 0);
+            since_log = (Instant::now(), 0, 0);
         }
         if done % config.checkpoint_every == 0 || stage_end {
             let state = CheckpointState { step: done, stage: stage_index, config: config_json.clone() };
@@ -542,7 +546,7 @@ mod tests {
         assert_eq!(stages, [0, 1]);
         let resumed_dir = tempfile::tempdir().unwrap();
         let resumed = killed_and_resumed(&config, resumed_dir.path(), 2);
-        assert_eq!(resumed, steps(&events).into_iter().map(|s| LmStep { tokens_per_second: resumed[s.step - 1].tokens_per_second, ..s }).collect::<Vec<_>>());
+        assert_eq!(resumed, steps(&events).into_iter().map(|s| LmStep { tokens_per_second: resumed[s.step - 1].tokens_per_second, images_per_second: resumed[s.step - 1].images_per_second, ..s }).collect::<Vec<_>>());
     }
 
     #[test]

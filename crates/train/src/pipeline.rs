@@ -329,37 +329,12 @@ pub fn run_dir(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Stage;
     use burn::backend::{Autodiff, Flex};
     use lm::{CfgSchedule, Sampler};
-    use vqgan::VqModelConfig;
 
+    /// The tiniest preset: a few steps of everything, on 32 px scenes.
     fn tiny_run() -> RunConfig {
-        let vq = VqModelConfig::new(32)
-            .with_code_dim(4)
-            .with_channels(8)
-            .with_channel_multipliers(vec![1, 2, 2])
-            .with_res_blocks(1)
-            .with_z_channels(8)
-            .with_norm_groups(4);
-        let tokenizer = TokenizerTrainingConfig::new(vq)
-            .with_resolution(32)
-            .with_batch_size(4)
-            .with_steps(2)
-            .with_warmup_steps(1)
-            .with_valid_every(2)
-            .with_valid_images(4)
-            .with_log_every(1);
-        let lm: lm::TokenShuffleLmConfig = serde_json::from_value(serde_json::json!({
-            "text_vocab": 256, "codebook": 32, "grid": [8, 8], "max_text_len": 80,
-            "decoder": { "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": null, "mlp_hidden": 32,
-                         "max_seq_len": 0, "rope_theta": 10000.0, "norm_eps": 1e-5 },
-            "window": 2, "fusion": "ResidualMlp", "shuffle_mlp_blocks": 1, "z_loss_weight": 1e-4,
-            "text_loss_weight": 0.0, "prompt_dropout": 0.1
-        }))
-        .unwrap();
-        let lm = LmTrainingConfig::new(lm, vec![Stage::new(32, 2, 2, 1e-3)]).with_batch_size(4).with_warmup_steps(1);
-        RunConfig::new("scenes".into(), tokenizer, lm).with_lm_images(12).with_text_vocab_size(256)
+        serde_json::from_str(include_str!("../../../configs/run-tiny.json")).unwrap()
     }
 
     /// The whole pipeline on the tiniest models: it runs, a second run skips every step, and the trained run

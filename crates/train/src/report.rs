@@ -5,10 +5,30 @@ use std::path::Path;
 use image::{Rgb, RgbImage};
 
 /// One curve: (step, value) points and a colour.
-struct Curve {
-    points: Vec<(f64, f64)>,
-    colour: Rgb<u8>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// (x, y) points, in order of x.
+    pub points: Vec<(f64, f64)>,
+    /// Its colour.
+    pub colour: Rgb<u8>,
 }
+
+/// Distinct colours for curves (matplotlib's "tab10"), in order.
+pub const PALETTE: [Rgb<u8>; 10] = [
+    Rgb([31, 119, 180]),
+    Rgb([255, 127, 14]),
+    Rgb([44, 160, 44]),
+    Rgb([214, 39, 40]),
+    Rgb([148, 103, 189]),
+    Rgb([140, 86, 75]),
+    Rgb([227, 119, 194]),
+    Rgb([127, 127, 127]),
+    Rgb([188, 189, 34]),
+    Rgb([23, 190, 207]),
+];
+
+/// The names of [`PALETTE`]'s colours, for reports that say which curve is which.
+pub const PALETTE_NAMES: [&str; 10] = ["blue", "orange", "green", "red", "purple", "brown", "pink", "grey", "olive", "cyan"];
 
 /// Reads `field` of the entries of `kind` (`train` or `valid`) from a `metrics.jsonl`.
 pub fn read_metric(path: &Path, kind: &str, field: &str) -> Vec<(f64, f64)> {
@@ -25,9 +45,9 @@ pub fn read_metric(path: &Path, kind: &str, field: &str) -> Vec<(f64, f64)> {
 /// Training (blue) and validation (orange) curves in one panel each: the tokenizer's pixel loss and the LM's
 /// image cross-entropy, each against its steps, y from 0 to the curve's maximum.
 pub fn loss_curves(run: &Path) -> RgbImage {
-    const BLUE: Rgb<u8> = Rgb([31, 119, 180]);
-    const ORANGE: Rgb<u8> = Rgb([255, 127, 14]);
-    let panels = [
+    const BLUE: Rgb<u8> = PALETTE[0];
+    const ORANGE: Rgb<u8> = PALETTE[1];
+    plot(&[
         vec![
             Curve { points: read_metric(&run.join("tokenizer/metrics.jsonl"), "train", "reconstruction"), colour: BLUE },
             Curve { points: read_metric(&run.join("tokenizer/metrics.jsonl"), "valid", "mse"), colour: ORANGE },
@@ -36,7 +56,12 @@ pub fn loss_curves(run: &Path) -> RgbImage {
             Curve { points: read_metric(&run.join("lm/metrics.jsonl"), "train", "image_ce"), colour: BLUE },
             Curve { points: read_metric(&run.join("lm/metrics.jsonl"), "valid", "image_ce"), colour: ORANGE },
         ],
-    ];
+    ])
+}
+
+/// Panels side by side, each 480×320 px with its curves against x from 0 to the panel's largest x and y from 0 to
+/// its largest finite y. No text: the caller's report says what each panel and colour is.
+pub fn plot(panels: &[Vec<Curve>]) -> RgbImage {
     let (w, h, margin) = (480u32, 320u32, 24u32);
     let mut image = RgbImage::from_pixel(w * panels.len() as u32, h, Rgb([255, 255, 255]));
     for (p, curves) in panels.iter().enumerate() {

@@ -1,0 +1,136 @@
+//! Evaluation of a trained run (made by `train::run_pipeline`): the compositional benchmark on images it generates,
+//! and its tokenizer's reconstruction of held-out images.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use burn::tensor::backend::Backend;
+use data::ImageCaption;
+use data::imaging::tile;
+use data::scenes::{Category, SceneCorpus, Split};
+use image::RgbImage;
+use lm::GenerateOptions;
+use serde::Serialize;
+use train::{ImageSource, ReconstructionReport, TrainedRun, TrainingImages, evaluate_reconstruction};
+
+use crate::{BenchmarkReport, CompositionalBenchmark, DetectorConfig, EvalError};
+
+/// How to evaluate a run.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    /// The benchmark's prompts and images per prompt.
+    pub benchmark: CompositionalBenchmark,
+    /// Sampling and guidance. Each batch of the benchmark samples with `seed + batch index`.
+    pub generate: GenerateOptions,
+    /// Images generated at once.
+    pub batch_size: usize,
+    /// Held-out images for the reconstruction metrics (0 skips them).
+    pub reconstruction_images: usize,
+    /// The detector's thresholds.
+    pub detector: DetectorConfig,
+}
+
+/// What [`evaluate_run`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEvaluation {
+    /// The compositional benchmark.
+    pub benchmark: BenchmarkReport,
+    /// The tokenizer on held-out images (`None` when skipped).
+    pub reconstruction: Option<ReconstructionReport>,
+    /// Wall time of generation per image (batched as [`EvalOptions::batch_size`]), ms.
+    pub generate_ms_per_image: f64,
+    /// The first image of each prompt, one column per category (GenEval's order), one row per prompt.
+    #[serde(skip)]
+    pub samples: RgbImage,
+}
+
+/// Held-out images of `source` at `resolution` px: for scenes, `count` renders of the held-out split (seed
+/// `seed`), which no training or validation scene shares; for Twemoji and folders, the validation part (at most
+/// `count`), since those corpora have no other held-out set.
+pub fn held_out_images(source: &ImageSource, resolution: u32, count: usize, seed: u64) -> Result<Vec<ImageCaption>, EvalError> {
+    match source {
+        ImageSource::Scenes => SceneCorpus::new(seed, Split::HeldOut, count)
+            .scenes()
+            .map(|scene| {
+                let image = scene.render(resolution)?;
+                Ok(ImageCaption { id: format!("held-out/{}", scene.index), caption: scene.caption, image })
+            })
+            .collect(),
+        other => Ok(TrainingImages::load(other, resolution, count, seed)?.valid().to_vec()),
+    }
+}
+
+/// Runs the benchmark on images `run` generates, and the reconstruction metrics on held-out images.
+/// `on_progress(what, done, total)` reports each phase.
+pub fn evaluate_run<B: Backend>(
+    run: &TrainedRun<B>,
+    options: &EvalOptions,
+    device: &B::Device,
+    mut on_progress: impl FnMut(&str, usize, usize),
+) -> Result<RunEvaluation, EvalError> {
+    let mut first_images: HashMap<String, RgbImage> = HashMap::new();
+    let mut generating = Duration::ZERO;
+    let mut generated = 0usize;
+    let mut batch_index = 0u64;
+    let benchmark = options.benchmark.run(
+        &options.detector,
+        options.batch_size,
+        |captions| -> Result<Vec<RgbImage>, EvalError> {
+            let generate = GenerateOptions { seed: options.generate.seed.wrapping_add(batch_index), ..options.generate };
+            batch_index += 1;
+            let start = Instant::now();
+            let images = run.generate_images(captions, &generate, device, &mut |_, _| {})?;
+            generating += start.elapsed();
+            generated += images.len();
+            for (caption, image) in captions.iter().zip(&images) {
+                first_images.entry(caption.clone()).or_insert_with(|| image.clone());
+            }
+            Ok(images)
+        },
+        |done, total| on_progress("generating and judging", done, total),
+    )?;
+    let prompts = options.benchmark.prompts();
+    let cells: Vec<RgbImage> = prompts.iter().filter_map(|scene| first_images.get(&scene.caption).cloned()).collect();
+    let samples = tile(&cells, Category::ALL.len() as u32);
+
+    let reconstruction = if options.reconstruction_images == 0 {
+        None
+    } else {
+        let tokenizer = &run.config.tokenizer;
+        on_progress("reconstructing held-out images", 0, options.reconstruction_images);
+        let source: ImageSource = run.config.data.parse().map_err(EvalError::Config)?;
+        let images = held_out_images(&source, tokenizer.resolution as u32, options.reconstruction_images, options.benchmark.seed)?;
+        let report = evaluate_reconstruction(&run.vq, &images, tokenizer.batch_size, device)?;
+        on_progress("reconstructing held-out images", images.len(), images.len());
+        Some(report)
+    };
+    Ok(RunEvaluation {
+        benchmark,
+        reconstruction,
+        generate_ms_per_image: generating.as_secs_f64() * 1e3 / generated.max(1) as f64,
+        samples,
+    })
+}
+
+impl RunEvaluation {
+    /// The evaluation as Markdown: scores per category, reconstruction metrics, generation time.
+    pub fn markdown(&self, name: &str) -> String {
+        let mut out = String::from("## Compositional benchmark (held-out prompts)\n\n");
+        out += &BenchmarkReport::markdown_header("run");
+        out += "\n";
+        out += &self.benchmark.markdown_row(name);
+        let images: usize = self.benchmark.categories.iter().map(|c| c.total).sum();
+        out += &format!("\n\n{images} images, {:.1} ms each to generate.\n", self.generate_ms_per_image);
+        if let Some(r) = &self.reconstruction {
+            out += &format!(
+                "\n## Tokenizer on {} held-out images\n\nPSNR {:.2} dB, SSIM {:.3}, codebook usage {:.1}%, perplexity {:.1}.\n",
+                r.images,
+                r.psnr,
+                r.ssim,
+                r.codebook_usage * 100.0,
+                r.perplexity
+            );
+        }
+        out
+    }
+}

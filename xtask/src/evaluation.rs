@@ -1,0 +1,229 @@
+//! `cargo xtask eval`, `calibrate-detector` and `ablate`: the compositional benchmark on a run, the detector's
+//! calibration, and the ablation runner.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::backend::Autodiff;
+use burn::config::Config;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use eval::ablation::{AblationEvent, parse_fusion};
+use eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate};
+use train::{RunConfig, TrainedRun};
+
+use crate::backend::{BackendKind, BackendTask, run_on};
+use crate::run::{PipelineLog, SamplingArgs, save_png};
+
+/// The benchmark's size and batching, shared by `eval` and `ablate`.
+#[derive(Args)]
+pub struct BenchmarkArgs {
+    /// Held-out prompts per category (6 categories).
+    #[arg(long, default_value_t = 8)]
+    prompts_per_category: usize,
+    /// Images generated per prompt.
+    #[arg(long, default_value_t = 4)]
+    images_per_prompt: usize,
+    /// Seed of the held-out prompts (and of the held-out images for the reconstruction metrics).
+    #[arg(long, default_value_t = 0)]
+    prompt_seed: u64,
+    /// Images generated at once.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Held-out images for the tokenizer's PSNR / SSIM / codebook usage (0 skips them).
+    #[arg(long, default_value_t = 256)]
+    reconstruction_images: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+impl BenchmarkArgs {
+    fn options(&self) -> Result<EvalOptions> {
+        Ok(EvalOptions {
+            benchmark: CompositionalBenchmark {
+                seed: self.prompt_seed,
+                prompts_per_category: self.prompts_per_category,
+                images_per_prompt: self.images_per_prompt,
+            },
+            generate: self.sampling.options()?,
+            batch_size: self.batch_size,
+            reconstruction_images: self.reconstruction_images,
+            detector: DetectorConfig::default(),
+        })
+    }
+}
+
+/// Prints a line per tenth of each evaluation phase.
+fn progress_printer(started: Instant) -> impl FnMut(&str, usize, usize) {
+    let mut printed: Option<(String, usize)> = None;
+    move |what, done, total| {
+        let tenth = (what.to_string(), done * 10 / total.max(1));
+        if printed.as_ref() != Some(&tenth) {
+            eprintln!("[{:>6.0} s]   {what}: {done}/{total}", started.elapsed().as_secs_f32());
+            printed = Some(tenth);
+        }
+    }
+}
+
+/// Arguments of `cargo xtask eval`.
+#[derive(Args)]
+pub struct Eval {
+    /// Run directory made by `cargo xtask train` (or `demo`, or one variant of `ablate`).
+    #[arg(long)]
+    run: PathBuf,
+    #[command(flatten)]
+    benchmark: BenchmarkArgs,
+    /// Backend to generate on.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+}
+
+impl Eval {
+    pub fn run(self) -> Result<()> {
+        let options = self.benchmark.options()?;
+        run_on(self.backend, EvalTask { run: self.run, options })
+    }
+}
+
+struct EvalTask {
+    run: PathBuf,
+    options: EvalOptions,
+}
+
+impl BackendTask for EvalTask {
+    type Output = ();
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        let run = TrainedRun::<B>::load(&self.run, &device)?;
+        let started = Instant::now();
+        eprintln!("eval {} on {}", self.run.display(), backend.name());
+        let evaluation = eval::evaluate_run(&run, &self.options, &device, progress_printer(started))?;
+        let out = self.run.join("eval");
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let name = self.run.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        let markdown = format!(
+            "# Evaluation of {}\n\nCFG {} ({:?}), sampling seed {}; `samples.png`: the first image of each prompt, one \
+             column per category in the table's order.\n\n{}",
+            self.run.display(),
+            self.options.generate.cfg_scale,
+            self.options.generate.schedule,
+            self.options.generate.seed,
+            evaluation.markdown(&name)
+        );
+        std::fs::write(out.join("report.md"), &markdown)?;
+        std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&evaluation)?)?;
+        save_png(&evaluation.samples, &out.join("samples.png"))?;
+        println!("{markdown}");
+        eprintln!("done in {:.1} s: {}/{{report.md, eval.json, samples.png}}", started.elapsed().as_secs_f32(), out.display());
+        Ok(())
+    }
+}
+
+/// Arguments of `cargo xtask calibrate-detector`.
+#[derive(Args)]
+pub struct CalibrateDetector {
+    /// Resolutions to render the ground truth at.
+    #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
+    resolutions: Vec<u32>,
+    /// Held-out prompts per category.
+    #[arg(long, default_value_t = 50)]
+    prompts_per_category: usize,
+    /// Seed of the held-out prompts.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+impl CalibrateDetector {
+    pub fn run(self) -> Result<()> {
+        let benchmark = CompositionalBenchmark { seed: self.seed, prompts_per_category: self.prompts_per_category, images_per_prompt: 1 };
+        println!(
+            "Pass rates of the detector + judge: on ground-truth renders with their own prompt (truth), with another \
+             prompt of the category (wrong caption; its chance = what the judge says of the true objects), with the \
+             prompt changed in one detail (near miss; chance 0), and on uniform noise (chance 0). {} held-out \
+             prompts per category, seed {}.\n",
+            self.prompts_per_category, self.seed
+        );
+        for &resolution in &self.resolutions {
+            let started = Instant::now();
+            let calibration = calibrate(&benchmark, resolution, &DetectorConfig::default())?;
+            println!("{}", calibration.markdown());
+            eprintln!("({resolution} px: {:.1} s)", started.elapsed().as_secs_f32());
+        }
+        Ok(())
+    }
+}
+
+/// Arguments of `cargo xtask ablate`.
+#[derive(Args)]
+pub struct Ablate {
+    /// The run every variant starts from (data, tokenizer, LM shape, steps, batch), e.g. configs/run-demo.json.
+    #[arg(long, default_value = "configs/run-demo.json")]
+    config: PathBuf,
+    /// Window sizes s.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    windows: Vec<usize>,
+    /// Fusions: mlp (the paper's), linear, last-token.
+    #[arg(long, value_delimiter = ',', default_value = "mlp")]
+    fusion: Vec<String>,
+    /// Residual MLP blocks on each side (default: the config's).
+    #[arg(long, value_delimiter = ',')]
+    mlp_blocks: Vec<usize>,
+    /// LM training steps of every stage (default: the config's).
+    #[arg(long)]
+    lm_steps: Option<usize>,
+    /// Directory of the ablation (one run directory per variant inside).
+    #[arg(long, default_value = "runs/ablate")]
+    run: PathBuf,
+    #[command(flatten)]
+    benchmark: BenchmarkArgs,
+    /// Backend to train and generate on.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+}
+
+impl Ablate {
+    pub fn run(self) -> Result<()> {
+        let mut base = RunConfig::load(&self.config)
+            .with_context(|| format!("{}: not a run config (every field is needed; see configs/run-demo.json)", self.config.display()))?;
+        if let Some(steps) = self.lm_steps {
+            base.lm.stages.iter_mut().for_each(|stage| stage.steps = steps);
+        }
+        let fusions = self.fusion.iter().map(|f| parse_fusion(f)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+        let blocks = if self.mlp_blocks.is_empty() { vec![base.lm.lm.shuffle_mlp_blocks] } else { self.mlp_blocks.clone() };
+        let variants = eval::variants(&self.windows, &fusions, &blocks);
+        let options = self.benchmark.options()?;
+        run_on(self.backend, AblateTask { base, variants, dir: self.run, options })
+    }
+}
+
+struct AblateTask {
+    base: RunConfig,
+    variants: Vec<eval::Variant>,
+    dir: PathBuf,
+    options: EvalOptions,
+}
+
+impl BackendTask for AblateTask {
+    type Output = ();
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        let names: Vec<String> = self.variants.iter().map(eval::Variant::name).collect();
+        eprintln!("ablate {} on {}: {}", self.dir.display(), backend.name(), names.join(", "));
+        let started = Instant::now();
+        let mut log = PipelineLog::new(&self.base);
+        let mut progress = progress_printer(started);
+        let report = eval::run_ablation::<Autodiff<B>>(&self.base, &self.variants, &self.dir, &self.options, &device, |event| match event {
+            AblationEvent::Variant { index, total, name } => {
+                eprintln!("[{:>6.0} s] variant {}/{total}: {name}", started.elapsed().as_secs_f32(), index + 1)
+            }
+            AblationEvent::Pipeline(event) => log.print(event),
+            AblationEvent::Eval { what, done, total } => progress(what, *done, *total),
+        })?;
+        println!("{}", report.markdown());
+        eprintln!(
+            "done in {:.1} min: {dir}/ablation.md, ablation.json, loss.png; each variant's run in {dir}/<variant>/",
+            started.elapsed().as_secs_f32() / 60.0,
+            dir = self.dir.display()
+        );
+        Ok(())
+    }
+}
