@@ -236,6 +236,16 @@ impl BackendTask for DemoReport {
         let generation_s = generated.elapsed().as_secs_f32();
         save_png(&grid, &self.run.join("samples.png"))?;
         save_png(&train::report::loss_curves(&self.run), &self.run.join("loss.png"))?;
+        eprintln!("benchmark: generating and judging 192 images of held-out prompts");
+        let benchmark = eval::EvalOptions {
+            benchmark: eval::CompositionalBenchmark::default(),
+            generate: options,
+            batch_size: 16,
+            reconstruction_images: 0,
+            detector: eval::DetectorConfig::default(),
+        };
+        let evaluation = eval::evaluate_run(&run, &benchmark, &device, |_, _, _| {})?;
+        save_png(&evaluation.samples, &self.run.join("benchmark.png"))?;
 
         let tokenizer: serde_json::Value = serde_json::from_slice(&std::fs::read(self.run.join("tokenizer/done.json"))?)?;
         let lm_valid = train::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
@@ -272,10 +282,13 @@ impl BackendTask for DemoReport {
             report += &format!("  {}. {prompt}\n", i + 1);
         }
         report += "\n- `loss.png`: left, the tokenizer's pixel loss (blue: training, orange: validation MSE); right, the \
-                   LM's image cross-entropy (blue: training, orange: validation); x is the step, y starts at 0.\n";
+                   LM's image cross-entropy (blue: training, orange: validation); x is the step, y starts at 0.\n\n";
+        report += &evaluation.markdown("demo");
+        report += "\n`benchmark.png`: the first image of each benchmark prompt, one column per category in the table's \
+                   order. `cargo xtask eval --run runs/demo` reruns the benchmark with other settings.\n";
         std::fs::write(self.run.join("report.md"), report)?;
         eprintln!(
-            "demo finished in {:.1} min: {}/samples.png, loss.png, report.md",
+            "demo finished in {:.1} min: {}/samples.png, benchmark.png, loss.png, report.md",
             self.started.elapsed().as_secs_f32() / 60.0,
             self.run.display()
         );

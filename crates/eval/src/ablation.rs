@@ -157,17 +157,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
     move |source| EvalError::Io { path: path.to_path_buf(), source }
 }
 
-/// Copies the directory `from` to `to` (files and subdirectories), unless `to` exists.
+/// Copies the directory `from` to `to` unless `to` exists, through `<to>.partial` and a rename, so that an
+/// interrupted copy is never taken for a finished one.
 fn copy_missing_dir(from: &Path, to: &Path) -> Result<(), EvalError> {
     if to.exists() || !from.exists() {
         return Ok(());
     }
+    let partial = to.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    }
+    copy_dir(from, &partial)?;
+    std::fs::rename(&partial, to).map_err(io(to))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), EvalError> {
     std::fs::create_dir_all(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;
         let target = to.join(entry.file_name());
         if entry.file_type().map_err(io(from))?.is_dir() {
-            copy_missing_dir(&entry.path(), &target)?;
+            copy_dir(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target).map_err(io(&target))?;
         }

@@ -11,6 +11,28 @@
 //! - [`memory`]: a counting global allocator for peak heap measurements.
 //! - Reconstruction metrics (PSNR, SSIM, codebook usage and perplexity) are `vqgan::{psnr, ssim, CodebookUsage}`,
 //!   gathered over a data set by `train::evaluate_reconstruction`.
+//!
+//! The benchmark works with any image generator: give [`CompositionalBenchmark::run`] a function from captions to
+//! images. Here the "generator" renders the ground truth, which the detector must pass:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use eval::{CompositionalBenchmark, DetectorConfig, EvalError};
+//!
+//! let benchmark = CompositionalBenchmark { seed: 0, prompts_per_category: 2, images_per_prompt: 1 };
+//! let truth: HashMap<String, data::scenes::Scene> =
+//!     benchmark.prompts().into_iter().map(|scene| (scene.caption.clone(), scene)).collect();
+//! let generate = |captions: &[String]| -> Result<Vec<image::RgbImage>, EvalError> {
+//!     captions.iter().map(|c| Ok(truth[c].render(128)?)).collect()
+//! };
+//! let report = benchmark.run(&DetectorConfig::default(), 8, generate, |_, _| {})?;
+//! assert_eq!(report.overall, 1.0);
+//! println!("{}", report.markdown_row("ground truth"));
+//! # Ok::<(), EvalError>(())
+//! ```
+//!
+//! From the command line: `cargo xtask eval --run runs/demo`, `cargo xtask bench`, `cargo xtask ablate`,
+//! `cargo xtask calibrate-detector` (see the top README).
 
 pub mod ablation;
 pub mod compositional;
@@ -20,9 +42,9 @@ pub mod memory;
 pub mod run;
 pub mod speed;
 
+pub use ablation::{AblationReport, Variant, run_ablation, variants};
 pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, judge};
 pub use detector::{Detection, DetectorConfig, detect};
 pub use error::EvalError;
-pub use ablation::{AblationReport, Variant, run_ablation, variants};
 pub use run::{EvalOptions, RunEvaluation, evaluate_run, held_out_images};
 pub use speed::{SpeedBench, SpeedReport, count_paper_shape};
