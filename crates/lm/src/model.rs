@@ -4,7 +4,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use thiserror::Error;
 use token_shuffle::{
-    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid, window_merge,
+    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid, check_width, window_merge,
     window_split,
 };
 
@@ -80,17 +80,27 @@ impl TokenShuffleLmConfig {
         text_len + 2 + self.windows() - 1
     }
 
+    /// Checks, without building anything, that the code grid splits into s×s windows and d into s² channel groups.
+    ///
+    /// # Errors
+    /// [`LmError::Shuffle`] when the code grid is not divisible by s or d by s².
+    pub fn check(&self) -> Result<(), LmError> {
+        check_grid(self.grid[0], self.grid[1], self.window)?;
+        check_width(self.decoder.d_model, self.window)?;
+        Ok(())
+    }
+
     /// Builds the model on `device`.
     ///
     /// # Errors
     /// [`LmError::Shuffle`] when the code grid is not divisible by s or d by s².
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<TokenShuffleLm<B>, LmError> {
+        self.check()?;
         let d = self.decoder.d_model;
         let shuffle_config = TokenShuffleConfig::new(d)
             .with_window(self.window)
             .with_fusion(self.fusion)
             .with_mlp_blocks(self.shuffle_mlp_blocks);
-        check_grid(self.grid[0], self.grid[1], self.window)?;
         let decoder = DecoderConfig { max_seq_len: self.sequence_len(self.max_text_len), ..self.decoder.clone() };
         Ok(TokenShuffleLm {
             embedding: EmbeddingConfig::new(self.vocab().size(), d).init(device),

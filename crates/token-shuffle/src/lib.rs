@@ -64,7 +64,7 @@ mod window;
 pub use error::ShuffleError;
 pub use fusion::{Fusion, WindowFusion};
 pub use mlp::{ResidualMlp, ResidualMlpConfig};
-pub use shuffle::{TokenShuffle, TokenShuffleConfig};
+pub use shuffle::{TokenShuffle, TokenShuffleConfig, check_width};
 pub use unshuffle::{TokenUnshuffle, TokenUnshuffleConfig};
 pub use window::{check_grid, window_merge, window_split};
 

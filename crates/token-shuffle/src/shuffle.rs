@@ -52,7 +52,10 @@ pub struct TokenShuffle<B: Backend> {
 }
 
 /// Checks that d splits into s² equal channel groups.
-pub(crate) fn check_width(d_model: usize, window: usize) -> Result<(), ShuffleError> {
+///
+/// # Errors
+/// [`ShuffleError::ZeroWindow`] for s = 0, [`ShuffleError::WidthNotDivisible`] when s² does not divide d.
+pub fn check_width(d_model: usize, window: usize) -> Result<(), ShuffleError> {
     if window == 0 {
         return Err(ShuffleError::ZeroWindow);
     }

@@ -68,10 +68,13 @@ impl RunConfig {
                 self.lm.lm.text_vocab, self.text_vocab_size
             ));
         }
+        let factor = self.tokenizer.model.downsample_factor();
         for (i, stage) in self.lm.stages.iter().enumerate() {
-            self.tokenizer.model.check_image_size(stage.resolution, stage.resolution).map_err(|e| {
-                TrainError::Config(format!("stage {i}: {e}"))
-            })?;
+            let stage_error = |e: &dyn std::fmt::Display| TrainError::Config(format!("stage {i}: {e}"));
+            self.tokenizer.model.check_image_size(stage.resolution, stage.resolution).map_err(|e| stage_error(&e))?;
+            let grid = stage.resolution / factor;
+            let lm = lm::TokenShuffleLmConfig { grid: [grid; 2], window: stage.window, ..self.lm.lm.clone() };
+            lm.check().map_err(|e| stage_error(&format!("{} px through the tokenizer's downsample {factor} is a {grid}×{grid} grid: {e}", stage.resolution)))?;
         }
         Ok(())
     }
@@ -375,6 +378,10 @@ mod tests {
         config.lm.stages[0].resolution = 34;
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("stage 0") && err.contains("34×34"), "{err}");
+        let mut config = tiny_run();
+        config.lm.stages[0].window = 3;
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("stage 0") && err.contains("8×8 grid") && err.contains("3"), "{err}");
     }
 
     #[test]
