@@ -43,6 +43,8 @@ pub enum Bench {
     Generate(GenerateBench),
     /// VQ tokenizer encode and decode throughput (images/s) at several resolutions.
     Tokenizer(TokenizerBench),
+    /// Broadcast adds in 4-D and 2-D, and burn's GroupNorm against vqgan's, on one activation tensor.
+    Norm(NormBench),
 }
 
 impl Bench {
@@ -64,6 +66,10 @@ impl Bench {
             Bench::Tokenizer(tokenizer) => {
                 let backend = tokenizer.backend;
                 run_on(backend, tokenizer)
+            }
+            Bench::Norm(norm) => {
+                let backend = norm.backend;
+                run_on(backend, norm)
             }
         }
     }
@@ -446,6 +452,76 @@ impl BackendTask for LmBench {
         std::fs::write(stem.with_extension("md"), &markdown)?;
         std::fs::write(stem.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
         eprintln!("wrote {0}.md and {0}.json", stem.display());
+        Ok(())
+    }
+}
+
+/// Arguments of `cargo xtask bench norm`.
+#[derive(Args)]
+pub struct NormBench {
+    /// Backend to run on.
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendKind,
+    /// Activation [N, C, H, W], f32.
+    #[arg(long, value_delimiter = ',', default_value = "8,64,64,64")]
+    shape: Vec<usize>,
+    /// Groups of the GroupNorms.
+    #[arg(long, default_value_t = 32)]
+    groups: usize,
+    /// Timed repetitions (after one warm-up); medians are reported.
+    #[arg(long, default_value_t = 9)]
+    repeats: usize,
+}
+
+impl BackendTask for NormBench {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        let [n, c, h, w]: [usize; 4] =
+            self.shape.as_slice().try_into().with_context(|| format!("--shape takes 4 numbers N,C,H,W; got {:?}", self.shape))?;
+        if self.groups == 0 || c % self.groups != 0 || self.repeats == 0 {
+            bail!("--groups must divide the {c} channels, and --repeats must be at least 1");
+        }
+        let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let same = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let channel = Tensor::<B, 1>::random([c], Distribution::Normal(0.0, 1.0), &device);
+        let per_row = Tensor::<B, 2>::random([n * c, 1], Distribution::Normal(0.0, 1.0), &device);
+        let ours = vqgan::GroupNormConfig::new(self.groups, c).init::<B>(&device);
+        let burns = burn::nn::GroupNormConfig::new(self.groups, c).with_epsilon(1e-6).init::<B>(&device);
+        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
+        type Case<'a, B> = (&'static str, Box<dyn Fn() -> Tensor<B, 4> + 'a>);
+        let cases: Vec<Case<B>> = vec![
+            ("x + y (same shape)", Box::new(|| x.clone() + same.clone())),
+            ("x + b, b [1,C,1,1] (4-D broadcast)", Box::new(|| x.clone() + channel.clone().reshape([1, c, 1, 1]))),
+            ("x + b as [N·C, H·W] + [N·C, 1] (2-D)", Box::new(|| (x.clone().reshape([n * c, h * w]) + per_row.clone()).reshape([n, c, h, w]))),
+            ("burn::nn::GroupNorm", Box::new(|| burns.forward(x.clone()))),
+            ("vqgan::GroupNorm", Box::new(|| ours.forward(x.clone()))),
+        ];
+        let mut times = vec![Vec::new(); cases.len()];
+        for repetition in 0..=self.repeats {
+            for (i, (_, case)) in cases.iter().enumerate() {
+                let start = Instant::now();
+                let y = case();
+                sync()?;
+                let elapsed = start.elapsed();
+                drop(y);
+                if repetition > 0 {
+                    times[i].push(elapsed);
+                }
+            }
+        }
+        println!(
+            "bench norm: backend {}, x = [{n}, {c}, {h}, {w}] f32, {} groups, 1 warm-up + {} timed repetitions",
+            backend.name(),
+            self.groups,
+            self.repeats
+        );
+        let base = median(&mut times[0]);
+        println!("{:<40} {:>10} {:>16}", "operation", "median ms", "× same-shape add");
+        for ((name, _), t) in cases.iter().zip(&mut times) {
+            let t = median(t);
+            println!("{name:<40} {:>10.2} {:>16.2}", t.as_secs_f64() * 1e3, t.as_secs_f64() / base.as_secs_f64());
+        }
         Ok(())
     }
 }
