@@ -10,8 +10,9 @@ use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use eval::ablation::{AblationEvent, parse_fusion};
-use eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate};
-use train::{RunConfig, TrainedRun};
+use data::ImageCaption;
+use eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate_through};
+use train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
 use crate::run::{PipelineLog, SamplingArgs, save_png};
@@ -131,21 +132,52 @@ pub struct CalibrateDetector {
     /// Seed of the held-out prompts.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Pass the renders through this VQ tokenizer (encode, decode) before detection: a directory with
+    /// config.json and model.safetensors, as `train-tokenizer` writes (or a run's `tokenizer/`).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Backend of the tokenizer.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
 }
 
 impl CalibrateDetector {
     pub fn run(self) -> Result<()> {
+        let backend = self.backend;
+        run_on(backend, self)
+    }
+}
+
+impl BackendTask for CalibrateDetector {
+    type Output = ();
+    fn run<B: Backend>(self, _: BackendKind, device: B::Device) -> Result<()> {
         let benchmark = CompositionalBenchmark { seed: self.seed, prompts_per_category: self.prompts_per_category, images_per_prompt: 1 };
+        let tokenizer = match &self.tokenizer {
+            Some(dir) => {
+                let config = TokenizerTrainingConfig::load(dir.join("config.json"))
+                    .with_context(|| format!("{}: no tokenizer config.json (made by `cargo xtask train-tokenizer`)", dir.display()))?;
+                Some(config.model.init::<B>(&device)?.load_safetensors(&dir.join("model.safetensors"))?)
+            }
+            None => None,
+        };
+        let through = self.tokenizer.as_ref().map_or(String::new(), |dir| format!(", each render passed through the VQ tokenizer {}", dir.display()));
         println!(
             "Pass rates of the detector + judge: on ground-truth renders with their own prompt (truth), with another \
              prompt of the category (wrong caption; its chance = what the judge says of the true objects), with the \
              prompt changed in one detail (near miss; chance 0), and on uniform noise (chance 0). {} held-out \
-             prompts per category, seed {}.\n",
+             prompts per category, seed {}{through}.\n",
             self.prompts_per_category, self.seed
         );
         for &resolution in &self.resolutions {
             let started = Instant::now();
-            let calibration = calibrate(&benchmark, resolution, &DetectorConfig::default())?;
+            let calibration = calibrate_through(&benchmark, resolution, &DetectorConfig::default(), |renders| match &tokenizer {
+                Some(vq) => {
+                    let images: Vec<ImageCaption> =
+                        renders.into_iter().map(|image| ImageCaption { id: String::new(), caption: String::new(), image }).collect();
+                    Ok(train::reconstruct(vq, &images, &device)?)
+                }
+                None => Ok(renders),
+            })?;
             println!("{}", calibration.markdown());
             eprintln!("({resolution} px: {:.1} s)", started.elapsed().as_secs_f32());
         }

@@ -312,6 +312,7 @@ mod tests {
         for v in &report.variants {
             assert!(v.final_train_ce.is_finite() && v.final_valid_ce.is_finite() && v.train_images_per_s > 0.0, "{v:?}");
             assert!(v.evaluation.benchmark.categories.iter().all(|c| c.total == 2));
+            assert!(v.evaluation.tokenizer_ceiling.categories.iter().all(|c| c.total == 1), "one render per prompt");
             assert_eq!(v.evaluation.reconstruction.as_ref().map(|r| r.images), Some(4));
             // One 32 px sample per prompt, a column per category.
             assert_eq!(v.evaluation.samples.dimensions(), (6 * 32, 32));

@@ -27,7 +27,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::{Detection, DetectorConfig, detect};
+use crate::{Detection, DetectorConfig, EvalError, detect};
 
 /// Smallest offset of two centres along a relation's axis (in image widths) for a position prompt to pass.
 /// The scene grammar draws position scenes with an offset of at least 0.2.
@@ -152,8 +152,8 @@ impl CompositionalBenchmark {
     /// repeated once per image it needs, in the order of [`Self::prompts`]), detects and judges each image. `on_progress(done, total)` counts images.
     ///
     /// # Errors
-    /// Whatever `generate` returns, or [`crate::EvalError::Generator`] when it returns the wrong number of images.
-    pub fn run<E: From<crate::EvalError>>(
+    /// Whatever `generate` returns, or [`EvalError::Generator`] when it returns the wrong number of images.
+    pub fn run<E: From<EvalError>>(
         &self,
         detector: &DetectorConfig,
         batch_size: usize,
@@ -171,7 +171,7 @@ impl CompositionalBenchmark {
             let captions: Vec<String> = chunk.iter().map(|(_, c)| c.clone()).collect();
             let images = generate(&captions)?;
             if images.len() != captions.len() {
-                return Err(crate::EvalError::Generator(format!("asked for {} images, got {}", captions.len(), images.len())).into());
+                return Err(EvalError::Generator(format!("asked for {} images, got {}", captions.len(), images.len())).into());
             }
             let verdicts: Vec<bool> = images
                 .par_iter()
@@ -243,8 +243,20 @@ impl Calibration {
 /// Calibrates the detector at `resolution` on the benchmark's prompts (one render each): see the module docs.
 ///
 /// The wrong caption of a scene is the next prompt of its category (in the benchmark's order) that states
-/// something else. Noise images are uniform in RGB, drawn from `seed`.
-pub fn calibrate(benchmark: &CompositionalBenchmark, resolution: u32, detector: &DetectorConfig) -> Result<Calibration, data::DataError> {
+/// something else. Noise images are uniform in RGB, drawn from the benchmark's seed.
+pub fn calibrate(benchmark: &CompositionalBenchmark, resolution: u32, detector: &DetectorConfig) -> Result<Calibration, EvalError> {
+    calibrate_through(benchmark, resolution, detector, Ok)
+}
+
+/// As [`calibrate`], with the ground-truth renders passed through `transform` (in batches) before detection: e.g.
+/// a VQ tokenizer's encode–decode round trip, which asks whether the detector still reads what the tokenizer
+/// keeps. Noise images are not transformed.
+pub fn calibrate_through(
+    benchmark: &CompositionalBenchmark,
+    resolution: u32,
+    detector: &DetectorConfig,
+    mut transform: impl FnMut(Vec<RgbImage>) -> Result<Vec<RgbImage>, EvalError>,
+) -> Result<Calibration, EvalError> {
     let scenes = benchmark.prompts();
     let per_category = Category::ALL.len();
     let wrong: Vec<PromptSpec> = (0..scenes.len())
@@ -263,22 +275,33 @@ pub fn calibrate(benchmark: &CompositionalBenchmark, resolution: u32, detector: 
         near_miss: bool,
         noise: bool,
     }
-    let verdicts: Vec<Verdicts> = scenes
-        .par_iter()
-        .zip(&wrong)
-        .map(|(scene, wrong)| -> Result<Verdicts, data::DataError> {
-            let found = detect(&scene.render(resolution)?, detector);
-            let oracle: Vec<Detection> = scene.objects.iter().map(Detection::from).collect();
-            let noise = detect(&noise_image(resolution, benchmark.seed ^ scene.index), detector);
-            Ok(Verdicts {
-                truth: judge(&scene.spec, &found),
-                wrong: judge(wrong, &found),
-                wrong_oracle: judge(wrong, &oracle),
-                near_miss: judge(&near_miss(&scene.spec), &found),
-                noise: judge(&scene.spec, &noise),
+    let mut verdicts: Vec<Verdicts> = Vec::with_capacity(scenes.len());
+    // In chunks, so that large renders are not all held at once.
+    for (chunk, wrong) in scenes.chunks(32).zip(wrong.chunks(32)) {
+        let renders = chunk.par_iter().map(|scene| scene.render(resolution)).collect::<Result<Vec<_>, _>>()?;
+        let images = transform(renders)?;
+        if images.len() != chunk.len() {
+            return Err(EvalError::Generator(format!("the transform returned {} images for {}", images.len(), chunk.len())));
+        }
+        let judged: Vec<Verdicts> = chunk
+            .par_iter()
+            .zip(images)
+            .zip(wrong)
+            .map(|((scene, image), wrong)| {
+                let found = detect(&image, detector);
+                let oracle: Vec<Detection> = scene.objects.iter().map(Detection::from).collect();
+                let noise = detect(&noise_image(resolution, benchmark.seed ^ scene.index), detector);
+                Verdicts {
+                    truth: judge(&scene.spec, &found),
+                    wrong: judge(wrong, &found),
+                    wrong_oracle: judge(wrong, &oracle),
+                    near_miss: judge(&near_miss(&scene.spec), &found),
+                    noise: judge(&scene.spec, &noise),
+                }
             })
-        })
-        .collect::<Result<_, _>>()?;
+            .collect();
+        verdicts.extend(judged);
+    }
     let mut by_category: BTreeMap<Category, Vec<&Verdicts>> = BTreeMap::new();
     for (scene, v) in scenes.iter().zip(&verdicts) {
         by_category.entry(scene.spec.category()).or_default().push(v);
@@ -382,7 +405,7 @@ mod tests {
     fn ground_truth_renders_score_full_marks_and_a_wrong_count_of_images_is_named() {
         let benchmark = CompositionalBenchmark { seed: 2, prompts_per_category: 3, images_per_prompt: 2 };
         let truth: BTreeMap<String, Scene> = benchmark.prompts().into_iter().map(|s| (s.caption.clone(), s)).collect();
-        let render = |captions: &[String]| -> Result<Vec<RgbImage>, crate::EvalError> {
+        let render = |captions: &[String]| -> Result<Vec<RgbImage>, EvalError> {
             Ok(captions.iter().map(|c| truth[c].render(64).unwrap()).collect())
         };
         let mut progress = Vec::new();
@@ -391,9 +414,26 @@ mod tests {
         assert_eq!(progress.last(), Some(&(36, 36)));
         assert!(report.prompts.iter().all(|p| p.passed.len() == 2));
 
-        let short = |_: &[String]| -> Result<Vec<RgbImage>, crate::EvalError> { Ok(Vec::new()) };
+        let short = |_: &[String]| -> Result<Vec<RgbImage>, EvalError> { Ok(Vec::new()) };
         let err = benchmark.run(&DetectorConfig::default(), 4, short, |_, _| {}).unwrap_err();
         assert!(err.to_string().contains("asked for 4 images, got 0"), "{err}");
+    }
+
+    #[test]
+    fn calibration_judges_the_transformed_renders() {
+        let benchmark = CompositionalBenchmark { seed: 3, prompts_per_category: 4, images_per_prompt: 1 };
+        // Blank images hold nothing: every prompt fails, whatever the renders were.
+        let blank = |images: Vec<RgbImage>| -> Result<Vec<RgbImage>, EvalError> {
+            Ok(images.iter().map(|i| RgbImage::from_pixel(i.width(), i.height(), image::Rgb(data::scenes::BACKGROUND))).collect())
+        };
+        let calibration = calibrate_through(&benchmark, 64, &DetectorConfig::default(), blank).unwrap();
+        assert!(calibration.categories.iter().all(|c| c.truth == 0.0 && c.wrong_caption == 0.0), "{calibration:?}");
+        let lossy = |mut images: Vec<RgbImage>| -> Result<Vec<RgbImage>, EvalError> {
+            images.pop();
+            Ok(images)
+        };
+        let err = calibrate_through(&benchmark, 64, &DetectorConfig::default(), lossy).unwrap_err();
+        assert!(err.to_string().contains("returned 23 images for 24"), "{err}");
     }
 
     /// The calibration the issue asks for: ≥ 98% of prompts pass on ground-truth renders at 64, 256 and 1024 px in

@@ -43,7 +43,7 @@ pub mod run;
 pub mod speed;
 
 pub use ablation::{AblationReport, Variant, run_ablation, variants};
-pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, judge};
+pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, calibrate_through, judge};
 pub use detector::{Detection, DetectorConfig, detect};
 pub use error::EvalError;
 pub use run::{EvalOptions, RunEvaluation, evaluate_run, held_out_images};

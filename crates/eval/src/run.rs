@@ -1,12 +1,13 @@
 //! Evaluation of a trained run (made by `train::run_pipeline`): the compositional benchmark on images it generates,
 //! and its tokenizer's reconstruction of held-out images.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
 use data::ImageCaption;
 use data::imaging::tile;
-use data::scenes::{Category, SceneCorpus, Split};
+use data::scenes::{Category, Scene, SceneCorpus, Split};
 use image::RgbImage;
 use lm::GenerateOptions;
 use serde::Serialize;
@@ -34,6 +35,9 @@ pub struct EvalOptions {
 pub struct RunEvaluation {
     /// The compositional benchmark.
     pub benchmark: BenchmarkReport,
+    /// The benchmark on ground-truth renders of its prompts passed through the run's VQ tokenizer (one per prompt):
+    /// the score of a perfect LM, so the ceiling that this tokenizer puts on [`Self::benchmark`].
+    pub tokenizer_ceiling: BenchmarkReport,
     /// The tokenizer on held-out images (`None` when skipped).
     pub reconstruction: Option<ReconstructionReport>,
     /// Wall time of generation per image (batched as [`EvalOptions::batch_size`]), ms.
@@ -95,6 +99,24 @@ pub fn evaluate_run<B: Backend>(
     )?;
     let samples = tile(&first_images, Category::ALL.len() as u32);
 
+    // The same prompts, drawn perfectly and passed through the tokenizer. Captions name their spec (the prompt's
+    // words are in them), so any scene with the caption is a fair drawing of it.
+    let resolution = run.config.lm.stages.last().map_or(run.config.tokenizer.resolution, |s| s.resolution) as u32;
+    let scenes: HashMap<String, Scene> = options.benchmark.prompts().into_iter().map(|s| (s.caption.clone(), s)).collect();
+    let ceiling_benchmark = CompositionalBenchmark { images_per_prompt: 1, ..options.benchmark };
+    let tokenizer_ceiling = ceiling_benchmark.run(
+        &options.detector,
+        options.batch_size,
+        |captions| -> Result<Vec<RgbImage>, EvalError> {
+            let renders = captions
+                .iter()
+                .map(|c| Ok(ImageCaption { id: c.clone(), caption: c.clone(), image: scenes[c].render(resolution)? }))
+                .collect::<Result<Vec<_>, EvalError>>()?;
+            Ok(train::reconstruct(&run.vq, &renders, device)?)
+        },
+        |done, total| on_progress("judging renders through the tokenizer", done, total),
+    )?;
+
     let reconstruction = if options.reconstruction_images == 0 {
         None
     } else {
@@ -108,6 +130,7 @@ pub fn evaluate_run<B: Backend>(
     };
     Ok(RunEvaluation {
         benchmark,
+        tokenizer_ceiling,
         reconstruction,
         generate_ms_per_image: generating.as_secs_f64() * 1e3 / generated.max(1) as f64,
         samples,
@@ -121,8 +144,14 @@ impl RunEvaluation {
         out += &BenchmarkReport::markdown_header("run");
         out += "\n";
         out += &self.benchmark.markdown_row(name);
+        out += "\n";
+        out += &self.tokenizer_ceiling.markdown_row("tokenizer ceiling");
         let images: usize = self.benchmark.categories.iter().map(|c| c.total).sum();
-        out += &format!("\n\n{images} images, {:.1} ms each to generate.\n", self.generate_ms_per_image);
+        out += &format!(
+            "\n\n{images} images, {:.1} ms each to generate. The tokenizer ceiling is the benchmark on ground-truth \
+             renders of the same prompts passed through the run's VQ tokenizer: what a perfect LM would score.\n",
+            self.generate_ms_per_image
+        );
         if let Some(r) = &self.reconstruction {
             out += &format!(
                 "\n## Tokenizer on {} held-out images\n\nPSNR {:.2} dB, SSIM {:.3}, codebook usage {:.1}%, perplexity {:.1}.\n",
@@ -162,7 +191,10 @@ mod tests {
             passed: vec![true, false, true, true],
         }];
         let evaluation = RunEvaluation {
-            benchmark: BenchmarkReport::from_prompts(prompts),
+            benchmark: BenchmarkReport::from_prompts(prompts.clone()),
+            tokenizer_ceiling: BenchmarkReport::from_prompts(
+                prompts.into_iter().map(|p| PromptResult { passed: vec![true], ..p }).collect(),
+            ),
             reconstruction: Some(ReconstructionReport {
                 step: 0,
                 images: 10,
@@ -178,6 +210,7 @@ mod tests {
         assert_eq!(evaluation.benchmark.categories[0], CategoryScore { category: Category::SingleObject, passed: 3, total: 4 });
         let markdown = evaluation.markdown("fake");
         assert!(markdown.contains("| fake | 0.75 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.125** |"), "{markdown}");
+        assert!(markdown.contains("| tokenizer ceiling | 1.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.167** |"), "{markdown}");
         assert!(markdown.contains("4 images, 12.5 ms each"), "{markdown}");
         assert!(markdown.contains("10 held-out images") && markdown.contains("PSNR 25.50 dB, SSIM 0.812, codebook usage 50.0%, perplexity 12.2"), "{markdown}");
         let json = serde_json::to_value(&evaluation).unwrap();

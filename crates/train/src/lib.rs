@@ -58,7 +58,7 @@ pub use images::{ImageSource, TrainingImages};
 pub use pipeline::{PipelineEvent, RunConfig, TrainedRun, run_dir, run_pipeline};
 pub use schedule::WarmupCosine;
 pub use tokenizer::{
-    ReconstructionReport, TokenizerEvent, TokenizerStep, TokenizerTrainingConfig, evaluate_reconstruction,
+    ReconstructionReport, TokenizerEvent, TokenizerStep, TokenizerTrainingConfig, evaluate_reconstruction, reconstruct,
     reconstruction_grid, train_tokenizer,
 };
 

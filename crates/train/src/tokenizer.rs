@@ -172,6 +172,13 @@ pub fn evaluate_reconstruction<B: Backend>(
     })
 }
 
+/// Encodes `images` and decodes their codes: what the tokenizer keeps of them (and the best an LM over its codes
+/// could produce).
+pub fn reconstruct<B: Backend>(model: &VqModel<B>, images: &[ImageCaption], device: &B::Device) -> Result<Vec<image::RgbImage>, TrainError> {
+    let batch: Tensor<B, 4> = Batcher::<B, _, _>::batch(&PixelBatcher, images.to_vec(), device).images;
+    Ok(tensor_to_images(model.decode(model.encode(batch)?)))
+}
+
 /// Originals (odd rows) above their reconstructions (even rows), `columns` images per row.
 pub fn reconstruction_grid<B: Backend>(
     model: &VqModel<B>,
@@ -179,10 +186,9 @@ pub fn reconstruction_grid<B: Backend>(
     columns: usize,
     device: &B::Device,
 ) -> Result<image::RgbImage, TrainError> {
-    let batch: Tensor<B, 4> = Batcher::<B, _, _>::batch(&PixelBatcher, images.to_vec(), device).images;
-    let [_, _, h, w] = batch.dims();
-    let decoded = tensor_to_images(model.decode(model.encode(batch)?));
-    let blank = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255; 3]));
+    let (w, h) = images.first().map_or((1, 1), |i| i.image.dimensions());
+    let decoded = reconstruct(model, images, device)?;
+    let blank = image::RgbImage::from_pixel(w, h, image::Rgb([255; 3]));
     let mut cells = Vec::new();
     for (originals, reconstructions) in images.chunks(columns).zip(decoded.chunks(columns)) {
         let padding = columns - originals.len();
