@@ -149,7 +149,8 @@ impl CompositionalBenchmark {
     }
 
     /// Runs the benchmark: asks `generate` for images of batches of at most `batch_size` captions (a caption
-    /// repeated once per image it needs, in the order of [`Self::prompts`]), detects and judges each image. `on_progress(done, total)` counts images.
+    /// repeated once per image it needs, in the order of [`Self::prompts`]), detects and judges each image.
+    /// `on_progress(done, total)` counts images.
     ///
     /// # Errors
     /// Whatever `generate` returns, or [`EvalError::Generator`] when it returns the wrong number of images.

@@ -15,9 +15,6 @@ pub enum EvalError {
     /// The LM refused its input.
     #[error(transparent)]
     Lm(#[from] lm::LmError),
-    /// The VQ model refused its input.
-    #[error(transparent)]
-    Vq(#[from] vqgan::VqError),
     /// Data could not be made.
     #[error(transparent)]
     Data(#[from] data::DataError),
