@@ -15,7 +15,7 @@ use eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate_throug
 use train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
-use crate::run::{PipelineLog, SamplingArgs, save_png};
+use crate::run::{PipelineLog, SamplingArgs, Tenths, save_png};
 
 /// The benchmark's size and batching, shared by `eval` and `ablate`.
 #[derive(Args)]
@@ -57,12 +57,10 @@ impl BenchmarkArgs {
 
 /// Prints a line per tenth of each evaluation phase.
 fn progress_printer(started: Instant) -> impl FnMut(&str, usize, usize) {
-    let mut printed: Option<(String, usize)> = None;
+    let mut tenths = Tenths::default();
     move |what, done, total| {
-        let tenth = (what.to_string(), done * 10 / total.max(1));
-        if printed.as_ref() != Some(&tenth) {
+        if tenths.is_new(what, done, total) {
             eprintln!("[{:>6.0} s]   {what}: {done}/{total}", started.elapsed().as_secs_f32());
-            printed = Some(tenth);
         }
     }
 }

@@ -62,23 +62,35 @@ pub struct PipelineLog {
     started: Instant,
     tokenizer_steps: usize,
     lm_steps: usize,
-    printed_tenth: Option<(String, usize)>,
+    tenths: Tenths,
 }
 
 impl PipelineLog {
     pub fn new(config: &RunConfig) -> Self {
-        Self { started: Instant::now(), tokenizer_steps: config.tokenizer.steps, lm_steps: config.lm.total_steps(), printed_tenth: None }
+        Self { started: Instant::now(), tokenizer_steps: config.tokenizer.steps, lm_steps: config.lm.total_steps(), tenths: Tenths::default() }
     }
 
     pub fn print(&mut self, event: &PipelineEvent) {
         if let PipelineEvent::Progress { what, done, total } = event {
-            let tenth = (what.clone(), done * 10 / (*total).max(1));
-            if self.printed_tenth.as_ref() == Some(&tenth) {
+            if !self.tenths.is_new(what, *done, *total) {
                 return;
             }
-            self.printed_tenth = Some(tenth);
         }
         print_event(event, self.started, self.tokenizer_steps, self.lm_steps)
+    }
+}
+
+/// Thins progress reports of long work to one per tenth of each task.
+#[derive(Default)]
+pub struct Tenths(Option<(String, usize)>);
+
+impl Tenths {
+    /// Whether `done` of `total` of `what` starts a tenth not reported yet (and remembers it).
+    pub fn is_new(&mut self, what: &str, done: usize, total: usize) -> bool {
+        let tenth = (what.to_string(), done * 10 / total.max(1));
+        let new = self.0.as_ref() != Some(&tenth);
+        self.0 = Some(tenth);
+        new
     }
 }
 
