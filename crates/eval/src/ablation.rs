@@ -157,6 +157,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
     move |source| EvalError::Io { path: path.to_path_buf(), source }
 }
 
+fn save_png(image: &image::RgbImage, path: &Path) -> Result<(), EvalError> {
+    image.save(path).map_err(|e| EvalError::Io { path: path.to_path_buf(), source: std::io::Error::other(e) })
+}
+
 /// Copies the directory `from` to `to` unless `to` exists, through `<to>.partial` and a rename, so that an
 /// interrupted copy is never taken for a finished one.
 fn copy_missing_dir(from: &Path, to: &Path) -> Result<(), EvalError> {
@@ -207,7 +211,8 @@ pub fn run_ablation<B: AutodiffBackend>(
         variant.apply(base).check().map_err(|e| EvalError::Config(format!("variant {}: {e}", variant.name())))?;
     }
     let shared = dir.join(variants[0].name());
-    let mut results = Vec::new();
+    let mut results: Vec<VariantResult> = Vec::new();
+    let (mut train_curves, mut valid_curves) = (Vec::new(), Vec::new());
     for (index, variant) in variants.iter().enumerate() {
         let name = variant.name();
         on_event(&AblationEvent::Variant { index, total: variants.len(), name: name.clone() });
@@ -220,40 +225,37 @@ pub fn run_ablation<B: AutodiffBackend>(
         run_pipeline::<B>(&config, &run_dir, device, |e| on_event(&AblationEvent::Pipeline(e.clone())))?;
 
         let run = TrainedRun::<B::InnerBackend>::load(&run_dir, device)?;
-        let evaluation = evaluate_run(&run, eval, device, |what, done, total| {
+        // Every variant has the first one's tokenizer: its held-out reconstruction is measured once.
+        let first_reconstruction = results.first().map(|first| first.evaluation.reconstruction.clone());
+        let options = if first_reconstruction.is_some() { EvalOptions { reconstruction_images: 0, ..*eval } } else { *eval };
+        let mut evaluation = evaluate_run(&run, &options, device, |what, done, total| {
             on_event(&AblationEvent::Eval { what: what.to_string(), done, total })
         })?;
-        evaluation.samples.save(run_dir.join("eval-samples.png")).map_err(|e| EvalError::Io {
-            path: run_dir.join("eval-samples.png"),
-            source: std::io::Error::other(e),
-        })?;
+        if let Some(reconstruction) = first_reconstruction {
+            evaluation.reconstruction = reconstruction;
+        }
+        save_png(&evaluation.samples, &run_dir.join("eval-samples.png"))?;
+
         let metrics = run_dir.join("lm/metrics.jsonl");
-        let last = |kind: &str| read_metric(&metrics, kind, "image_ce").last().map_or(f64::NAN, |p| p.1);
+        let (train_ce, valid_ce) = (read_metric(&metrics, "train", "image_ce"), read_metric(&metrics, "valid", "image_ce"));
+        let last = |points: &[(f64, f64)]| points.last().map_or(f64::NAN, |p| p.1);
         let mut speeds: Vec<f64> = read_metric(&metrics, "train", "images_per_second").into_iter().map(|p| p.1).collect();
         speeds.sort_by(f64::total_cmp);
         results.push(VariantResult {
             variant: *variant,
             name,
             parameters: run.lm.num_params(),
-            final_train_ce: last("train"),
-            final_valid_ce: last("valid"),
+            final_train_ce: last(&train_ce),
+            final_valid_ce: last(&valid_ce),
             train_images_per_s: speeds.get(speeds.len() / 2).copied().unwrap_or(f64::NAN),
             evaluation,
             colour: PALETTE_NAMES[index],
         });
+        train_curves.push(Curve { points: train_ce, colour: PALETTE[index] });
+        valid_curves.push(Curve { points: valid_ce, colour: PALETTE[index] });
     }
     let report = AblationReport { variants: results };
-
-    let curves = |kind: &str| -> Vec<Curve> {
-        report
-            .variants
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Curve { points: read_metric(&dir.join(&v.name).join("lm/metrics.jsonl"), kind, "image_ce"), colour: PALETTE[i] })
-            .collect()
-    };
-    let loss = dir.join("loss.png");
-    plot(&[curves("train"), curves("valid")]).save(&loss).map_err(|e| EvalError::Io { path: loss.clone(), source: std::io::Error::other(e) })?;
+    save_png(&plot(&[train_curves, valid_curves]), &dir.join("loss.png"))?;
     let markdown = format!(
         "# Ablation\n\nEach variant trained with the same data, steps and batch; scores from the compositional benchmark \
          ({} held-out prompts per category, {} images each). `loss.png`: training (left) and validation (right) image \
