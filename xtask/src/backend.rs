@@ -100,7 +100,11 @@ pub fn probe_device<B: Backend>(kind: BackendKind, device: &B::Device) -> Result
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("no reason given");
-            bail!("the {} backend found no usable device ({reason}): {}", kind.name(), kind.device_hint())
+            bail!(
+                "the {} backend found no usable device ({reason}): {}",
+                kind.name(),
+                kind.device_hint()
+            )
         }
     }
 }
@@ -128,6 +132,9 @@ mod tests {
     #[test]
     fn a_backend_that_is_not_compiled_in_says_how_to_get_it() {
         let err = run_on(BackendKind::Cuda, Name).unwrap_err().to_string();
-        assert!(err.contains("not compiled into this binary") && err.contains("--features cuda"), "{err}");
+        assert!(
+            err.contains("not compiled into this binary") && err.contains("--features cuda"),
+            "{err}"
+        );
     }
 }

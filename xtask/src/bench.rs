@@ -112,7 +112,11 @@ impl BackendTask for OpBench {
         if self.repeats == 0 {
             bail!("--repeats must be at least 1");
         }
-        let x = Tensor::<B, 4>::random([batch, height, width, channels], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<B, 4>::random(
+            [batch, height, width, channels],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let bytes = (batch * height * width * channels * 4) as f64;
         println!(
             "bench op: backend {}, x = [{batch}, {height}, {width}, {channels}] f32 ({:.0} MiB), {} warm-up + {} timed repetitions",
@@ -160,7 +164,11 @@ impl BackendTask for OpBench {
         let copy_median = median(&mut copy_times);
         println!("{:<28} {:>10} {:>10} {:>14}", "op", "median ms", "GB/s", "× plain copy");
         let row = |name: &str, t: Duration, traffic: f64| {
-            let bandwidth = if traffic > 0.0 { format!("{:.1}", traffic / t.as_secs_f64() / 1e9) } else { "-".into() };
+            let bandwidth = if traffic > 0.0 {
+                format!("{:.1}", traffic / t.as_secs_f64() / 1e9)
+            } else {
+                "-".into()
+            };
             println!(
                 "{name:<28} {:>10.2} {bandwidth:>10} {:>14.2}",
                 t.as_secs_f64() * 1e3,
@@ -207,7 +215,10 @@ impl DecodeBench {
             Ok((start.elapsed(), train.len() + valid.len()))
         };
         let (_, images) = load()?; // warm-up: page in the embedded PNGs
-        println!("bench decode: {images} Twemoji PNGs (72×72 RGBA) → {0}×{0} RGB, {1} repetitions", self.resolution, self.repeats);
+        println!(
+            "bench decode: {images} Twemoji PNGs (72×72 RGBA) → {0}×{0} RGB, {1} repetitions",
+            self.resolution, self.repeats
+        );
         let (mut parallel, mut serial) = (Vec::new(), Vec::new());
         for _ in 0..self.repeats {
             parallel.push(load()?.0);
@@ -215,8 +226,15 @@ impl DecodeBench {
         }
         let (parallel, serial) = (median(&mut parallel), median(&mut serial));
         println!("{:<24} {:>10} {:>10}", "variant", "median ms", "images/s");
-        for (name, t) in [("1 thread".to_string(), serial), (format!("rayon, {threads} threads"), parallel)] {
-            println!("{name:<24} {:>10.1} {:>10.0}", t.as_secs_f64() * 1e3, images as f64 / t.as_secs_f64());
+        for (name, t) in [
+            ("1 thread".to_string(), serial),
+            (format!("rayon, {threads} threads"), parallel),
+        ] {
+            println!(
+                "{name:<24} {:>10.1} {:>10.0}",
+                t.as_secs_f64() * 1e3,
+                images as f64 / t.as_secs_f64()
+            );
         }
         println!("speed-up: {:.2}×", serial.as_secs_f64() / parallel.as_secs_f64());
         Ok(())
@@ -252,7 +270,12 @@ impl BackendTask for GenerateBench {
         if self.repeats == 0 {
             bail!("--repeats must be at least 1");
         }
-        let options = GenerateOptions { cfg_scale: 1.0, schedule: CfgSchedule::Constant, sampler: Sampler::default(), seed: 0 };
+        let options = GenerateOptions {
+            cfg_scale: 1.0,
+            schedule: CfgSchedule::Constant,
+            sampler: Sampler::default(),
+            seed: 0,
+        };
         let prompt = vec![vec![1, 2, 3, 4, 5, 6, 7, 8]];
         println!(
             "bench generate: backend {}, {} (d = {}, {} layers), {g}×{g} codes, batch 1, no CFG, {} timed images per s",
@@ -263,10 +286,17 @@ impl BackendTask for GenerateBench {
             self.repeats,
             g = self.grid
         );
-        println!("{:<6} {:>8} {:>12} {:>14} {:>14} {:>11} {:>12}", "s", "steps", "ms / image", "early ms/step", "late ms/step", "late/early", "× vs s = 1");
+        println!(
+            "{:<6} {:>8} {:>12} {:>14} {:>14} {:>11} {:>12}",
+            "s", "steps", "ms / image", "early ms/step", "late ms/step", "late/early", "× vs s = 1"
+        );
         let mut baseline = None;
         for &s in &self.windows {
-            let config = TokenShuffleLmConfig { grid: [self.grid, self.grid], window: s, ..preset.clone() };
+            let config = TokenShuffleLmConfig {
+                grid: [self.grid, self.grid],
+                window: s,
+                ..preset.clone()
+            };
             let model = config.init::<B>(&device).map_err(|e| anyhow::anyhow!("s = {s}: {e}"))?;
             let mut totals = Vec::new();
             let (mut early, mut late) = (Vec::new(), Vec::new());
@@ -290,14 +320,20 @@ impl BackendTask for GenerateBench {
             let total = median(&mut totals);
             let baseline = *baseline.get_or_insert(total);
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            let (early, late) = if early.is_empty() { (None, None) } else { (Some(median(&mut early)), Some(median(&mut late))) };
+            let (early, late) = if early.is_empty() {
+                (None, None)
+            } else {
+                (Some(median(&mut early)), Some(median(&mut late)))
+            };
             println!(
                 "{s:<6} {:>8} {:>12.1} {:>14} {:>14} {:>11} {:>12.2}",
                 config.windows(),
                 ms(total),
                 early.map_or("-".into(), |d| format!("{:.2}", ms(d))),
                 late.map_or("-".into(), |d| format!("{:.2}", ms(d))),
-                early.zip(late).map_or("-".into(), |(e, l)| format!("{:.2}", l.as_secs_f64() / e.as_secs_f64())),
+                early
+                    .zip(late)
+                    .map_or("-".into(), |(e, l)| format!("{:.2}", l.as_secs_f64() / e.as_secs_f64())),
                 baseline.as_secs_f64() / total.as_secs_f64()
             );
         }
@@ -345,10 +381,17 @@ impl BackendTask for TokenizerBench {
             self.batch,
             self.repeats
         );
-        println!("{:>10} {:>14} {:>14} {:>18}", "resolution", "encode img/s", "decode img/s", "encode+decode img/s");
+        println!(
+            "{:>10} {:>14} {:>14} {:>18}",
+            "resolution", "encode img/s", "decode img/s", "encode+decode img/s"
+        );
         for &resolution in &self.resolutions {
             config.check_image_size(resolution, resolution)?;
-            let images = Tensor::<B, 4>::random([self.batch, 3, resolution, resolution], Distribution::Uniform(-1.0, 1.0), &device);
+            let images = Tensor::<B, 4>::random(
+                [self.batch, 3, resolution, resolution],
+                Distribution::Uniform(-1.0, 1.0),
+                &device,
+            );
             let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
             let (mut encode_times, mut decode_times) = (Vec::new(), Vec::new());
             for repetition in 0..=self.repeats {
@@ -366,7 +409,12 @@ impl BackendTask for TokenizerBench {
             }
             let rate = |t: Duration| self.batch as f64 / t.as_secs_f64();
             let (encode, decode) = (median(&mut encode_times), median(&mut decode_times));
-            println!("{resolution:>10} {:>14.1} {:>14.1} {:>18.1}", rate(encode), rate(decode), rate(encode + decode));
+            println!(
+                "{resolution:>10} {:>14.1} {:>14.1} {:>18.1}",
+                rate(encode),
+                rate(decode),
+                rate(encode + decode)
+            );
         }
         Ok(())
     }
@@ -477,8 +525,11 @@ impl BackendTask for NormBench {
     type Output = ();
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        let [n, c, h, w]: [usize; 4] =
-            self.shape.as_slice().try_into().with_context(|| format!("--shape takes 4 numbers N,C,H,W; got {:?}", self.shape))?;
+        let [n, c, h, w]: [usize; 4] = self
+            .shape
+            .as_slice()
+            .try_into()
+            .with_context(|| format!("--shape takes 4 numbers N,C,H,W; got {:?}", self.shape))?;
         if self.groups == 0 || c % self.groups != 0 || self.repeats == 0 {
             bail!("--groups must divide the {c} channels, and --repeats must be at least 1");
         }
@@ -487,13 +538,21 @@ impl BackendTask for NormBench {
         let channel = Tensor::<B, 1>::random([c], Distribution::Normal(0.0, 1.0), &device);
         let per_row = Tensor::<B, 2>::random([n * c, 1], Distribution::Normal(0.0, 1.0), &device);
         let ours = vqgan::GroupNormConfig::new(self.groups, c).init::<B>(&device);
-        let burns = burn::nn::GroupNormConfig::new(self.groups, c).with_epsilon(1e-6).init::<B>(&device);
+        let burns = burn::nn::GroupNormConfig::new(self.groups, c)
+            .with_epsilon(1e-6)
+            .init::<B>(&device);
         let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
         type Case<'a, B> = (&'static str, Box<dyn Fn() -> Tensor<B, 4> + 'a>);
         let cases: Vec<Case<B>> = vec![
             ("x + y (same shape)", Box::new(|| x.clone() + same.clone())),
-            ("x + b, b [1,C,1,1] (4-D broadcast)", Box::new(|| x.clone() + channel.clone().reshape([1, c, 1, 1]))),
-            ("x + b as [N·C, H·W] + [N·C, 1] (2-D)", Box::new(|| (x.clone().reshape([n * c, h * w]) + per_row.clone()).reshape([n, c, h, w]))),
+            (
+                "x + b, b [1,C,1,1] (4-D broadcast)",
+                Box::new(|| x.clone() + channel.clone().reshape([1, c, 1, 1])),
+            ),
+            (
+                "x + b as [N·C, H·W] + [N·C, 1] (2-D)",
+                Box::new(|| (x.clone().reshape([n * c, h * w]) + per_row.clone()).reshape([n, c, h, w])),
+            ),
             ("burn::nn::GroupNorm", Box::new(|| burns.forward(x.clone()))),
             ("vqgan::GroupNorm", Box::new(|| ours.forward(x.clone()))),
         ];
@@ -520,7 +579,11 @@ impl BackendTask for NormBench {
         println!("{:<40} {:>10} {:>16}", "operation", "median ms", "× same-shape add");
         for ((name, _), t) in cases.iter().zip(&mut times) {
             let t = median(t);
-            println!("{name:<40} {:>10.2} {:>16.2}", t.as_secs_f64() * 1e3, t.as_secs_f64() / base.as_secs_f64());
+            println!(
+                "{name:<40} {:>10.2} {:>16.2}",
+                t.as_secs_f64() * 1e3,
+                t.as_secs_f64() / base.as_secs_f64()
+            );
         }
         Ok(())
     }

@@ -31,7 +31,10 @@ impl Count {
         let mut config = load_lm_config(&self.config)?;
         if let Some(resolution) = self.resolution {
             if self.downsample == 0 || resolution % self.downsample != 0 {
-                bail!("--resolution {resolution} is not divisible by --downsample {}", self.downsample);
+                bail!(
+                    "--resolution {resolution} is not divisible by --downsample {}",
+                    self.downsample
+                );
             }
             config.grid = [resolution / self.downsample; 2];
         }
@@ -41,11 +44,25 @@ impl Count {
         let s = config.window;
         token_shuffle::check_grid(config.grid[0], config.grid[1], s)?;
         let count = config.count(self.text_len);
-        let baseline = TokenShuffleLmConfig { window: 1, ..config.clone() }.count(self.text_len);
-        println!("{} at {}×{} codes, s = {s}, text of {} ids", self.config.display(), config.grid[0], config.grid[1], self.text_len);
+        let baseline = TokenShuffleLmConfig {
+            window: 1,
+            ..config.clone()
+        }
+        .count(self.text_len);
+        println!(
+            "{} at {}×{} codes, s = {s}, text of {} ids",
+            self.config.display(),
+            config.grid[0],
+            config.grid[1],
+            self.text_len
+        );
         println!("parameters                {:>16}", group(count.parameters));
         println!("image codes per image     {:>16}", group(count.image_codes));
-        println!("transformer positions     {:>16}   (s = 1: {})", group(count.sequence_len), group(baseline.sequence_len));
+        println!(
+            "transformer positions     {:>16}   (s = 1: {})",
+            group(count.sequence_len),
+            group(baseline.sequence_len)
+        );
         println!(
             "training FLOPs / image    {:>16.3e}   (s = 1: {:.3e}, {:.2}× more)",
             count.train_flops,

@@ -9,8 +9,8 @@ use burn::backend::Autodiff;
 use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use eval::ablation::{AblationEvent, parse_fusion};
 use data::ImageCaption;
+use eval::ablation::{AblationEvent, parse_fusion};
 use eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate_through};
 use train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
 
@@ -99,7 +99,10 @@ impl BackendTask for EvalTask {
         let evaluation = eval::evaluate_run(&run, &self.options, &device, progress_printer(started))?;
         let out = self.run.join("eval");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let name = self.run.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        let name = self
+            .run
+            .file_name()
+            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
         let markdown = format!(
             "# Evaluation of {}\n\nCFG {} ({:?}), sampling seed {}; `samples.png`: the first image of each prompt, one \
              column per category in the table's order.\n\n{}",
@@ -113,7 +116,11 @@ impl BackendTask for EvalTask {
         std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&evaluation)?)?;
         save_png(&evaluation.samples, &out.join("samples.png"))?;
         println!("{markdown}");
-        eprintln!("done in {:.1} s: {}/{{report.md, eval.json, samples.png}}", started.elapsed().as_secs_f32(), out.display());
+        eprintln!(
+            "done in {:.1} s: {}/{{report.md, eval.json, samples.png}}",
+            started.elapsed().as_secs_f32(),
+            out.display()
+        );
         Ok(())
     }
 }
@@ -149,16 +156,31 @@ impl CalibrateDetector {
 impl BackendTask for CalibrateDetector {
     type Output = ();
     fn run<B: Backend>(self, _: BackendKind, device: B::Device) -> Result<()> {
-        let benchmark = CompositionalBenchmark { seed: self.seed, prompts_per_category: self.prompts_per_category, images_per_prompt: 1 };
+        let benchmark = CompositionalBenchmark {
+            seed: self.seed,
+            prompts_per_category: self.prompts_per_category,
+            images_per_prompt: 1,
+        };
         let tokenizer = match &self.tokenizer {
             Some(dir) => {
-                let config = TokenizerTrainingConfig::load(dir.join("config.json"))
-                    .with_context(|| format!("{}: no tokenizer config.json (made by `cargo xtask train-tokenizer`)", dir.display()))?;
-                Some(config.model.init::<B>(&device)?.load_safetensors(&dir.join("model.safetensors"))?)
+                let config = TokenizerTrainingConfig::load(dir.join("config.json")).with_context(|| {
+                    format!(
+                        "{}: no tokenizer config.json (made by `cargo xtask train-tokenizer`)",
+                        dir.display()
+                    )
+                })?;
+                Some(
+                    config
+                        .model
+                        .init::<B>(&device)?
+                        .load_safetensors(&dir.join("model.safetensors"))?,
+                )
             }
             None => None,
         };
-        let through = self.tokenizer.as_ref().map_or(String::new(), |dir| format!(", each render passed through the VQ tokenizer {}", dir.display()));
+        let through = self.tokenizer.as_ref().map_or(String::new(), |dir| {
+            format!(", each render passed through the VQ tokenizer {}", dir.display())
+        });
         println!(
             "Pass rates of the detector + judge: on ground-truth renders with their own prompt (truth), with another \
              prompt of the category (wrong caption; its chance = what the judge says of the true objects), with the \
@@ -168,14 +190,26 @@ impl BackendTask for CalibrateDetector {
         );
         for &resolution in &self.resolutions {
             let started = Instant::now();
-            let calibration = calibrate_through(&benchmark, resolution, &DetectorConfig::default(), |renders| match &tokenizer {
-                Some(vq) => {
-                    let images: Vec<ImageCaption> =
-                        renders.into_iter().map(|image| ImageCaption { id: String::new(), caption: String::new(), image }).collect();
-                    Ok(train::reconstruct(vq, &images, &device)?)
-                }
-                None => Ok(renders),
-            })?;
+            let calibration =
+                calibrate_through(
+                    &benchmark,
+                    resolution,
+                    &DetectorConfig::default(),
+                    |renders| match &tokenizer {
+                        Some(vq) => {
+                            let images: Vec<ImageCaption> = renders
+                                .into_iter()
+                                .map(|image| ImageCaption {
+                                    id: String::new(),
+                                    caption: String::new(),
+                                    image,
+                                })
+                                .collect();
+                            Ok(train::reconstruct(vq, &images, &device)?)
+                        }
+                        None => Ok(renders),
+                    },
+                )?;
             println!("{}", calibration.markdown());
             eprintln!("({resolution} px: {:.1} s)", started.elapsed().as_secs_f32());
         }
@@ -213,16 +247,37 @@ pub struct Ablate {
 
 impl Ablate {
     pub fn run(self) -> Result<()> {
-        let mut base = RunConfig::load(&self.config)
-            .with_context(|| format!("{}: not a run config (every field is needed; see configs/run-demo.json)", self.config.display()))?;
+        let mut base = RunConfig::load(&self.config).with_context(|| {
+            format!(
+                "{}: not a run config (every field is needed; see configs/run-demo.json)",
+                self.config.display()
+            )
+        })?;
         if let Some(steps) = self.lm_steps {
             base.lm.stages.iter_mut().for_each(|stage| stage.steps = steps);
         }
-        let fusions = self.fusion.iter().map(|f| parse_fusion(f)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
-        let blocks = if self.mlp_blocks.is_empty() { vec![base.lm.lm.shuffle_mlp_blocks] } else { self.mlp_blocks.clone() };
+        let fusions = self
+            .fusion
+            .iter()
+            .map(|f| parse_fusion(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let blocks = if self.mlp_blocks.is_empty() {
+            vec![base.lm.lm.shuffle_mlp_blocks]
+        } else {
+            self.mlp_blocks.clone()
+        };
         let variants = eval::variants(&self.windows, &fusions, &blocks);
         let options = self.benchmark.options()?;
-        run_on(self.backend, AblateTask { base, variants, dir: self.run, options })
+        run_on(
+            self.backend,
+            AblateTask {
+                base,
+                variants,
+                dir: self.run,
+                options,
+            },
+        )
     }
 }
 
@@ -237,17 +292,33 @@ impl BackendTask for AblateTask {
     type Output = ();
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         let names: Vec<String> = self.variants.iter().map(eval::Variant::name).collect();
-        eprintln!("ablate {} on {}: {}", self.dir.display(), backend.name(), names.join(", "));
+        eprintln!(
+            "ablate {} on {}: {}",
+            self.dir.display(),
+            backend.name(),
+            names.join(", ")
+        );
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.base);
         let mut progress = progress_printer(started);
-        let report = eval::run_ablation::<Autodiff<B>>(&self.base, &self.variants, &self.dir, &self.options, &device, |event| match event {
-            AblationEvent::Variant { index, total, name } => {
-                eprintln!("[{:>6.0} s] variant {}/{total}: {name}", started.elapsed().as_secs_f32(), index + 1)
-            }
-            AblationEvent::Pipeline(event) => log.print(event),
-            AblationEvent::Eval { what, done, total } => progress(what, *done, *total),
-        })?;
+        let report = eval::run_ablation::<Autodiff<B>>(
+            &self.base,
+            &self.variants,
+            &self.dir,
+            &self.options,
+            &device,
+            |event| match event {
+                AblationEvent::Variant { index, total, name } => {
+                    eprintln!(
+                        "[{:>6.0} s] variant {}/{total}: {name}",
+                        started.elapsed().as_secs_f32(),
+                        index + 1
+                    )
+                }
+                AblationEvent::Pipeline(event) => log.print(event),
+                AblationEvent::Eval { what, done, total } => progress(what, *done, *total),
+            },
+        )?;
         println!("{}", report.markdown());
         eprintln!(
             "done in {:.1} min: {dir}/ablation.md, ablation.json, loss.png; each variant's run in {dir}/<variant>/",

@@ -30,10 +30,20 @@ pub struct Train {
 
 impl Train {
     pub fn run(self) -> Result<()> {
-        let config = RunConfig::load(&self.config)
-            .with_context(|| format!("{}: not a run config (every field is needed; see configs/run-demo.json)", self.config.display()))?;
-        let name = self.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-        let dir = self.run.unwrap_or_else(|| train::run_dir(name.trim_start_matches("run-")));
+        let config = RunConfig::load(&self.config).with_context(|| {
+            format!(
+                "{}: not a run config (every field is needed; see configs/run-demo.json)",
+                self.config.display()
+            )
+        })?;
+        let name = self
+            .config
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
+        let dir = self
+            .run
+            .unwrap_or_else(|| train::run_dir(name.trim_start_matches("run-")));
         run_on(self.backend, TrainTask { config, dir })?;
         Ok(())
     }
@@ -51,7 +61,11 @@ impl BackendTask for TrainTask {
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.config);
         run_pipeline::<Autodiff<B>>(&self.config, &self.dir, &device, |event| log.print(event))?;
-        eprintln!("done in {:.1} min: {}", started.elapsed().as_secs_f32() / 60.0, self.dir.display());
+        eprintln!(
+            "done in {:.1} min: {}",
+            started.elapsed().as_secs_f32() / 60.0,
+            self.dir.display()
+        );
         Ok(())
     }
 }
@@ -67,7 +81,12 @@ pub struct PipelineLog {
 
 impl PipelineLog {
     pub fn new(config: &RunConfig) -> Self {
-        Self { started: Instant::now(), tokenizer_steps: config.tokenizer.steps, lm_steps: config.lm.total_steps(), tenths: Tenths::default() }
+        Self {
+            started: Instant::now(),
+            tokenizer_steps: config.tokenizer.steps,
+            lm_steps: config.lm.total_steps(),
+            tenths: Tenths::default(),
+        }
     }
 
     pub fn print(&mut self, event: &PipelineEvent) {
@@ -97,18 +116,37 @@ impl Tenths {
 fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, lm_steps: usize) {
     let t = started.elapsed().as_secs_f32();
     match event {
-        PipelineEvent::Phase { name, skipped: true, detail } => eprintln!("[{t:>6.0} s] {name}: up to date ({detail}), skipped"),
-        PipelineEvent::Phase { name, skipped: false, detail } => eprintln!("[{t:>6.0} s] {name}: {detail}"),
-        PipelineEvent::Progress { what, done, total } => eprintln!("[{t:>6.0} s]   {what}: {done}/{total} ({:.0}%)", *done as f32 * 100.0 / *total as f32),
+        PipelineEvent::Phase {
+            name,
+            skipped: true,
+            detail,
+        } => eprintln!("[{t:>6.0} s] {name}: up to date ({detail}), skipped"),
+        PipelineEvent::Phase {
+            name,
+            skipped: false,
+            detail,
+        } => eprintln!("[{t:>6.0} s] {name}: {detail}"),
+        PipelineEvent::Progress { what, done, total } => eprintln!(
+            "[{t:>6.0} s]   {what}: {done}/{total} ({:.0}%)",
+            *done as f32 * 100.0 / *total as f32
+        ),
         PipelineEvent::Tokenizer(TokenizerEvent::Step(s)) => eprintln!(
             "[{t:>6.0} s]   tokenizer step {:>5}/{tokenizer_steps}  rec {:.5}  codebook {:.5}  lr {:.2e}  {:.1} img/s",
             s.step, s.reconstruction, s.codebook, s.learning_rate, s.images_per_second
         ),
         PipelineEvent::Tokenizer(TokenizerEvent::Validation(v)) => eprintln!(
             "[{t:>6.0} s]   tokenizer valid {:>5}  PSNR {:.2} dB  SSIM {:.3}  usage {:.1}%  perplexity {:.1}",
-            v.step, v.psnr, v.ssim, v.codebook_usage * 100.0, v.perplexity
+            v.step,
+            v.psnr,
+            v.ssim,
+            v.codebook_usage * 100.0,
+            v.perplexity
         ),
-        PipelineEvent::Lm(LmEvent::Stage { index, stage, first_step }) => eprintln!(
+        PipelineEvent::Lm(LmEvent::Stage {
+            index,
+            stage,
+            first_step,
+        }) => eprintln!(
             "[{t:>6.0} s]   lm stage {index}: {} px, s = {}, {} steps from step {first_step}, lr {:.1e}",
             stage.resolution, stage.window, stage.steps, stage.learning_rate
         ),
@@ -117,9 +155,14 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             s.step, s.image_ce, s.z_loss, s.learning_rate, s.tokens_per_second, s.images_per_second
         ),
         PipelineEvent::Lm(LmEvent::Validation(v)) => {
-            eprintln!("[{t:>6.0} s]   lm valid {:>5}  image CE {:.4}  perplexity {:.1}", v.step, v.image_ce, v.perplexity)
+            eprintln!(
+                "[{t:>6.0} s]   lm valid {:>5}  image CE {:.4}  perplexity {:.1}",
+                v.step, v.image_ce, v.perplexity
+            )
         }
-        PipelineEvent::Lm(LmEvent::Checkpoint { step, path }) => eprintln!("[{t:>6.0} s]   checkpoint {step}: {}", path.display()),
+        PipelineEvent::Lm(LmEvent::Checkpoint { step, path }) => {
+            eprintln!("[{t:>6.0} s]   checkpoint {step}: {}", path.display())
+        }
     }
 }
 
@@ -168,8 +211,17 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     pub fn options(&self) -> Result<GenerateOptions> {
         let schedule: CfgSchedule = self.schedule.parse().map_err(anyhow::Error::msg)?;
-        let sampler = Sampler { temperature: self.temperature, top_k: (self.top_k > 0).then_some(self.top_k), ..Sampler::default() };
-        Ok(GenerateOptions { cfg_scale: self.cfg, schedule, sampler, seed: self.seed })
+        let sampler = Sampler {
+            temperature: self.temperature,
+            top_k: (self.top_k > 0).then_some(self.top_k),
+            ..Sampler::default()
+        };
+        Ok(GenerateOptions {
+            cfg_scale: self.cfg,
+            schedule,
+            sampler,
+            seed: self.seed,
+        })
     }
 }
 
@@ -177,7 +229,16 @@ impl Generate {
     pub fn run(self) -> Result<()> {
         let options = self.sampling.options()?;
         let backend = self.backend;
-        run_on(backend, GenerateTask { run: self.run, prompts: self.prompt, options, columns: self.columns, out: self.out })
+        run_on(
+            backend,
+            GenerateTask {
+                run: self.run,
+                prompts: self.prompt,
+                options,
+                columns: self.columns,
+                out: self.out,
+            },
+        )
     }
 }
 
@@ -196,7 +257,12 @@ impl BackendTask for GenerateTask {
         let started = Instant::now();
         let grid = run.generate(&self.prompts, &self.options, self.columns, &device, &mut |_, _| {})?;
         save_png(&grid, &self.out)?;
-        eprintln!("{} image(s) in {:.1} s → {}", self.prompts.len(), started.elapsed().as_secs_f32(), self.out.display());
+        eprintln!(
+            "{} image(s) in {:.1} s → {}",
+            self.prompts.len(),
+            started.elapsed().as_secs_f32(),
+            self.out.display()
+        );
         Ok(())
     }
 }
@@ -223,7 +289,13 @@ impl Demo {
     pub fn run(self) -> Result<()> {
         let config: RunConfig = serde_json::from_str(DEMO_CONFIG).context("the embedded demo config")?;
         let started = Instant::now();
-        run_on(BackendKind::Flex, TrainTask { config, dir: self.run.clone() })?;
+        run_on(
+            BackendKind::Flex,
+            TrainTask {
+                config,
+                dir: self.run.clone(),
+            },
+        )?;
         run_on(BackendKind::Flex, DemoReport { run: self.run, started })
     }
 }
@@ -240,9 +312,19 @@ impl BackendTask for DemoReport {
         // Captions of validation scenes (never trained on) and of the held-out set (combinations never seen).
         let prompts: Vec<String> = [Split::Valid, Split::HeldOut]
             .into_iter()
-            .flat_map(|split| SceneCorpus::new(7, split, 8).scenes().map(|s| s.caption).collect::<Vec<_>>())
+            .flat_map(|split| {
+                SceneCorpus::new(7, split, 8)
+                    .scenes()
+                    .map(|s| s.caption)
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        let options = GenerateOptions { cfg_scale: 3.0, schedule: CfgSchedule::HalfLinear, sampler: Sampler::default(), seed: 1 };
+        let options = GenerateOptions {
+            cfg_scale: 3.0,
+            schedule: CfgSchedule::HalfLinear,
+            sampler: Sampler::default(),
+            seed: 1,
+        };
         let generated = Instant::now();
         let grid = run.generate(&prompts, &options, 8, &device, &mut |_, _| {})?;
         let generation_s = generated.elapsed().as_secs_f32();
@@ -259,9 +341,13 @@ impl BackendTask for DemoReport {
         let evaluation = eval::evaluate_run(&run, &benchmark, &device, |_, _, _| {})?;
         save_png(&evaluation.samples, &self.run.join("benchmark.png"))?;
 
-        let tokenizer: serde_json::Value = serde_json::from_slice(&std::fs::read(self.run.join("tokenizer/done.json"))?)?;
+        let tokenizer: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.run.join("tokenizer/done.json"))?)?;
         let lm_valid = train::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
-        let (first, last) = (lm_valid.first().map_or(f64::NAN, |v| v.1), lm_valid.last().map_or(f64::NAN, |v| v.1));
+        let (first, last) = (
+            lm_valid.first().map_or(f64::NAN, |v| v.1),
+            lm_valid.last().map_or(f64::NAN, |v| v.1),
+        );
         let mut report = String::from("# Demo run\n\n");
         report += &format!(
             "Everything ran on the CPU (Flex backend) in {:.1} min (steps already done in an earlier run are skipped, \

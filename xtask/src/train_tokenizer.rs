@@ -51,15 +51,20 @@ pub struct TrainTokenizer {
 impl TrainTokenizer {
     pub fn run(self) -> Result<()> {
         let source: ImageSource = self.data.parse().map_err(anyhow::Error::msg)?;
-        let text = std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
+        let text =
+            std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{} is not JSON", self.config.display()))?;
         let mut config = if json.get("model").is_some() {
             TokenizerTrainingConfig::load(&self.config)
                 .with_context(|| format!("{}: not a tokenizer training config", self.config.display()))?
         } else {
-            let model = VqModelConfig::load(&self.config)
-                .with_context(|| format!("{}: not a VQ model config (it needs every field)", self.config.display()))?;
+            let model = VqModelConfig::load(&self.config).with_context(|| {
+                format!(
+                    "{}: not a VQ model config (it needs every field)",
+                    self.config.display()
+                )
+            })?;
             TokenizerTrainingConfig::new(model)
         };
         config.steps = self.steps.unwrap_or(config.steps);
@@ -69,12 +74,21 @@ impl TrainTokenizer {
         config.valid_every = self.valid_every.unwrap_or(config.valid_every);
         config.seed = self.seed.unwrap_or(config.seed);
         config.check()?;
-        let name = self.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = self
+            .config
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let data_name = match &source {
-            ImageSource::Folder(path) => path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            ImageSource::Folder(path) => path
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             other => other.to_string(),
         };
-        let out = self.out.unwrap_or_else(|| PathBuf::from(format!("runs/tokenizer-{name}-{data_name}")));
+        let out = self
+            .out
+            .unwrap_or_else(|| PathBuf::from(format!("runs/tokenizer-{name}-{data_name}")));
         run_on(self.backend, Task { config, source, out })
     }
 }
@@ -110,7 +124,9 @@ impl BackendTask for Task {
                 s.reconstruction,
                 s.codebook,
                 s.commitment,
-                s.gan.map(|g| format!("  gan {g:.4}  disc {:.4}", s.discriminator.unwrap_or(0.0))).unwrap_or_default(),
+                s.gan
+                    .map(|g| format!("  gan {g:.4}  disc {:.4}", s.discriminator.unwrap_or(0.0)))
+                    .unwrap_or_default(),
                 s.learning_rate,
                 s.images_per_second,
                 started.elapsed().as_secs_f32()

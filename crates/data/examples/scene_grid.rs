@@ -19,7 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut images = Vec::new();
     for scene in corpus.scenes() {
         images.push(scene.render(resolution)?);
-        println!("{:>2} [{}] {}", scene.index, scene.spec.category().name(), scene.caption);
+        println!(
+            "{:>2} [{}] {}",
+            scene.index,
+            scene.spec.category().name(),
+            scene.caption
+        );
     }
     tile(&images, 6).save(&out)?;
     println!("wrote {out}");

@@ -46,8 +46,14 @@ impl Dataset<ImageCaption> for SceneImages {
     fn get(&self, index: usize) -> Option<ImageCaption> {
         (index < self.corpus.len).then(|| {
             let scene = self.corpus.scene(index as u64);
-            let image = scene.render(self.resolution).expect("resolution checked by SceneImages::new");
-            ImageCaption { id: format!("scene-{index}"), caption: scene.caption, image }
+            let image = scene
+                .render(self.resolution)
+                .expect("resolution checked by SceneImages::new");
+            ImageCaption {
+                id: format!("scene-{index}"),
+                caption: scene.caption,
+                image,
+            }
         })
     }
     fn len(&self) -> usize {
@@ -74,12 +80,20 @@ impl<B: Backend> Batcher<B, ImageCaption, PixelBatch<B>> for PixelBatcher {
         let mut values = Vec::with_capacity(items.len() * 3 * (w * h) as usize);
         let mut captions = Vec::with_capacity(items.len());
         for item in items {
-            assert_eq!(item.image.dimensions(), (w, h), "{}: every image of a batch must be {w}×{h}", item.id);
+            assert_eq!(
+                item.image.dimensions(),
+                (w, h),
+                "{}: every image of a batch must be {w}×{h}",
+                item.id
+            );
             values.extend(to_chw_signed(&item.image));
             captions.push(item.caption);
         }
         let shape = [captions.len(), 3, h as usize, w as usize];
-        PixelBatch { images: Tensor::from_data(TensorData::new(values, shape), device), captions }
+        PixelBatch {
+            images: Tensor::from_data(TensorData::new(values, shape), device),
+            captions,
+        }
     }
 }
 
@@ -96,7 +110,10 @@ impl Dataset<CodeSample> for CodeCache {
     fn get(&self, index: usize) -> Option<CodeSample> {
         (index < CodeCache::len(self)).then(|| {
             let (codes, text_ids) = self.sample(index);
-            CodeSample { codes: codes.to_vec(), text_ids: text_ids.to_vec() }
+            CodeSample {
+                codes: codes.to_vec(),
+                text_ids: text_ids.to_vec(),
+            }
         })
     }
     fn len(&self) -> usize {
@@ -132,7 +149,12 @@ impl<B: Backend> Batcher<B, CodeSample, CodeBatch<B>> for CodeBatcher {
         let mut text = Vec::with_capacity(items.len() * longest);
         let mut text_lengths = Vec::with_capacity(items.len());
         for item in &items {
-            assert_eq!(item.codes.len(), h * w, "a code grid of {} codes in a batch of {h}×{w} grids", item.codes.len());
+            assert_eq!(
+                item.codes.len(),
+                h * w,
+                "a code grid of {} codes in a batch of {h}×{w} grids",
+                item.codes.len()
+            );
             codes.extend(item.codes.iter().map(|&c| c as i64));
             text.extend(item.text_ids.iter().map(|&t| t as i64));
             text.extend(std::iter::repeat_n(self.pad_id as i64, longest - item.text_ids.len()));
@@ -175,14 +197,29 @@ mod tests {
 
     #[test]
     fn code_batches_pad_captions_and_keep_grids() {
-        let key = CacheKey { tokenizer: fingerprint(b"t"), vq_model: fingerprint(b"v"), resolution: 32, grid: [2, 2] };
+        let key = CacheKey {
+            tokenizer: fingerprint(b"t"),
+            vq_model: fingerprint(b"v"),
+            resolution: 32,
+            grid: [2, 2],
+        };
         let mut cache = CodeCache::new(key);
         cache.push(&[1, 2, 3, 4], &[10, 11, 12]).unwrap();
         cache.push(&[5, 6, 7, 8], &[13]).unwrap();
         let items: Vec<CodeSample> = (0..2).map(|i| cache.get(i).unwrap()).collect();
-        let batch: CodeBatch<B> = CodeBatcher { grid: [2, 2], pad_id: 0 }.batch(items, &Default::default());
-        batch.codes.into_data().assert_eq(&TensorData::new(vec![1i32, 2, 3, 4, 5, 6, 7, 8], [2, 2, 2]), false);
-        batch.text_ids.into_data().assert_eq(&TensorData::new(vec![10i32, 11, 12, 13, 0, 0], [2, 3]), false);
+        let batch: CodeBatch<B> = CodeBatcher {
+            grid: [2, 2],
+            pad_id: 0,
+        }
+        .batch(items, &Default::default());
+        batch
+            .codes
+            .into_data()
+            .assert_eq(&TensorData::new(vec![1i32, 2, 3, 4, 5, 6, 7, 8], [2, 2, 2]), false);
+        batch
+            .text_ids
+            .into_data()
+            .assert_eq(&TensorData::new(vec![10i32, 11, 12, 13, 0, 0], [2, 3]), false);
         assert_eq!(batch.text_lengths, vec![3, 1]);
     }
 }

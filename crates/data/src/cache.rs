@@ -72,7 +72,12 @@ pub struct CodeCache {
 impl CodeCache {
     /// An empty cache for `key`.
     pub fn new(key: CacheKey) -> Self {
-        Self { key, codes: Vec::new(), text_offsets: vec![0], text_ids: Vec::new() }
+        Self {
+            key,
+            codes: Vec::new(),
+            text_offsets: vec![0],
+            text_ids: Vec::new(),
+        }
     }
 
     /// The key the cache was made with.
@@ -97,7 +102,10 @@ impl CodeCache {
     pub fn push(&mut self, codes: &[u32], text_ids: &[u32]) -> Result<(), DataError> {
         let expected = self.key.grid[0] * self.key.grid[1];
         if codes.len() != expected {
-            return Err(DataError::CodeGrid { got: codes.len(), grid: self.key.grid });
+            return Err(DataError::CodeGrid {
+                got: codes.len(),
+                grid: self.key.grid,
+            });
         }
         self.codes.extend_from_slice(codes);
         self.text_ids.extend_from_slice(text_ids);
@@ -108,14 +116,23 @@ impl CodeCache {
     /// Sample `i`: its code grid and its caption ids. Panics when `i >= len()`.
     pub fn sample(&self, i: usize) -> (&[u32], &[u32]) {
         let n = self.key.grid[0] * self.key.grid[1];
-        (&self.codes[i * n..(i + 1) * n], &self.text_ids[self.text_offsets[i]..self.text_offsets[i + 1]])
+        (
+            &self.codes[i * n..(i + 1) * n],
+            &self.text_ids[self.text_offsets[i]..self.text_offsets[i + 1]],
+        )
     }
 
     /// Writes the cache atomically: to a temporary file beside `path`, synced, then renamed over `path`.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let header = serde_json::to_vec(&Header { key: self.key.clone(), samples: self.len(), text_ids: self.text_ids.len() })
-            .expect("the header serialises");
-        let mut bytes = Vec::with_capacity(16 + header.len() + 4 * (self.codes.len() + self.text_ids.len()) + 8 * self.text_offsets.len());
+        let header = serde_json::to_vec(&Header {
+            key: self.key.clone(),
+            samples: self.len(),
+            text_ids: self.text_ids.len(),
+        })
+        .expect("the header serialises");
+        let mut bytes = Vec::with_capacity(
+            16 + header.len() + 4 * (self.codes.len() + self.text_ids.len()) + 8 * self.text_offsets.len(),
+        );
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&header);
@@ -134,8 +151,14 @@ impl CodeCache {
     /// [`DataError::CorruptCache`] for a truncated, altered or foreign file; [`DataError::StaleCache`] when it
     /// was made with another tokenizer, VQ model, resolution or grid (it names which).
     pub fn open(path: &Path, expected: &CacheKey) -> Result<Self, DataError> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-        let corrupt = |why: &str| DataError::CorruptCache { path: path.to_path_buf(), why: why.to_string() };
+        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let corrupt = |why: &str| DataError::CorruptCache {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        };
         if bytes.len() < MAGIC.len() + 8 + CHECKSUM_LEN || &bytes[..8] != MAGIC {
             return Err(corrupt("not a code cache (bad magic or too short)"));
         }
@@ -161,7 +184,11 @@ impl CodeCache {
             rest = tail;
             head
         };
-        let u32s = |b: &[u8]| b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+        let u32s = |b: &[u8]| {
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect::<Vec<_>>()
+        };
         let codes = u32s(take(4 * header.samples * cells));
         let text_offsets: Vec<usize> = take(8 * (header.samples + 1))
             .chunks_exact(8)
@@ -171,21 +198,45 @@ impl CodeCache {
         if text_offsets.windows(2).any(|w| w[0] > w[1]) || text_offsets.last() != Some(&text_ids.len()) {
             return Err(corrupt("caption offsets are inconsistent"));
         }
-        Ok(Self { key: header.key, codes, text_offsets, text_ids })
+        Ok(Self {
+            key: header.key,
+            codes,
+            text_offsets,
+            text_ids,
+        })
     }
 }
 
 fn check_key(path: &Path, cached: &CacheKey, expected: &CacheKey) -> Result<(), DataError> {
     let fields = [
-        ("tokenizer fingerprint", cached.tokenizer.clone(), expected.tokenizer.clone()),
-        ("VQ model fingerprint", cached.vq_model.clone(), expected.vq_model.clone()),
-        ("resolution", cached.resolution.to_string(), expected.resolution.to_string()),
-        ("code grid", format!("{:?}", cached.grid), format!("{:?}", expected.grid)),
+        (
+            "tokenizer fingerprint",
+            cached.tokenizer.clone(),
+            expected.tokenizer.clone(),
+        ),
+        (
+            "VQ model fingerprint",
+            cached.vq_model.clone(),
+            expected.vq_model.clone(),
+        ),
+        (
+            "resolution",
+            cached.resolution.to_string(),
+            expected.resolution.to_string(),
+        ),
+        (
+            "code grid",
+            format!("{:?}", cached.grid),
+            format!("{:?}", expected.grid),
+        ),
     ];
     match fields.into_iter().find(|(_, a, b)| a != b) {
-        Some((field, cached, expected)) => {
-            Err(DataError::StaleCache { path: path.to_path_buf(), field, cached, expected })
-        }
+        Some((field, cached, expected)) => Err(DataError::StaleCache {
+            path: path.to_path_buf(),
+            field,
+            cached,
+            expected,
+        }),
         None => Ok(()),
     }
 }
@@ -196,7 +247,12 @@ mod tests {
     use std::path::PathBuf;
 
     fn key() -> CacheKey {
-        CacheKey { tokenizer: fingerprint(b"tok"), vq_model: fingerprint(b"vq"), resolution: 64, grid: [2, 3] }
+        CacheKey {
+            tokenizer: fingerprint(b"tok"),
+            vq_model: fingerprint(b"vq"),
+            resolution: 64,
+            grid: [2, 3],
+        }
     }
 
     fn sample_cache() -> CodeCache {
@@ -222,7 +278,10 @@ mod tests {
         assert_eq!(back, cache);
         assert_eq!(back.sample(1), (&[9u32; 6][..], &[][..]));
         assert_eq!(back.sample(2).1, &[7, 8, 9, 10]);
-        assert!(std::fs::read_dir(&dir).unwrap().count() == 1, "no temporary file left behind");
+        assert!(
+            std::fs::read_dir(&dir).unwrap().count() == 1,
+            "no temporary file left behind"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -230,10 +289,25 @@ mod tests {
     fn stale_cache_is_refused_naming_the_field() {
         let dir = temp_dir("stale");
         sample_cache().save(&dir.join("c.bin")).unwrap();
-        let other_tokenizer = CacheKey { tokenizer: fingerprint(b"other"), ..key() };
+        let other_tokenizer = CacheKey {
+            tokenizer: fingerprint(b"other"),
+            ..key()
+        };
         let err = CodeCache::open(&dir.join("c.bin"), &other_tokenizer).unwrap_err();
-        assert!(matches!(err, DataError::StaleCache { field: "tokenizer fingerprint", .. }), "{err}");
-        let other_resolution = CacheKey { resolution: 128, ..key() };
+        assert!(
+            matches!(
+                err,
+                DataError::StaleCache {
+                    field: "tokenizer fingerprint",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let other_resolution = CacheKey {
+            resolution: 128,
+            ..key()
+        };
         let err = CodeCache::open(&dir.join("c.bin"), &other_resolution).unwrap_err();
         assert!(err.to_string().contains("resolution"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
@@ -253,7 +327,10 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[bytes.len() / 2] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert!(matches!(CodeCache::open(&path, &key()), Err(DataError::CorruptCache { .. })));
+        assert!(matches!(
+            CodeCache::open(&path, &key()),
+            Err(DataError::CorruptCache { .. })
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

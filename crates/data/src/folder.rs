@@ -31,7 +31,11 @@ pub struct FolderOptions {
 impl FolderOptions {
     /// Options for `resolution` px, captions required, 5% validation.
     pub fn new(resolution: u32) -> Self {
-        Self { resolution, allow_uncaptioned: false, valid_fraction: 0.05 }
+        Self {
+            resolution,
+            allow_uncaptioned: false,
+            valid_fraction: 0.05,
+        }
     }
 }
 
@@ -60,8 +64,12 @@ impl LoadReport {
     pub fn summary(&self) -> String {
         let mut line = format!("loaded {} of {} images", self.loaded, self.found);
         if !self.skipped.is_empty() {
-            let named: Vec<String> =
-                self.skipped.iter().take(5).map(|s| format!("{} ({})", s.path.display(), s.reason)).collect();
+            let named: Vec<String> = self
+                .skipped
+                .iter()
+                .take(5)
+                .map(|s| format!("{} ({})", s.path.display(), s.reason))
+                .collect();
             let more = self.skipped.len().saturating_sub(named.len());
             line += &format!("; skipped {} unreadable: {}", self.skipped.len(), named.join("; "));
             if more > 0 {
@@ -109,7 +117,9 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
         let relative = relative_name(root, &path);
         let caption = match &manifest {
             Some(captions) => captions.get(&relative).cloned(),
-            None => std::fs::read_to_string(path.with_extension("txt")).ok().map(|c| c.trim().to_string()),
+            None => std::fs::read_to_string(path.with_extension("txt"))
+                .ok()
+                .map(|c| c.trim().to_string()),
         }
         .filter(|c| !c.is_empty());
         match caption {
@@ -122,7 +132,11 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
         return Err(DataError::MissingCaption {
             path: first.clone(),
             count: uncaptioned.len(),
-            source_of_captions: if manifest.is_some() { "the folder's captions manifest" } else { "a sidecar .txt file" },
+            source_of_captions: if manifest.is_some() {
+                "the folder's captions manifest"
+            } else {
+                "a sidecar .txt file"
+            },
         });
     }
 
@@ -141,7 +155,10 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
 
     let (train, valid, report) = split_decoded(decoded, options.valid_fraction);
     if report.loaded == 0 {
-        return Err(DataError::NoImages { root: root.to_path_buf(), summary: report.summary() });
+        return Err(DataError::NoImages {
+            root: root.to_path_buf(),
+            summary: report.summary(),
+        });
     }
     Ok(ImageFolder { train, valid, report })
 }
@@ -151,7 +168,10 @@ pub(crate) fn split_decoded(
     decoded: Vec<Result<ImageCaption, Skipped>>,
     valid_fraction: f64,
 ) -> (Vec<ImageCaption>, Vec<ImageCaption>, LoadReport) {
-    let mut report = LoadReport { found: decoded.len(), ..Default::default() };
+    let mut report = LoadReport {
+        found: decoded.len(),
+        ..Default::default()
+    };
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     for item in decoded {
         match item {
@@ -173,11 +193,18 @@ pub fn in_valid_split(id: &str, valid_fraction: f64) -> bool {
 
 fn relative_name(root: &Path, path: &Path) -> String {
     let relative = path.strip_prefix(root).unwrap_or(path);
-    relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn list_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
+    let io = |source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
         if path.is_dir() {
@@ -198,28 +225,51 @@ fn read_manifest(root: &Path) -> Result<Option<HashMap<String, String>>, DataErr
     let jsonl = root.join("captions.jsonl");
     let csv_path = root.join("captions.csv");
     let rows: Vec<ManifestRow> = if jsonl.is_file() {
-        let text = std::fs::read_to_string(&jsonl).map_err(|source| DataError::Io { path: jsonl.clone(), source })?;
+        let text = std::fs::read_to_string(&jsonl).map_err(|source| DataError::Io {
+            path: jsonl.clone(),
+            source,
+        })?;
         text.lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
             .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| DataError::Manifest { path: jsonl.clone(), line: i + 1, why: e.to_string() })
+                serde_json::from_str(line).map_err(|e| DataError::Manifest {
+                    path: jsonl.clone(),
+                    line: i + 1,
+                    why: e.to_string(),
+                })
             })
             .collect::<Result<_, _>>()?
     } else if csv_path.is_file() {
-        let mut reader = csv::Reader::from_path(&csv_path)
-            .map_err(|e| DataError::Manifest { path: csv_path.clone(), line: 1, why: e.to_string() })?;
+        let mut reader = csv::Reader::from_path(&csv_path).map_err(|e| DataError::Manifest {
+            path: csv_path.clone(),
+            line: 1,
+            why: e.to_string(),
+        })?;
         reader
             .deserialize()
             .enumerate()
             .map(|(i, row)| {
-                row.map_err(|e| DataError::Manifest { path: csv_path.clone(), line: i + 2, why: e.to_string() })
+                row.map_err(|e| DataError::Manifest {
+                    path: csv_path.clone(),
+                    line: i + 2,
+                    why: e.to_string(),
+                })
             })
             .collect::<Result<_, _>>()?
     } else {
         return Ok(None);
     };
-    Ok(Some(rows.into_iter().map(|r| (r.path.trim_start_matches("./").to_string(), r.caption.trim().to_string())).collect()))
+    Ok(Some(
+        rows.into_iter()
+            .map(|r| {
+                (
+                    r.path.trim_start_matches("./").to_string(),
+                    r.caption.trim().to_string(),
+                )
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -233,7 +283,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("nested")).unwrap();
         let save = |path: &str, w: u32, h: u32, colour: [u8; 3], format: ImageFormat| {
-            DynamicImage::ImageRgb8(RgbImage::from_pixel(w, h, Rgb(colour))).save_with_format(root.join(path), format).unwrap();
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(w, h, Rgb(colour)))
+                .save_with_format(root.join(path), format)
+                .unwrap();
         };
         save("red.png", 30, 20, [255, 0, 0], ImageFormat::Png);
         save("green.JPG", 50, 40, [0, 255, 0], ImageFormat::Jpeg);
@@ -244,7 +296,12 @@ mod tests {
     }
 
     fn sidecars(root: &Path) {
-        for (file, caption) in [("red.txt", "a red card"), ("green.txt", "a green card\n"), ("nested/blue.txt", "a blue card"), ("broken.txt", "a broken card")] {
+        for (file, caption) in [
+            ("red.txt", "a red card"),
+            ("green.txt", "a green card\n"),
+            ("nested/blue.txt", "a blue card"),
+            ("broken.txt", "a broken card"),
+        ] {
             std::fs::write(root.join(file), caption).unwrap();
         }
     }
@@ -253,19 +310,36 @@ mod tests {
     fn loads_mixed_formats_and_reports_the_corrupt_file() {
         let root = fixture("mixed");
         sidecars(&root);
-        let folder = load_image_folder(&root, &FolderOptions { valid_fraction: 0.0, ..FolderOptions::new(8) }).unwrap();
+        let folder = load_image_folder(
+            &root,
+            &FolderOptions {
+                valid_fraction: 0.0,
+                ..FolderOptions::new(8)
+            },
+        )
+        .unwrap();
         assert_eq!(folder.report.found, 4);
         assert_eq!(folder.report.loaded, 3);
         assert_eq!(folder.report.skipped.len(), 1);
         assert_eq!(folder.report.skipped[0].path, root.join("broken.png"));
-        assert!(folder.report.summary().contains("broken.png"), "{}", folder.report.summary());
-        let mut items: Vec<(String, String, [u8; 3])> =
-            folder.train.iter().map(|i| (i.id.clone(), i.caption.clone(), i.image.get_pixel(4, 4).0)).collect();
+        assert!(
+            folder.report.summary().contains("broken.png"),
+            "{}",
+            folder.report.summary()
+        );
+        let mut items: Vec<(String, String, [u8; 3])> = folder
+            .train
+            .iter()
+            .map(|i| (i.id.clone(), i.caption.clone(), i.image.get_pixel(4, 4).0))
+            .collect();
         items.sort();
         assert_eq!(items[0].0, "green.JPG");
         assert_eq!(items[0].1, "a green card");
         assert!(items[0].2[1] > 240 && items[0].2[0] < 15, "{:?}", items[0].2);
-        assert_eq!((items[1].0.as_str(), items[1].1.as_str(), items[1].2), ("nested/blue.webp", "a blue card", [0, 0, 255]));
+        assert_eq!(
+            (items[1].0.as_str(), items[1].1.as_str(), items[1].2),
+            ("nested/blue.webp", "a blue card", [0, 0, 255])
+        );
         assert_eq!((items[2].0.as_str(), items[2].2), ("red.png", [255, 0, 0]));
         assert!(folder.train.iter().all(|i| i.image.dimensions() == (8, 8)));
         std::fs::remove_dir_all(root).unwrap();
@@ -277,10 +351,25 @@ mod tests {
         sidecars(&root);
         std::fs::remove_file(root.join("nested/blue.txt")).unwrap();
         let err = load_image_folder(&root, &FolderOptions::new(8)).unwrap_err();
-        assert!(matches!(&err, DataError::MissingCaption { path, count: 1, .. } if path.ends_with("nested/blue.webp")), "{err}");
-        let allowed = FolderOptions { allow_uncaptioned: true, valid_fraction: 0.0, ..FolderOptions::new(8) };
+        assert!(
+            matches!(&err, DataError::MissingCaption { path, count: 1, .. } if path.ends_with("nested/blue.webp")),
+            "{err}"
+        );
+        let allowed = FolderOptions {
+            allow_uncaptioned: true,
+            valid_fraction: 0.0,
+            ..FolderOptions::new(8)
+        };
         let folder = load_image_folder(&root, &allowed).unwrap();
-        assert_eq!(folder.train.iter().find(|i| i.id == "nested/blue.webp").unwrap().caption, "");
+        assert_eq!(
+            folder
+                .train
+                .iter()
+                .find(|i| i.id == "nested/blue.webp")
+                .unwrap()
+                .caption,
+            ""
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 
@@ -293,17 +382,50 @@ mod tests {
              {\"path\": \"nested/blue.webp\", \"caption\": \"blue\"}\n{\"path\": \"broken.png\", \"caption\": \"x\"}\n",
         )
         .unwrap();
-        let folder = load_image_folder(&root, &FolderOptions { valid_fraction: 0.0, ..FolderOptions::new(8) }).unwrap();
-        assert_eq!(folder.train.iter().find(|i| i.id == "nested/blue.webp").unwrap().caption, "blue");
+        let folder = load_image_folder(
+            &root,
+            &FolderOptions {
+                valid_fraction: 0.0,
+                ..FolderOptions::new(8)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            folder
+                .train
+                .iter()
+                .find(|i| i.id == "nested/blue.webp")
+                .unwrap()
+                .caption,
+            "blue"
+        );
 
-        std::fs::write(root.join("captions.jsonl"), "{\"path\": \"red.png\", \"caption\": \"red\"}\n{\"path\": \"green.JPG\"}\n").unwrap();
+        std::fs::write(
+            root.join("captions.jsonl"),
+            "{\"path\": \"red.png\", \"caption\": \"red\"}\n{\"path\": \"green.JPG\"}\n",
+        )
+        .unwrap();
         let err = load_image_folder(&root, &FolderOptions::new(8)).unwrap_err();
         assert!(matches!(err, DataError::Manifest { line: 2, .. }), "{err}");
 
         std::fs::remove_file(root.join("captions.jsonl")).unwrap();
-        std::fs::write(root.join("captions.csv"), "path,caption\nred.png,\"red, bright\"\ngreen.JPG,green\nnested/blue.webp,blue\nbroken.png,x\n").unwrap();
-        let folder = load_image_folder(&root, &FolderOptions { valid_fraction: 0.0, ..FolderOptions::new(8) }).unwrap();
-        assert_eq!(folder.train.iter().find(|i| i.id == "red.png").unwrap().caption, "red, bright");
+        std::fs::write(
+            root.join("captions.csv"),
+            "path,caption\nred.png,\"red, bright\"\ngreen.JPG,green\nnested/blue.webp,blue\nbroken.png,x\n",
+        )
+        .unwrap();
+        let folder = load_image_folder(
+            &root,
+            &FolderOptions {
+                valid_fraction: 0.0,
+                ..FolderOptions::new(8)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            folder.train.iter().find(|i| i.id == "red.png").unwrap().caption,
+            "red, bright"
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 
@@ -320,7 +442,10 @@ mod tests {
     fn an_empty_folder_is_an_error() {
         let root = std::env::temp_dir().join(format!("data-folder-empty-{}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
-        assert!(matches!(load_image_folder(&root, &FolderOptions::new(8)), Err(DataError::NoImages { .. })));
+        assert!(matches!(
+            load_image_folder(&root, &FolderOptions::new(8)),
+            Err(DataError::NoImages { .. })
+        ));
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -28,7 +28,11 @@ pub fn square(image: &DynamicImage, resolution: u32) -> RgbImage {
     if side == resolution {
         return cropped;
     }
-    let filter = if side > resolution { FilterType::Lanczos3 } else { FilterType::CatmullRom };
+    let filter = if side > resolution {
+        FilterType::Lanczos3
+    } else {
+        FilterType::CatmullRom
+    };
     image::imageops::resize(&cropped, resolution, resolution, filter)
 }
 
@@ -75,13 +79,24 @@ pub fn from_chw_signed(values: &[f32], width: u32, height: u32) -> RgbImage {
 /// If the images differ in size or `columns` is 0.
 pub fn tile(images: &[RgbImage], columns: u32) -> RgbImage {
     assert!(columns > 0, "a grid needs at least one column");
-    let Some(first) = images.first() else { return RgbImage::new(0, 0) };
+    let Some(first) = images.first() else {
+        return RgbImage::new(0, 0);
+    };
     let (w, h) = first.dimensions();
     let rows = (images.len() as u32).div_ceil(columns);
     let mut grid = RgbImage::from_pixel(columns.min(images.len() as u32) * w, rows * h, Rgb(MATTE));
     for (i, image) in images.iter().enumerate() {
-        assert_eq!(image.dimensions(), (w, h), "every image of a grid must have the same size");
-        image::imageops::replace(&mut grid, image, ((i as u32 % columns) * w).into(), ((i as u32 / columns) * h).into());
+        assert_eq!(
+            image.dimensions(),
+            (w, h),
+            "every image of a grid must have the same size"
+        );
+        image::imageops::replace(
+            &mut grid,
+            image,
+            ((i as u32 % columns) * w).into(),
+            ((i as u32 / columns) * h).into(),
+        );
     }
     grid
 }
@@ -118,12 +133,22 @@ mod tests {
         });
         let square = decode_square(&png_bytes(&DynamicImage::ImageRgb8(image)), 8).unwrap();
         assert_eq!(square.dimensions(), (8, 8));
-        assert!(square.pixels().all(|p| p.0 == [0, 255, 0]), "{:?}", square.get_pixel(0, 0));
+        assert!(
+            square.pixels().all(|p| p.0 == [0, 255, 0]),
+            "{:?}",
+            square.get_pixel(0, 0)
+        );
     }
 
     #[test]
     fn transparent_pixels_become_the_matte() {
-        let image = image::RgbaImage::from_fn(4, 4, |x, _| if x < 2 { Rgba([0, 0, 0, 0]) } else { Rgba([10, 20, 30, 255]) });
+        let image = image::RgbaImage::from_fn(4, 4, |x, _| {
+            if x < 2 {
+                Rgba([0, 0, 0, 0])
+            } else {
+                Rgba([10, 20, 30, 255])
+            }
+        });
         let square = decode_square(&png_bytes(&DynamicImage::ImageRgba8(image)), 4).unwrap();
         assert_eq!(square.get_pixel(0, 0).0, MATTE);
         assert_eq!(square.get_pixel(3, 3).0, [10, 20, 30]);

@@ -37,7 +37,10 @@ pub struct ImageCaption {
 /// leaves a partial file under the real name.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), DataError> {
     use std::io::Write;
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp-{}", std::process::id()));
     let temp = path.with_file_name(name);

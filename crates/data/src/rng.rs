@@ -13,9 +13,13 @@ pub struct SplitMix64 {
 impl SplitMix64 {
     /// A generator for stream `stream` of seed `seed`; different `(seed, stream)` pairs give unrelated streams.
     pub fn new(seed: u64, stream: u64) -> Self {
-        let mut mixer = Self { state: seed ^ 0x6A09_E667_F3BC_C908 };
+        let mut mixer = Self {
+            state: seed ^ 0x6A09_E667_F3BC_C908,
+        };
         let base = mixer.next_u64();
-        Self { state: base ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) }
+        Self {
+            state: base ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        }
     }
 
     /// The next 64 random bits.
@@ -54,9 +58,24 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map({ let mut r = SplitMix64::new(7, 1); move |_| r.next_u64() }).collect();
-        let b: Vec<u64> = (0..4).map({ let mut r = SplitMix64::new(7, 1); move |_| r.next_u64() }).collect();
-        let c: Vec<u64> = (0..4).map({ let mut r = SplitMix64::new(7, 2); move |_| r.next_u64() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7, 1);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7, 1);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..4)
+            .map({
+                let mut r = SplitMix64::new(7, 2);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -16,11 +16,12 @@
 
 use std::path::Path;
 
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{
-    DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer, TokenizerBuilder,
+    DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer,
+    TokenizerBuilder,
 };
 
 use crate::DataError;
@@ -33,12 +34,17 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("vocab_size", &self.vocab_size()).finish()
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .finish()
     }
 }
 
 fn tokenizer_error(what: &str) -> impl Fn(tokenizers::Error) -> DataError + '_ {
-    move |e| DataError::Tokenizer { what: what.to_string(), why: e.to_string() }
+    move |e| DataError::Tokenizer {
+        what: what.to_string(),
+        why: e.to_string(),
+    }
 }
 
 impl TextTokenizer {
@@ -62,23 +68,34 @@ impl TextTokenizer {
                 .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
                 .build(),
         );
-        let mut tokenizer =
-            TokenizerBuilder::<ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
-                .with_model(BPE::default().into())
-                .with_normalizer(Some(tokenizers::normalizers::Lowercase.into()))
-                .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false).into()))
-                .with_post_processor(Some(ByteLevel::default().into()))
-                .with_decoder(Some(ByteLevel::default().into()))
-                .build()
-                .map_err(tokenizer_error("building the BPE tokenizer"))?;
-        tokenizer.train(&mut trainer, captions).map_err(tokenizer_error("training the BPE tokenizer"))?;
-        Ok(Self { inner: Tokenizer::from(tokenizer) })
+        let mut tokenizer = TokenizerBuilder::<
+            ModelWrapper,
+            NormalizerWrapper,
+            PreTokenizerWrapper,
+            PostProcessorWrapper,
+            DecoderWrapper,
+        >::new()
+        .with_model(BPE::default().into())
+        .with_normalizer(Some(tokenizers::normalizers::Lowercase.into()))
+        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false).into()))
+        .with_post_processor(Some(ByteLevel::default().into()))
+        .with_decoder(Some(ByteLevel::default().into()))
+        .build()
+        .map_err(tokenizer_error("building the BPE tokenizer"))?;
+        tokenizer
+            .train(&mut trainer, captions)
+            .map_err(tokenizer_error("training the BPE tokenizer"))?;
+        Ok(Self {
+            inner: Tokenizer::from(tokenizer),
+        })
     }
 
     /// Loads a `tokenizer.json` (ours, or any Hugging Face tokenizer file).
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| DataError::Tokenizer { what: path.display().to_string(), why: e.to_string() })?;
+        let inner = Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
+            what: path.display().to_string(),
+            why: e.to_string(),
+        })?;
         Ok(Self { inner })
     }
 
@@ -90,7 +107,9 @@ impl TextTokenizer {
 
     /// The tokenizer's JSON, as `save` writes it.
     pub fn to_json(&self) -> Result<String, DataError> {
-        self.inner.to_string(false).map_err(tokenizer_error("serialising the tokenizer"))
+        self.inner
+            .to_string(false)
+            .map_err(tokenizer_error("serialising the tokenizer"))
     }
 
     /// A fingerprint of the tokenizer (of its JSON), recorded by code caches.
@@ -121,14 +140,21 @@ mod tests {
     use crate::scenes::{SceneCorpus, Split};
 
     fn scene_captions() -> Vec<String> {
-        SceneCorpus::new(0, Split::Train, 2000).scenes().map(|s| s.caption).collect()
+        SceneCorpus::new(0, Split::Train, 2000)
+            .scenes()
+            .map(|s| s.caption)
+            .collect()
     }
 
     #[test]
     fn round_trips_and_compresses_captions() {
         let captions = scene_captions();
         let tokenizer = TextTokenizer::train(captions.iter().map(String::as_str), 400).unwrap();
-        assert!(tokenizer.vocab_size() <= 400 && tokenizer.vocab_size() > 256, "{}", tokenizer.vocab_size());
+        assert!(
+            tokenizer.vocab_size() <= 400 && tokenizer.vocab_size() > 256,
+            "{}",
+            tokenizer.vocab_size()
+        );
         for caption in captions.iter().take(50) {
             let ids = tokenizer.encode(caption).unwrap();
             assert_eq!(&tokenizer.decode(&ids).unwrap(), caption);
@@ -147,7 +173,10 @@ mod tests {
         let path = std::env::temp_dir().join(format!("tokenizer-{}.json", std::process::id()));
         tokenizer.save(&path).unwrap();
         let loaded = TextTokenizer::load(&path).unwrap();
-        assert_eq!(loaded.encode(&captions[3]).unwrap(), tokenizer.encode(&captions[3]).unwrap());
+        assert_eq!(
+            loaded.encode(&captions[3]).unwrap(),
+            tokenizer.encode(&captions[3]).unwrap()
+        );
         assert_eq!(loaded.fingerprint().unwrap(), tokenizer.fingerprint().unwrap());
         std::fs::write(&path, "{ not json").unwrap();
         assert!(matches!(TextTokenizer::load(&path), Err(DataError::Tokenizer { .. })));
@@ -156,6 +185,9 @@ mod tests {
 
     #[test]
     fn too_small_a_vocabulary_is_refused() {
-        assert!(matches!(TextTokenizer::train(["a"].into_iter(), 100), Err(DataError::Tokenizer { .. })));
+        assert!(matches!(
+            TextTokenizer::train(["a"].into_iter(), 100),
+            Err(DataError::Tokenizer { .. })
+        ));
     }
 }

@@ -29,7 +29,11 @@ pub struct TwemojiEntry {
 pub fn twemoji_entries() -> Vec<TwemojiEntry> {
     emojis::iter()
         .filter_map(|e| {
-            PngTwemojiAsset::from_emoji(e.as_str()).map(|png| TwemojiEntry { emoji: e.as_str(), name: e.name(), png: **png })
+            PngTwemojiAsset::from_emoji(e.as_str()).map(|png| TwemojiEntry {
+                emoji: e.as_str(),
+                name: e.name(),
+                png: **png,
+            })
         })
         .collect()
 }
@@ -38,17 +42,30 @@ pub fn twemoji_entries() -> Vec<TwemojiEntry> {
 ///
 /// # Errors
 /// [`DataError::Resolution`] for a resolution of 0.
-pub fn load_twemoji(resolution: u32, valid_fraction: f64) -> Result<(Vec<ImageCaption>, Vec<ImageCaption>, LoadReport), DataError> {
+pub fn load_twemoji(
+    resolution: u32,
+    valid_fraction: f64,
+) -> Result<(Vec<ImageCaption>, Vec<ImageCaption>, LoadReport), DataError> {
     if resolution == 0 {
-        return Err(DataError::Resolution { resolution, allowed: "at least 1 px" });
+        return Err(DataError::Resolution {
+            resolution,
+            allowed: "at least 1 px",
+        });
     }
     let entries = twemoji_entries();
     let decoded: Vec<Result<ImageCaption, Skipped>> = entries
         .par_iter()
         .map(|e| {
             decode_square(e.png, resolution)
-                .map(|image| ImageCaption { id: e.emoji.to_string(), caption: e.name.to_string(), image })
-                .map_err(|reason| Skipped { path: format!("twemoji {} ({})", e.emoji, e.name).into(), reason })
+                .map(|image| ImageCaption {
+                    id: e.emoji.to_string(),
+                    caption: e.name.to_string(),
+                    image,
+                })
+                .map_err(|reason| Skipped {
+                    path: format!("twemoji {} ({})", e.emoji, e.name).into(),
+                    reason,
+                })
         })
         .collect();
     Ok(split_decoded(decoded, valid_fraction))
@@ -62,7 +79,10 @@ mod tests {
     fn the_corpus_is_large_and_captioned_with_names() {
         let entries = twemoji_entries();
         assert!(entries.len() > 1500, "only {} emojis", entries.len());
-        let apple = entries.iter().find(|e| e.emoji == "🍎").expect("red apple is in Twemoji");
+        let apple = entries
+            .iter()
+            .find(|e| e.emoji == "🍎")
+            .expect("red apple is in Twemoji");
         assert_eq!(apple.name, "red apple");
         let image = decode_square(apple.png, 32).unwrap();
         // A red apple: the centre pixel is clearly red, the corner is the white matte.

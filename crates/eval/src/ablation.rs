@@ -63,9 +63,21 @@ pub fn variants(windows: &[usize], fusions: &[Fusion], mlp_blocks: &[usize]) -> 
         for &fusion in fusions {
             for &blocks in mlp_blocks {
                 let variant = match (window, fusion) {
-                    (1, _) => Variant { window, fusion: Fusion::ResidualMlp, mlp_blocks: 0 },
-                    (_, Fusion::Linear) => Variant { window, fusion, mlp_blocks: 0 },
-                    _ => Variant { window, fusion, mlp_blocks: blocks },
+                    (1, _) => Variant {
+                        window,
+                        fusion: Fusion::ResidualMlp,
+                        mlp_blocks: 0,
+                    },
+                    (_, Fusion::Linear) => Variant {
+                        window,
+                        fusion,
+                        mlp_blocks: 0,
+                    },
+                    _ => Variant {
+                        window,
+                        fusion,
+                        mlp_blocks: blocks,
+                    },
                 };
                 if !out.contains(&variant) {
                     out.push(variant);
@@ -135,7 +147,13 @@ impl AblationReport {
             "---|".repeat(7 + categories.len() + 1)
         );
         for v in &self.variants {
-            let scores: Vec<String> = v.evaluation.benchmark.categories.iter().map(|c| format!("{:.2}", c.score())).collect();
+            let scores: Vec<String> = v
+                .evaluation
+                .benchmark
+                .categories
+                .iter()
+                .map(|c| format!("{:.2}", c.score()))
+                .collect();
             out += &format!(
                 "| {} | {} | {} | {:.4} | {:.4} | {:.1} | {:.1} | {} | **{:.3}** |\n",
                 v.name,
@@ -154,11 +172,17 @@ impl AblationReport {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
-    move |source| EvalError::Io { path: path.to_path_buf(), source }
+    move |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn save_png(image: &image::RgbImage, path: &Path) -> Result<(), EvalError> {
-    image.save(path).map_err(|e| EvalError::Io { path: path.to_path_buf(), source: std::io::Error::other(e) })
+    image.save(path).map_err(|e| EvalError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// Copies the directory `from` to `to` unless `to` exists, through `<to>.partial` and a rename, so that an
@@ -205,31 +229,55 @@ pub fn run_ablation<B: AutodiffBackend>(
     mut on_event: impl FnMut(&AblationEvent),
 ) -> Result<AblationReport, EvalError> {
     if variants.is_empty() || variants.len() > PALETTE.len() {
-        return Err(EvalError::Config(format!("an ablation takes 1 to {} variants, not {}", PALETTE.len(), variants.len())));
+        return Err(EvalError::Config(format!(
+            "an ablation takes 1 to {} variants, not {}",
+            PALETTE.len(),
+            variants.len()
+        )));
     }
     for variant in variants {
-        variant.apply(base).check().map_err(|e| EvalError::Config(format!("variant {}: {e}", variant.name())))?;
+        variant
+            .apply(base)
+            .check()
+            .map_err(|e| EvalError::Config(format!("variant {}: {e}", variant.name())))?;
     }
     let shared = dir.join(variants[0].name());
     let mut results: Vec<VariantResult> = Vec::new();
     let (mut train_curves, mut valid_curves) = (Vec::new(), Vec::new());
     for (index, variant) in variants.iter().enumerate() {
         let name = variant.name();
-        on_event(&AblationEvent::Variant { index, total: variants.len(), name: name.clone() });
+        on_event(&AblationEvent::Variant {
+            index,
+            total: variants.len(),
+            name: name.clone(),
+        });
         let run_dir = dir.join(&name);
         // The steps that do not depend on the variant, made once by the first.
         for part in ["tokenizer", "text", "codes"] {
             copy_missing_dir(&shared.join(part), &run_dir.join(part))?;
         }
         let config = variant.apply(base);
-        run_pipeline::<B>(&config, &run_dir, device, |e| on_event(&AblationEvent::Pipeline(e.clone())))?;
+        run_pipeline::<B>(&config, &run_dir, device, |e| {
+            on_event(&AblationEvent::Pipeline(e.clone()))
+        })?;
 
         let run = TrainedRun::<B::InnerBackend>::load(&run_dir, device)?;
         // Every variant has the first one's tokenizer: its held-out reconstruction is measured once.
         let first_reconstruction = results.first().map(|first| first.evaluation.reconstruction.clone());
-        let options = if first_reconstruction.is_some() { EvalOptions { reconstruction_images: 0, ..*eval } } else { *eval };
+        let options = if first_reconstruction.is_some() {
+            EvalOptions {
+                reconstruction_images: 0,
+                ..*eval
+            }
+        } else {
+            *eval
+        };
         let mut evaluation = evaluate_run(&run, &options, device, |what, done, total| {
-            on_event(&AblationEvent::Eval { what: what.to_string(), done, total })
+            on_event(&AblationEvent::Eval {
+                what: what.to_string(),
+                done,
+                total,
+            })
         })?;
         if let Some(reconstruction) = first_reconstruction {
             evaluation.reconstruction = reconstruction;
@@ -237,9 +285,15 @@ pub fn run_ablation<B: AutodiffBackend>(
         save_png(&evaluation.samples, &run_dir.join("eval-samples.png"))?;
 
         let metrics = run_dir.join("lm/metrics.jsonl");
-        let (train_ce, valid_ce) = (read_metric(&metrics, "train", "image_ce"), read_metric(&metrics, "valid", "image_ce"));
+        let (train_ce, valid_ce) = (
+            read_metric(&metrics, "train", "image_ce"),
+            read_metric(&metrics, "valid", "image_ce"),
+        );
         let last = |points: &[(f64, f64)]| points.last().map_or(f64::NAN, |p| p.1);
-        let mut speeds: Vec<f64> = read_metric(&metrics, "train", "images_per_second").into_iter().map(|p| p.1).collect();
+        let mut speeds: Vec<f64> = read_metric(&metrics, "train", "images_per_second")
+            .into_iter()
+            .map(|p| p.1)
+            .collect();
         speeds.sort_by(f64::total_cmp);
         results.push(VariantResult {
             variant: *variant,
@@ -251,8 +305,14 @@ pub fn run_ablation<B: AutodiffBackend>(
             evaluation,
             colour: PALETTE_NAMES[index],
         });
-        train_curves.push(Curve { points: train_ce, colour: PALETTE[index] });
-        valid_curves.push(Curve { points: valid_ce, colour: PALETTE[index] });
+        train_curves.push(Curve {
+            points: train_ce,
+            colour: PALETTE[index],
+        });
+        valid_curves.push(Curve {
+            points: valid_ce,
+            colour: PALETTE[index],
+        });
     }
     let report = AblationReport { variants: results };
     save_png(&plot(&[train_curves, valid_curves]), &dir.join("loss.png"))?;
@@ -280,11 +340,29 @@ mod tests {
 
     #[test]
     fn variants_are_the_combinations_that_differ() {
-        let all = variants(&[1, 2], &[Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken], &[0, 2]);
+        let all = variants(
+            &[1, 2],
+            &[Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken],
+            &[0, 2],
+        );
         let names: Vec<String> = all.iter().map(Variant::name).collect();
-        assert_eq!(names, ["s1", "s2-mlp0", "s2-mlp2", "s2-linear", "s2-last-token0", "s2-last-token2"]);
+        assert_eq!(
+            names,
+            [
+                "s1",
+                "s2-mlp0",
+                "s2-mlp2",
+                "s2-linear",
+                "s2-last-token0",
+                "s2-last-token2"
+            ]
+        );
         assert_eq!(parse_fusion("last-token"), Ok(Fusion::LastToken));
-        assert!(parse_fusion("resampler").unwrap_err().contains("mlp, linear or last-token"));
+        assert!(
+            parse_fusion("resampler")
+                .unwrap_err()
+                .contains("mlp, linear or last-token")
+        );
     }
 
     /// Two variants of the tiniest run, a few steps each: both are trained (the tokenizer once), evaluated, and
@@ -294,8 +372,17 @@ mod tests {
         let base: RunConfig = serde_json::from_str(include_str!("../../../configs/run-tiny.json")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let eval = EvalOptions {
-            benchmark: CompositionalBenchmark { seed: 0, prompts_per_category: 1, images_per_prompt: 2 },
-            generate: GenerateOptions { cfg_scale: 2.0, schedule: CfgSchedule::HalfLinear, sampler: Sampler::default(), seed: 0 },
+            benchmark: CompositionalBenchmark {
+                seed: 0,
+                prompts_per_category: 1,
+                images_per_prompt: 2,
+            },
+            generate: GenerateOptions {
+                cfg_scale: 2.0,
+                schedule: CfgSchedule::HalfLinear,
+                sampler: Sampler::default(),
+                seed: 0,
+            },
             batch_size: 4,
             reconstruction_images: 4,
             detector: DetectorConfig::default(),
@@ -303,18 +390,32 @@ mod tests {
         let chosen = variants(&[1, 2], &[Fusion::ResidualMlp], &[1]);
         let mut trained_tokenizers = 0;
         let report = run_ablation::<Autodiff<Flex>>(&base, &chosen, dir.path(), &eval, &Default::default(), |e| {
-            if let AblationEvent::Pipeline(PipelineEvent::Phase { name: "tokenizer", skipped: false, .. }) = e {
+            if let AblationEvent::Pipeline(PipelineEvent::Phase {
+                name: "tokenizer",
+                skipped: false,
+                ..
+            }) = e
+            {
                 trained_tokenizers += 1;
             }
         })
         .unwrap();
-        assert_eq!(trained_tokenizers, 1, "the second variant reuses the first one's tokenizer");
+        assert_eq!(
+            trained_tokenizers, 1,
+            "the second variant reuses the first one's tokenizer"
+        );
         let names: Vec<&str> = report.variants.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["s1", "s2-mlp1"]);
         for v in &report.variants {
-            assert!(v.final_train_ce.is_finite() && v.final_valid_ce.is_finite() && v.train_images_per_s > 0.0, "{v:?}");
+            assert!(
+                v.final_train_ce.is_finite() && v.final_valid_ce.is_finite() && v.train_images_per_s > 0.0,
+                "{v:?}"
+            );
             assert!(v.evaluation.benchmark.categories.iter().all(|c| c.total == 2));
-            assert!(v.evaluation.tokenizer_ceiling.categories.iter().all(|c| c.total == 1), "one render per prompt");
+            assert!(
+                v.evaluation.tokenizer_ceiling.categories.iter().all(|c| c.total == 1),
+                "one render per prompt"
+            );
             assert_eq!(v.evaluation.reconstruction.as_ref().map(|r| r.images), Some(4));
             // One 32 px sample per prompt, a column per category.
             assert_eq!(v.evaluation.samples.dimensions(), (6 * 32, 32));
@@ -323,8 +424,12 @@ mod tests {
         // s = 1 has no shuffle layers; s = 2 adds them.
         assert!(report.variants[0].parameters < report.variants[1].parameters);
         let table = std::fs::read_to_string(dir.path().join("ablation.md")).unwrap();
-        assert!(table.contains("| s1 | blue |") && table.contains("| s2-mlp1 | orange |"), "{table}");
-        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("ablation.json")).unwrap()).unwrap();
+        assert!(
+            table.contains("| s1 | blue |") && table.contains("| s2-mlp1 | orange |"),
+            "{table}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("ablation.json")).unwrap()).unwrap();
         assert_eq!(json["variants"].as_array().unwrap().len(), 2);
         // The plot holds both colours.
         let plot = image::open(dir.path().join("loss.png")).unwrap().to_rgb8();

@@ -41,9 +41,11 @@ pub fn judge(spec: &PromptSpec, objects: &[Detection]) -> bool {
         PromptSpec::TwoObjects { shapes: [a, b] } => of(a).next().is_some() && of(b).next().is_some(),
         PromptSpec::Counting { shape, count } => of(shape).count() == count,
         PromptSpec::Colours { shape, colour } => of(shape).next().is_some() && of(shape).all(|o| o.colour == colour),
-        PromptSpec::Position { first, relation, second } => {
-            of(first).any(|a| of(second).any(|b| relation.holds(a.center, b.center, POSITION_MARGIN)))
-        }
+        PromptSpec::Position {
+            first,
+            relation,
+            second,
+        } => of(first).any(|a| of(second).any(|b| relation.holds(a.center, b.center, POSITION_MARGIN))),
         PromptSpec::ColourAttribution { first, second } => [first, second]
             .iter()
             .all(|&(colour, shape)| of(shape).any(|o| o.colour == colour)),
@@ -65,7 +67,11 @@ pub struct CompositionalBenchmark {
 impl Default for CompositionalBenchmark {
     /// 8 prompts per category, 4 images each: 192 images.
     fn default() -> Self {
-        Self { seed: 0, prompts_per_category: 8, images_per_prompt: 4 }
+        Self {
+            seed: 0,
+            prompts_per_category: 8,
+            images_per_prompt: 4,
+        }
     }
 }
 
@@ -83,7 +89,11 @@ pub struct CategoryScore {
 impl CategoryScore {
     /// Fraction of images that passed (0 when none were judged).
     pub fn score(&self) -> f64 {
-        if self.total == 0 { 0.0 } else { self.passed as f64 / self.total as f64 }
+        if self.total == 0 {
+            0.0
+        } else {
+            self.passed as f64 / self.total as f64
+        }
     }
 }
 
@@ -115,18 +125,32 @@ impl BenchmarkReport {
         let categories: Vec<CategoryScore> = Category::ALL
             .iter()
             .map(|&category| {
-                let verdicts = prompts.iter().filter(|p| p.spec.category() == category).flat_map(|p| &p.passed);
+                let verdicts = prompts
+                    .iter()
+                    .filter(|p| p.spec.category() == category)
+                    .flat_map(|p| &p.passed);
                 let (passed, total) = verdicts.fold((0, 0), |(p, t), &v| (p + v as usize, t + 1));
-                CategoryScore { category, passed, total }
+                CategoryScore {
+                    category,
+                    passed,
+                    total,
+                }
             })
             .collect();
         let overall = categories.iter().map(CategoryScore::score).sum::<f64>() / categories.len() as f64;
-        Self { categories, overall, prompts }
+        Self {
+            categories,
+            overall,
+            prompts,
+        }
     }
 
     /// The score of `category`.
     pub fn score(&self, category: Category) -> f64 {
-        self.categories.iter().find(|c| c.category == category).map_or(0.0, CategoryScore::score)
+        self.categories
+            .iter()
+            .find(|c| c.category == category)
+            .map_or(0.0, CategoryScore::score)
     }
 
     /// A Markdown table: one row, a column per category and the overall score.
@@ -138,14 +162,24 @@ impl BenchmarkReport {
     /// The header matching [`Self::markdown_row`].
     pub fn markdown_header(first: &str) -> String {
         let names: Vec<&str> = Category::ALL.iter().map(|c| c.name()).collect();
-        format!("| {first} | {} | overall |\n|---|{}---|", names.join(" | "), "---|".repeat(names.len()))
+        format!(
+            "| {first} | {} | overall |\n|---|{}---|",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        )
     }
 }
 
 impl CompositionalBenchmark {
     /// The prompts: held-out scenes, `prompts_per_category` of each category.
     pub fn prompts(&self) -> Vec<Scene> {
-        SceneCorpus::new(self.seed, Split::HeldOut, self.prompts_per_category * Category::ALL.len()).scenes().collect()
+        SceneCorpus::new(
+            self.seed,
+            Split::HeldOut,
+            self.prompts_per_category * Category::ALL.len(),
+        )
+        .scenes()
+        .collect()
     }
 
     /// Runs the benchmark: asks `generate` for images of batches of at most `batch_size` captions (a caption
@@ -172,7 +206,9 @@ impl CompositionalBenchmark {
             let captions: Vec<String> = chunk.iter().map(|(_, c)| c.clone()).collect();
             let images = generate(&captions)?;
             if images.len() != captions.len() {
-                return Err(EvalError::Generator(format!("asked for {} images, got {}", captions.len(), images.len())).into());
+                return Err(
+                    EvalError::Generator(format!("asked for {} images, got {}", captions.len(), images.len())).into(),
+                );
             }
             let verdicts: Vec<bool> = images
                 .par_iter()
@@ -187,7 +223,11 @@ impl CompositionalBenchmark {
         let results = prompts
             .into_iter()
             .zip(passed)
-            .map(|(scene, passed)| PromptResult { caption: scene.caption, spec: scene.spec, passed })
+            .map(|(scene, passed)| PromptResult {
+                caption: scene.caption,
+                spec: scene.spec,
+                passed,
+            })
             .collect();
         Ok(BenchmarkReport::from_prompts(results))
     }
@@ -245,7 +285,11 @@ impl Calibration {
 ///
 /// The wrong caption of a scene is the next prompt of its category (in the benchmark's order) that states
 /// something else. Noise images are uniform in RGB, drawn from the benchmark's seed.
-pub fn calibrate(benchmark: &CompositionalBenchmark, resolution: u32, detector: &DetectorConfig) -> Result<Calibration, EvalError> {
+pub fn calibrate(
+    benchmark: &CompositionalBenchmark,
+    resolution: u32,
+    detector: &DetectorConfig,
+) -> Result<Calibration, EvalError> {
     calibrate_through(benchmark, resolution, detector, Ok)
 }
 
@@ -279,10 +323,17 @@ pub fn calibrate_through(
     let mut verdicts: Vec<Verdicts> = Vec::with_capacity(scenes.len());
     // In chunks, so that large renders are not all held at once.
     for (chunk, wrong) in scenes.chunks(32).zip(wrong.chunks(32)) {
-        let renders = chunk.par_iter().map(|scene| scene.render(resolution)).collect::<Result<Vec<_>, _>>()?;
+        let renders = chunk
+            .par_iter()
+            .map(|scene| scene.render(resolution))
+            .collect::<Result<Vec<_>, _>>()?;
         let images = transform(renders)?;
         if images.len() != chunk.len() {
-            return Err(EvalError::Generator(format!("the transform returned {} images for {}", images.len(), chunk.len())));
+            return Err(EvalError::Generator(format!(
+                "the transform returned {} images for {}",
+                images.len(),
+                chunk.len()
+            )));
         }
         let judged: Vec<Verdicts> = chunk
             .par_iter()
@@ -329,29 +380,50 @@ pub fn calibrate_through(
 /// shape (single object), the third shape for the second (two objects), one more or one fewer (counting), the next
 /// colour (colours), the converse relation (position), the two colours swapped (colour attribution).
 pub fn near_miss(spec: &PromptSpec) -> PromptSpec {
-    let next_shape = |s: Shape| Shape::ALL[(Shape::ALL.iter().position(|&t| t == s).expect("a shape") + 1) % Shape::ALL.len()];
+    let next_shape =
+        |s: Shape| Shape::ALL[(Shape::ALL.iter().position(|&t| t == s).expect("a shape") + 1) % Shape::ALL.len()];
     match *spec {
-        PromptSpec::SingleObject { shape } => PromptSpec::SingleObject { shape: next_shape(shape) },
+        PromptSpec::SingleObject { shape } => PromptSpec::SingleObject {
+            shape: next_shape(shape),
+        },
         PromptSpec::TwoObjects { shapes: [a, b] } => {
-            let third = Shape::ALL.into_iter().find(|&s| s != a && s != b).expect("three shapes");
+            let third = Shape::ALL
+                .into_iter()
+                .find(|&s| s != a && s != b)
+                .expect("three shapes");
             PromptSpec::TwoObjects { shapes: [a, third] }
         }
-        PromptSpec::Counting { shape, count } => PromptSpec::Counting { shape, count: if count < 4 { count + 1 } else { count - 1 } },
+        PromptSpec::Counting { shape, count } => PromptSpec::Counting {
+            shape,
+            count: if count < 4 { count + 1 } else { count - 1 },
+        },
         PromptSpec::Colours { shape, colour } => {
-            let next = Colour::ALL[(Colour::ALL.iter().position(|&c| c == colour).expect("a colour") + 1) % Colour::ALL.len()];
+            let next =
+                Colour::ALL[(Colour::ALL.iter().position(|&c| c == colour).expect("a colour") + 1) % Colour::ALL.len()];
             PromptSpec::Colours { shape, colour: next }
         }
-        PromptSpec::Position { first, relation, second } => PromptSpec::Position { first, relation: relation.converse(), second },
-        PromptSpec::ColourAttribution { first, second } => {
-            PromptSpec::ColourAttribution { first: (second.0, first.1), second: (first.0, second.1) }
-        }
+        PromptSpec::Position {
+            first,
+            relation,
+            second,
+        } => PromptSpec::Position {
+            first,
+            relation: relation.converse(),
+            second,
+        },
+        PromptSpec::ColourAttribution { first, second } => PromptSpec::ColourAttribution {
+            first: (second.0, first.1),
+            second: (first.0, second.1),
+        },
     }
 }
 
 /// An image of uniform RGB noise.
 pub fn noise_image(resolution: u32, seed: u64) -> RgbImage {
     let mut rng = data::rng::SplitMix64::new(seed, 0x4e6f697365);
-    RgbImage::from_fn(resolution, resolution, |_, _| image::Rgb(std::array::from_fn(|_| rng.below(256) as u8)))
+    RgbImage::from_fn(resolution, resolution, |_, _| {
+        image::Rgb(std::array::from_fn(|_| rng.below(256) as u8))
+    })
 }
 
 #[cfg(test)]
@@ -360,75 +432,193 @@ mod tests {
     use data::scenes::Relation;
 
     fn at(shape: Shape, colour: Colour, center: [f64; 2]) -> Detection {
-        Detection { shape, colour, center, size: 0.2, fit: 1.0 }
+        Detection {
+            shape,
+            colour,
+            center,
+            size: 0.2,
+            fit: 1.0,
+        }
     }
 
     #[test]
     fn the_judge_applies_geneval_rules() {
         use Colour::*;
         use Shape::*;
-        let scene = [at(Circle, Red, [0.2, 0.5]), at(Square, Blue, [0.8, 0.5]), at(Circle, Red, [0.5, 0.2])];
+        let scene = [
+            at(Circle, Red, [0.2, 0.5]),
+            at(Square, Blue, [0.8, 0.5]),
+            at(Circle, Red, [0.5, 0.2]),
+        ];
         assert!(judge(&PromptSpec::SingleObject { shape: Circle }, &scene));
         assert!(!judge(&PromptSpec::SingleObject { shape: Triangle }, &scene));
-        assert!(judge(&PromptSpec::TwoObjects { shapes: [Square, Circle] }, &scene));
-        assert!(judge(&PromptSpec::Counting { shape: Circle, count: 2 }, &scene));
-        assert!(!judge(&PromptSpec::Counting { shape: Circle, count: 1 }, &scene), "counting is exact");
-        assert!(judge(&PromptSpec::Colours { shape: Circle, colour: Red }, &scene));
-        assert!(!judge(&PromptSpec::Colours { shape: Square, colour: Red }, &scene));
-        let left = PromptSpec::Position { first: Circle, relation: Relation::LeftOf, second: Square };
+        assert!(judge(
+            &PromptSpec::TwoObjects {
+                shapes: [Square, Circle]
+            },
+            &scene
+        ));
+        assert!(judge(
+            &PromptSpec::Counting {
+                shape: Circle,
+                count: 2
+            },
+            &scene
+        ));
+        assert!(
+            !judge(
+                &PromptSpec::Counting {
+                    shape: Circle,
+                    count: 1
+                },
+                &scene
+            ),
+            "counting is exact"
+        );
+        assert!(judge(
+            &PromptSpec::Colours {
+                shape: Circle,
+                colour: Red
+            },
+            &scene
+        ));
+        assert!(!judge(
+            &PromptSpec::Colours {
+                shape: Square,
+                colour: Red
+            },
+            &scene
+        ));
+        let left = PromptSpec::Position {
+            first: Circle,
+            relation: Relation::LeftOf,
+            second: Square,
+        };
         assert!(judge(&left, &scene));
-        assert!(!judge(&PromptSpec::Position { first: Circle, relation: Relation::RightOf, second: Square }, &scene));
+        assert!(!judge(
+            &PromptSpec::Position {
+                first: Circle,
+                relation: Relation::RightOf,
+                second: Square
+            },
+            &scene
+        ));
         // Centres 0.03 apart: under the margin.
         let close = [at(Circle, Red, [0.47, 0.5]), at(Square, Blue, [0.5, 0.5])];
         assert!(!judge(&left, &close));
-        assert!(judge(&PromptSpec::ColourAttribution { first: (Blue, Square), second: (Red, Circle) }, &scene));
-        assert!(!judge(&PromptSpec::ColourAttribution { first: (Red, Square), second: (Blue, Circle) }, &scene), "colours swapped");
+        assert!(judge(
+            &PromptSpec::ColourAttribution {
+                first: (Blue, Square),
+                second: (Red, Circle)
+            },
+            &scene
+        ));
+        assert!(
+            !judge(
+                &PromptSpec::ColourAttribution {
+                    first: (Red, Square),
+                    second: (Blue, Circle)
+                },
+                &scene
+            ),
+            "colours swapped"
+        );
     }
 
     #[test]
     fn scores_are_means_over_images_then_over_categories() {
-        let prompts: Vec<PromptResult> = CompositionalBenchmark { seed: 1, prompts_per_category: 2, images_per_prompt: 2 }
-            .prompts()
-            .into_iter()
-            .map(|scene| {
-                // Single-object prompts pass 3 of 4 images; every other category passes nothing.
-                let passed = if scene.spec.category() == Category::SingleObject { vec![true, scene.index == 0] } else { vec![false, false] };
-                PromptResult { caption: scene.caption, spec: scene.spec, passed }
-            })
-            .collect();
+        let prompts: Vec<PromptResult> = CompositionalBenchmark {
+            seed: 1,
+            prompts_per_category: 2,
+            images_per_prompt: 2,
+        }
+        .prompts()
+        .into_iter()
+        .map(|scene| {
+            // Single-object prompts pass 3 of 4 images; every other category passes nothing.
+            let passed = if scene.spec.category() == Category::SingleObject {
+                vec![true, scene.index == 0]
+            } else {
+                vec![false, false]
+            };
+            PromptResult {
+                caption: scene.caption,
+                spec: scene.spec,
+                passed,
+            }
+        })
+        .collect();
         let report = BenchmarkReport::from_prompts(prompts);
-        assert_eq!(report.categories[0], CategoryScore { category: Category::SingleObject, passed: 3, total: 4 });
+        assert_eq!(
+            report.categories[0],
+            CategoryScore {
+                category: Category::SingleObject,
+                passed: 3,
+                total: 4
+            }
+        );
         assert!((report.overall - 0.75 / 6.0).abs() < 1e-12);
-        assert!(report.markdown_row("x").starts_with("| x | 0.75 | 0.00 |"), "{}", report.markdown_row("x"));
+        assert!(
+            report.markdown_row("x").starts_with("| x | 0.75 | 0.00 |"),
+            "{}",
+            report.markdown_row("x")
+        );
     }
 
     #[test]
     fn ground_truth_renders_score_full_marks_and_a_wrong_count_of_images_is_named() {
-        let benchmark = CompositionalBenchmark { seed: 2, prompts_per_category: 3, images_per_prompt: 2 };
-        let truth: BTreeMap<String, Scene> = benchmark.prompts().into_iter().map(|s| (s.caption.clone(), s)).collect();
+        let benchmark = CompositionalBenchmark {
+            seed: 2,
+            prompts_per_category: 3,
+            images_per_prompt: 2,
+        };
+        let truth: BTreeMap<String, Scene> = benchmark
+            .prompts()
+            .into_iter()
+            .map(|s| (s.caption.clone(), s))
+            .collect();
         let render = |captions: &[String]| -> Result<Vec<RgbImage>, EvalError> {
             Ok(captions.iter().map(|c| truth[c].render(64).unwrap()).collect())
         };
         let mut progress = Vec::new();
-        let report = benchmark.run(&DetectorConfig::default(), 5, render, |done, total| progress.push((done, total))).unwrap();
+        let report = benchmark
+            .run(&DetectorConfig::default(), 5, render, |done, total| {
+                progress.push((done, total))
+            })
+            .unwrap();
         assert_eq!(report.overall, 1.0, "{report:?}");
         assert_eq!(progress.last(), Some(&(36, 36)));
         assert!(report.prompts.iter().all(|p| p.passed.len() == 2));
 
         let short = |_: &[String]| -> Result<Vec<RgbImage>, EvalError> { Ok(Vec::new()) };
-        let err = benchmark.run(&DetectorConfig::default(), 4, short, |_, _| {}).unwrap_err();
+        let err = benchmark
+            .run(&DetectorConfig::default(), 4, short, |_, _| {})
+            .unwrap_err();
         assert!(err.to_string().contains("asked for 4 images, got 0"), "{err}");
     }
 
     #[test]
     fn calibration_judges_the_transformed_renders() {
-        let benchmark = CompositionalBenchmark { seed: 3, prompts_per_category: 4, images_per_prompt: 1 };
+        let benchmark = CompositionalBenchmark {
+            seed: 3,
+            prompts_per_category: 4,
+            images_per_prompt: 1,
+        };
         // Blank images hold nothing: every prompt fails, whatever the renders were.
         let blank = |images: Vec<RgbImage>| -> Result<Vec<RgbImage>, EvalError> {
-            Ok(images.iter().map(|i| RgbImage::from_pixel(i.width(), i.height(), image::Rgb(data::scenes::BACKGROUND))).collect())
+            Ok(images
+                .iter()
+                .map(|i| RgbImage::from_pixel(i.width(), i.height(), image::Rgb(data::scenes::BACKGROUND)))
+                .collect())
         };
         let calibration = calibrate_through(&benchmark, 64, &DetectorConfig::default(), blank).unwrap();
-        assert!(calibration.categories.iter().all(|c| c.truth == 0.0 && c.wrong_caption == 0.0), "{calibration:?}");
+        assert!(
+            calibration
+                .categories
+                .iter()
+                .all(|c| c.truth == 0.0 && c.wrong_caption == 0.0),
+            "{calibration:?}"
+        );
         let lossy = |mut images: Vec<RgbImage>| -> Result<Vec<RgbImage>, EvalError> {
             images.pop();
             Ok(images)
@@ -443,13 +633,22 @@ mod tests {
     fn the_detector_is_calibrated() {
         let detector = DetectorConfig::default();
         for (resolution, prompts) in [(64, 50), (256, 50), (1024, 20)] {
-            let benchmark = CompositionalBenchmark { seed: 7, prompts_per_category: prompts, images_per_prompt: 1 };
+            let benchmark = CompositionalBenchmark {
+                seed: 7,
+                prompts_per_category: prompts,
+                images_per_prompt: 1,
+            };
             let calibration = calibrate(&benchmark, resolution, &detector).unwrap();
             println!("{}", calibration.markdown());
             for c in &calibration.categories {
                 let name = format!("{} px, {}", resolution, c.category.name());
                 assert!(c.truth >= 0.98, "{name}: truth {}", c.truth);
-                assert!((c.wrong_caption - c.wrong_caption_chance).abs() <= 0.05, "{name}: wrong captions {} vs chance {}", c.wrong_caption, c.wrong_caption_chance);
+                assert!(
+                    (c.wrong_caption - c.wrong_caption_chance).abs() <= 0.05,
+                    "{name}: wrong captions {} vs chance {}",
+                    c.wrong_caption,
+                    c.wrong_caption_chance
+                );
                 assert!(c.near_miss <= 0.02, "{name}: near misses {}", c.near_miss);
                 assert!(c.noise <= 0.02, "{name}: noise {}", c.noise);
             }

@@ -40,7 +40,11 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        Self { min_area: 0.002, max_residual: 60.0, min_fit: 0.6 }
+        Self {
+            min_area: 0.002,
+            max_residual: 60.0,
+            min_fit: 0.6,
+        }
     }
 }
 
@@ -62,7 +66,13 @@ pub struct Detection {
 impl From<&SceneObject> for Detection {
     /// The ground truth as a perfect detection: what the judge sees for an oracle detector.
     fn from(object: &SceneObject) -> Self {
-        Self { shape: object.shape, colour: object.colour, center: object.center, size: object.size, fit: 1.0 }
+        Self {
+            shape: object.shape,
+            colour: object.colour,
+            center: object.center,
+            size: object.size,
+            fit: 1.0,
+        }
     }
 }
 
@@ -71,7 +81,10 @@ impl From<&SceneObject> for Detection {
 enum Ink {
     Background,
     /// Blended with palette colour `index` (into [`Colour::ALL`]) at coverage `alpha`.
-    Colour { index: usize, alpha: f64 },
+    Colour {
+        index: usize,
+        alpha: f64,
+    },
     /// Neither background nor a blend of one palette colour.
     Unexplained,
 }
@@ -80,9 +93,15 @@ enum Ink {
 fn blend(pixel: [u8; 3], ink: [u8; 3]) -> (f64, f64) {
     let towards: [f64; 3] = std::array::from_fn(|c| ink[c] as f64 - BACKGROUND[c] as f64);
     let offset: [f64; 3] = std::array::from_fn(|c| pixel[c] as f64 - BACKGROUND[c] as f64);
-    let along = offset.iter().zip(&towards).map(|(a, b)| a * b).sum::<f64>() / towards.iter().map(|v| v * v).sum::<f64>();
+    let along =
+        offset.iter().zip(&towards).map(|(a, b)| a * b).sum::<f64>() / towards.iter().map(|v| v * v).sum::<f64>();
     let alpha = along.clamp(0.0, 1.0);
-    let residual = offset.iter().zip(&towards).map(|(o, t)| (o - alpha * t).powi(2)).sum::<f64>().sqrt();
+    let residual = offset
+        .iter()
+        .zip(&towards)
+        .map(|(o, t)| (o - alpha * t).powi(2))
+        .sum::<f64>()
+        .sqrt();
     (alpha, residual)
 }
 
@@ -170,10 +189,20 @@ struct Region {
 
 impl Region {
     fn around(pixels: &[usize], width: usize) -> Self {
-        let empty = Region { x0: usize::MAX, y0: usize::MAX, x1: 0, y1: 0 };
+        let empty = Region {
+            x0: usize::MAX,
+            y0: usize::MAX,
+            x1: 0,
+            y1: 0,
+        };
         pixels.iter().fold(empty, |r, &i| {
             let (x, y) = (i % width, i / width);
-            Region { x0: r.x0.min(x), y0: r.y0.min(y), x1: r.x1.max(x + 1), y1: r.y1.max(y + 1) }
+            Region {
+                x0: r.x0.min(x),
+                y0: r.y0.min(y),
+                x1: r.x1.max(x + 1),
+                y1: r.y1.max(y + 1),
+            }
         })
     }
 
@@ -263,9 +292,17 @@ fn fit_shape(
             Shape::Triangle => [centroid[0], centroid[1] - size / 6.0],
             _ => centroid,
         };
-        SceneObject { shape, colour, center, size }
+        SceneObject {
+            shape,
+            colour,
+            center,
+            size,
+        }
     });
-    let region = candidates.iter().fold(near, |r, c| r.cover(c.bbox(), width, height)).grow(2, width, height);
+    let region = candidates
+        .iter()
+        .fold(near, |r, c| r.cover(c.bbox(), width, height))
+        .grow(2, width, height);
     let coverages: Vec<f64> = (region.y0..region.y1)
         .flat_map(|y| (region.x0..region.x1).map(move |x| (x, y)))
         .map(|(x, y)| coverage(y * width + x))
@@ -288,7 +325,13 @@ fn fit_shape(
         .iter()
         .map(|c| (c, fit(c)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(c, fit)| Detection { shape: c.shape, colour, center: c.center, size: c.size, fit })
+        .map(|(c, fit)| Detection {
+            shape: c.shape,
+            colour,
+            center: c.center,
+            size: c.size,
+            fit,
+        })
 }
 
 #[cfg(test)]
@@ -297,7 +340,12 @@ mod tests {
     use data::scenes::render_objects;
 
     fn object(shape: Shape, colour: Colour, center: [f64; 2], size: f64) -> SceneObject {
-        SceneObject { shape, colour, center, size }
+        SceneObject {
+            shape,
+            colour,
+            center,
+            size,
+        }
     }
 
     #[test]
@@ -307,9 +355,19 @@ mod tests {
         let half: [u8; 3] = std::array::from_fn(|c| ((red[c] as u16 + BACKGROUND[c] as u16) / 2) as u8);
         let nearest = Colour::ALL
             .iter()
-            .min_by_key(|c| c.rgb().iter().zip(&half).map(|(a, b)| (*a as i32 - *b as i32).pow(2)).sum::<i32>())
+            .min_by_key(|c| {
+                c.rgb()
+                    .iter()
+                    .zip(&half)
+                    .map(|(a, b)| (*a as i32 - *b as i32).pow(2))
+                    .sum::<i32>()
+            })
             .unwrap();
-        assert_eq!(*nearest, Colour::Pink, "the premise: plain nearest-colour gets it wrong");
+        assert_eq!(
+            *nearest,
+            Colour::Pink,
+            "the premise: plain nearest-colour gets it wrong"
+        );
         match classify(half, 60.0) {
             Ink::Colour { index, alpha } => {
                 assert_eq!(Colour::ALL[index], Colour::Red);
@@ -332,10 +390,17 @@ mod tests {
             let found = detect(&render_objects(&objects, resolution), &DetectorConfig::default());
             assert_eq!(found.len(), 3, "{resolution} px: {found:?}");
             for truth in &objects {
-                let d = found.iter().find(|d| d.shape == truth.shape).unwrap_or_else(|| panic!("{truth:?} missed: {found:?}"));
+                let d = found
+                    .iter()
+                    .find(|d| d.shape == truth.shape)
+                    .unwrap_or_else(|| panic!("{truth:?} missed: {found:?}"));
                 assert_eq!(d.colour, truth.colour);
                 let tolerance = 1.0 / resolution as f64;
-                assert!((d.center[0] - truth.center[0]).abs() < tolerance && (d.center[1] - truth.center[1]).abs() < tolerance, "{d:?} vs {truth:?}");
+                assert!(
+                    (d.center[0] - truth.center[0]).abs() < tolerance
+                        && (d.center[1] - truth.center[1]).abs() < tolerance,
+                    "{d:?} vs {truth:?}"
+                );
                 assert!((d.size - truth.size).abs() < 2.0 * tolerance, "{d:?} vs {truth:?}");
                 assert!(d.fit > 0.9, "{d:?}");
             }

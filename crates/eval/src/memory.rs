@@ -27,7 +27,10 @@ pub struct PeakAlloc {
 impl PeakAlloc {
     /// A counter at zero.
     pub const fn new() -> Self {
-        Self { current: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
+        Self {
+            current: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
     }
 
     /// Bytes allocated now.

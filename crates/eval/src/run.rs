@@ -50,13 +50,22 @@ pub struct RunEvaluation {
 /// Held-out images of `source` at `resolution` px: for scenes, `count` renders of the held-out split (seed
 /// `seed`), which no training or validation scene shares; for Twemoji and folders, the validation part (at most
 /// `count`), since those corpora have no other held-out set.
-pub fn held_out_images(source: &ImageSource, resolution: u32, count: usize, seed: u64) -> Result<Vec<ImageCaption>, EvalError> {
+pub fn held_out_images(
+    source: &ImageSource,
+    resolution: u32,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<ImageCaption>, EvalError> {
     match source {
         ImageSource::Scenes => SceneCorpus::new(seed, Split::HeldOut, count)
             .scenes()
             .map(|scene| {
                 let image = scene.render(resolution)?;
-                Ok(ImageCaption { id: format!("held-out/{}", scene.index), caption: scene.caption, image })
+                Ok(ImageCaption {
+                    id: format!("held-out/{}", scene.index),
+                    caption: scene.caption,
+                    image,
+                })
             })
             .collect(),
         other => Ok(TrainingImages::load(other, resolution, count, seed)?.valid().to_vec()),
@@ -82,7 +91,10 @@ pub fn evaluate_run<B: Backend>(
         &options.detector,
         options.batch_size,
         |captions| -> Result<Vec<RgbImage>, EvalError> {
-            let generate = GenerateOptions { seed: options.generate.seed.wrapping_add(batch_index), ..options.generate };
+            let generate = GenerateOptions {
+                seed: options.generate.seed.wrapping_add(batch_index),
+                ..options.generate
+            };
             batch_index += 1;
             let start = Instant::now();
             let images = run.generate_images(captions, &generate, device, &mut |_, _| {})?;
@@ -101,16 +113,35 @@ pub fn evaluate_run<B: Backend>(
 
     // The same prompts, drawn perfectly and passed through the tokenizer. Captions name their spec (the prompt's
     // words are in them), so any scene with the caption is a fair drawing of it.
-    let resolution = run.config.lm.stages.last().map_or(run.config.tokenizer.resolution, |s| s.resolution) as u32;
-    let scenes: HashMap<String, Scene> = options.benchmark.prompts().into_iter().map(|s| (s.caption.clone(), s)).collect();
-    let ceiling_benchmark = CompositionalBenchmark { images_per_prompt: 1, ..options.benchmark };
+    let resolution = run
+        .config
+        .lm
+        .stages
+        .last()
+        .map_or(run.config.tokenizer.resolution, |s| s.resolution) as u32;
+    let scenes: HashMap<String, Scene> = options
+        .benchmark
+        .prompts()
+        .into_iter()
+        .map(|s| (s.caption.clone(), s))
+        .collect();
+    let ceiling_benchmark = CompositionalBenchmark {
+        images_per_prompt: 1,
+        ..options.benchmark
+    };
     let tokenizer_ceiling = ceiling_benchmark.run(
         &options.detector,
         options.batch_size,
         |captions| -> Result<Vec<RgbImage>, EvalError> {
             let renders = captions
                 .iter()
-                .map(|c| Ok(ImageCaption { id: c.clone(), caption: c.clone(), image: scenes[c].render(resolution)? }))
+                .map(|c| {
+                    Ok(ImageCaption {
+                        id: c.clone(),
+                        caption: c.clone(),
+                        image: scenes[c].render(resolution)?,
+                    })
+                })
                 .collect::<Result<Vec<_>, EvalError>>()?;
             Ok(train::reconstruct(&run.vq, &renders, device)?)
         },
@@ -123,7 +154,12 @@ pub fn evaluate_run<B: Backend>(
         let tokenizer = &run.config.tokenizer;
         on_progress("reconstructing held-out images", 0, options.reconstruction_images);
         let source: ImageSource = run.config.data.parse().map_err(EvalError::Config)?;
-        let images = held_out_images(&source, tokenizer.resolution as u32, options.reconstruction_images, options.benchmark.seed)?;
+        let images = held_out_images(
+            &source,
+            tokenizer.resolution as u32,
+            options.reconstruction_images,
+            options.benchmark.seed,
+        )?;
         let report = evaluate_reconstruction(&run.vq, &images, tokenizer.batch_size, device)?;
         on_progress("reconstructing held-out images", images.len(), images.len());
         Some(report)
@@ -187,13 +223,21 @@ mod tests {
     fn the_report_states_scores_reconstruction_and_speed() {
         let prompts = vec![PromptResult {
             caption: "a circle".into(),
-            spec: data::scenes::PromptSpec::SingleObject { shape: data::scenes::Shape::Circle },
+            spec: data::scenes::PromptSpec::SingleObject {
+                shape: data::scenes::Shape::Circle,
+            },
             passed: vec![true, false, true, true],
         }];
         let evaluation = RunEvaluation {
             benchmark: BenchmarkReport::from_prompts(prompts.clone()),
             tokenizer_ceiling: BenchmarkReport::from_prompts(
-                prompts.into_iter().map(|p| PromptResult { passed: vec![true], ..p }).collect(),
+                prompts
+                    .into_iter()
+                    .map(|p| PromptResult {
+                        passed: vec![true],
+                        ..p
+                    })
+                    .collect(),
             ),
             reconstruction: Some(ReconstructionReport {
                 step: 0,
@@ -207,12 +251,29 @@ mod tests {
             generate_ms_per_image: 12.5,
             samples: RgbImage::new(1, 1),
         };
-        assert_eq!(evaluation.benchmark.categories[0], CategoryScore { category: Category::SingleObject, passed: 3, total: 4 });
+        assert_eq!(
+            evaluation.benchmark.categories[0],
+            CategoryScore {
+                category: Category::SingleObject,
+                passed: 3,
+                total: 4
+            }
+        );
         let markdown = evaluation.markdown("fake");
-        assert!(markdown.contains("| fake | 0.75 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.125** |"), "{markdown}");
-        assert!(markdown.contains("| tokenizer ceiling | 1.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.167** |"), "{markdown}");
+        assert!(
+            markdown.contains("| fake | 0.75 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.125** |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| tokenizer ceiling | 1.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.167** |"),
+            "{markdown}"
+        );
         assert!(markdown.contains("4 images, 12.5 ms each"), "{markdown}");
-        assert!(markdown.contains("10 held-out images") && markdown.contains("PSNR 25.50 dB, SSIM 0.812, codebook usage 50.0%, perplexity 12.2"), "{markdown}");
+        assert!(
+            markdown.contains("10 held-out images")
+                && markdown.contains("PSNR 25.50 dB, SSIM 0.812, codebook usage 50.0%, perplexity 12.2"),
+            "{markdown}"
+        );
         let json = serde_json::to_value(&evaluation).unwrap();
         assert_eq!(json["benchmark"]["overall"], 0.125);
         assert!(json.get("samples").is_none(), "images stay out of the JSON");

@@ -102,12 +102,22 @@ pub struct SpeedReport {
 }
 
 /// Counts `paper` (its grid replaced) at each resolution, with VQ downsampling `downsample`, for each window.
-pub fn count_paper_shape(paper: &TokenShuffleLmConfig, downsample: usize, resolutions: &[usize], windows: &[usize], text_len: usize) -> Vec<CountedRow> {
+pub fn count_paper_shape(
+    paper: &TokenShuffleLmConfig,
+    downsample: usize,
+    resolutions: &[usize],
+    windows: &[usize],
+    text_len: usize,
+) -> Vec<CountedRow> {
     resolutions
         .iter()
         .flat_map(|&resolution| windows.iter().map(move |&window| (resolution, window)))
         .map(|(resolution, window)| {
-            let config = TokenShuffleLmConfig { grid: [resolution / downsample; 2], window, ..paper.clone() };
+            let config = TokenShuffleLmConfig {
+                grid: [resolution / downsample; 2],
+                window,
+                ..paper.clone()
+            };
             let count = config.count(text_len);
             CountedRow {
                 resolution,
@@ -141,7 +151,9 @@ impl SpeedBench {
         mut on_progress: impl FnMut(usize, usize),
     ) -> Result<SpeedReport, EvalError> {
         if self.windows.is_empty() || self.repeats == 0 || self.batch_size == 0 {
-            return Err(EvalError::Config("the speed bench needs at least one window, one repetition and a batch of 1".into()));
+            return Err(EvalError::Config(
+                "the speed bench needs at least one window, one repetition and a batch of 1".into(),
+            ));
         }
         if self.text_len > self.lm.max_text_len {
             return Err(EvalError::Config(format!(
@@ -149,37 +161,63 @@ impl SpeedBench {
                 self.text_len, self.lm.max_text_len
             )));
         }
-        let configs: Vec<TokenShuffleLmConfig> =
-            self.windows.iter().map(|&window| TokenShuffleLmConfig { grid: [self.grid; 2], window, ..self.lm.clone() }).collect();
+        let configs: Vec<TokenShuffleLmConfig> = self
+            .windows
+            .iter()
+            .map(|&window| TokenShuffleLmConfig {
+                grid: [self.grid; 2],
+                window,
+                ..self.lm.clone()
+            })
+            .collect();
         let mut models = Vec::with_capacity(configs.len());
         for config in &configs {
             B::seed(device, 0);
-            let model = config.init::<B>(device).map_err(|e| EvalError::Config(format!("s = {}: {e}", config.window)))?;
+            let model = config
+                .init::<B>(device)
+                .map_err(|e| EvalError::Config(format!("s = {}: {e}", config.window)))?;
             models.push(Some(model));
         }
-        let mut optimizers: Vec<_> = configs.iter().map(|_| AdamWConfig::new().init::<B, lm::TokenShuffleLm<B>>()).collect();
+        let mut optimizers: Vec<_> = configs
+            .iter()
+            .map(|_| AdamWConfig::new().init::<B, lm::TokenShuffleLm<B>>())
+            .collect();
 
         // Random codes and captions, the same for every window.
         let mut rng = data::rng::SplitMix64::new(1, 0);
-        let codes: Vec<i64> = (0..self.batch_size * self.grid * self.grid).map(|_| rng.below(self.lm.codebook) as i64).collect();
-        let codes = Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [self.batch_size, self.grid, self.grid]), device);
-        let texts: Vec<Vec<u32>> =
-            (0..self.batch_size).map(|_| (0..self.text_len).map(|_| rng.below(self.lm.text_vocab) as u32).collect()).collect();
-        let options = GenerateOptions { cfg_scale: 1.0, schedule: CfgSchedule::Constant, sampler: Sampler::default(), seed: 0 };
+        let codes: Vec<i64> = (0..self.batch_size * self.grid * self.grid)
+            .map(|_| rng.below(self.lm.codebook) as i64)
+            .collect();
+        let codes =
+            Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [self.batch_size, self.grid, self.grid]), device);
+        let texts: Vec<Vec<u32>> = (0..self.batch_size)
+            .map(|_| {
+                (0..self.text_len)
+                    .map(|_| rng.below(self.lm.text_vocab) as u32)
+                    .collect()
+            })
+            .collect();
+        let options = GenerateOptions {
+            cfg_scale: 1.0,
+            schedule: CfgSchedule::Constant,
+            sampler: Sampler::default(),
+            seed: 0,
+        };
 
         let sync = || B::sync(device).map_err(|e| EvalError::Config(format!("backend sync failed: {e:?}")));
-        let measure = |work: &mut dyn FnMut() -> Result<(), EvalError>| -> Result<(Duration, Option<usize>), EvalError> {
-            let start = Instant::now();
-            let (result, peak) = match heap {
-                Some(heap) => {
-                    let (result, peak) = heap.peak_during(|| work().and_then(|()| sync()));
-                    (result, Some(peak))
-                }
-                None => (work().and_then(|()| sync()), None),
+        let measure =
+            |work: &mut dyn FnMut() -> Result<(), EvalError>| -> Result<(Duration, Option<usize>), EvalError> {
+                let start = Instant::now();
+                let (result, peak) = match heap {
+                    Some(heap) => {
+                        let (result, peak) = heap.peak_during(|| work().and_then(|()| sync()));
+                        (result, Some(peak))
+                    }
+                    None => (work().and_then(|()| sync()), None),
+                };
+                result?;
+                Ok((start.elapsed(), peak))
             };
-            result?;
-            Ok((start.elapsed(), peak))
-        };
 
         let n = configs.len();
         let (mut train_times, mut generate_times) = (vec![Vec::new(); n], vec![Vec::new(); n]);
@@ -238,7 +276,11 @@ impl SpeedBench {
             backend: backend.to_string(),
             model: format!(
                 "d = {}, {} layers, {} heads, {g}×{g} codes, K = {}",
-                self.lm.decoder.d_model, self.lm.decoder.n_layers, self.lm.decoder.n_heads, self.lm.codebook, g = self.grid
+                self.lm.decoder.d_model,
+                self.lm.decoder.n_layers,
+                self.lm.decoder.n_heads,
+                self.lm.codebook,
+                g = self.grid
             ),
             batch_size: self.batch_size,
             text_len: self.text_len,
@@ -282,7 +324,11 @@ impl SpeedReport {
             out += "| resolution | s | image codes | positions | train TFLOP / image | × fewer | generate TFLOP / image | × fewer |\n";
             out += "|---|---|---|---|---|---|---|---|\n";
             for row in &self.counted {
-                let base = self.counted.iter().find(|r| r.resolution == row.resolution).expect("the row itself at least");
+                let base = self
+                    .counted
+                    .iter()
+                    .find(|r| r.resolution == row.resolution)
+                    .expect("the row itself at least");
                 out += &format!(
                     "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} |\n",
                     row.resolution,
@@ -311,19 +357,39 @@ mod tests {
 
     #[test]
     fn measures_every_window_with_the_right_sequence_lengths() {
-        let bench = SpeedBench { lm: tiny(), grid: 8, windows: vec![1, 2, 4], batch_size: 2, text_len: 4, warmup: 1, repeats: 2 };
+        let bench = SpeedBench {
+            lm: tiny(),
+            grid: 8,
+            windows: vec![1, 2, 4],
+            batch_size: 2,
+            text_len: 4,
+            warmup: 1,
+            repeats: 2,
+        };
         let mut calls = 0;
-        let report = bench.run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| calls += 1).unwrap();
+        let report = bench
+            .run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| calls += 1)
+            .unwrap();
         assert_eq!(calls, 3);
         let positions: Vec<usize> = report.rows.iter().map(|r| r.image_positions).collect();
         assert_eq!(positions, [64, 16, 4]);
-        assert!(report.rows.iter().all(|r| r.train_step_ms > 0.0 && r.generate_ms > 0.0 && r.train_peak_mib.is_none()));
+        assert!(
+            report
+                .rows
+                .iter()
+                .all(|r| r.train_step_ms > 0.0 && r.generate_ms > 0.0 && r.train_peak_mib.is_none())
+        );
         assert_eq!(report.rows[1].sequence_len, 4 + 1 + 16);
         let markdown = report.markdown();
         assert!(markdown.contains("| 2 | 16 |"), "{markdown}");
 
-        let bad = SpeedBench { windows: vec![3], ..bench };
-        let err = bad.run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| {}).unwrap_err();
+        let bad = SpeedBench {
+            windows: vec![3],
+            ..bench
+        };
+        let err = bad
+            .run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| {})
+            .unwrap_err();
         assert!(err.to_string().contains("s = 3"), "{err}");
     }
 

@@ -51,7 +51,11 @@ impl<B: Backend> KvCache<B> {
     /// An empty cache for `batch` rows and up to `max_len` positions.
     pub fn new(batch: usize, n_kv_heads: usize, max_len: usize, head_dim: usize, device: &B::Device) -> Self {
         let zeros = Tensor::zeros([batch, n_kv_heads, max_len, head_dim], device);
-        Self { keys: zeros.clone(), values: zeros, len: 0 }
+        Self {
+            keys: zeros.clone(),
+            values: zeros,
+            len: 0,
+        }
     }
 
     /// Number of positions cached.
@@ -68,7 +72,11 @@ impl<B: Backend> KvCache<B> {
     fn append(&mut self, keys: Tensor<B, 4>, values: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [batch, heads, t, dim] = keys.dims();
         let max_len = self.keys.dims()[2];
-        assert!(self.len + t <= max_len, "KV cache holds {max_len} positions; {} were asked for", self.len + t);
+        assert!(
+            self.len + t <= max_len,
+            "KV cache holds {max_len} positions; {} were asked for",
+            self.len + t
+        );
         let range = [0..batch, 0..heads, self.len..self.len + t, 0..dim];
         // Move the buffers out while writing: a buffer that is not shared is updated in place, where a clone
         // would make every step copy the whole cache.
@@ -77,7 +85,10 @@ impl<B: Backend> KvCache<B> {
         self.keys = std::mem::replace(&mut self.keys, placeholder()).slice_assign(range.clone(), keys);
         self.values = std::mem::replace(&mut self.values, placeholder()).slice_assign(range, values);
         self.len += t;
-        (self.keys.clone().narrow(2, 0, self.len), self.values.clone().narrow(2, 0, self.len))
+        (
+            self.keys.clone().narrow(2, 0, self.len),
+            self.values.clone().narrow(2, 0, self.len),
+        )
     }
 }
 
@@ -85,8 +96,17 @@ impl CausalSelfAttentionConfig {
     /// Builds the layer on `device`. Panics when the head counts do not divide (a preset error).
     pub fn init<B: Backend>(&self, device: &B::Device) -> CausalSelfAttention<B> {
         let n_kv_heads = self.n_kv_heads.unwrap_or(self.n_heads);
-        assert!(self.d_model % self.n_heads == 0, "d_model {} is not divisible by n_heads {}", self.d_model, self.n_heads);
-        assert!(self.n_heads % n_kv_heads == 0, "n_heads {} is not divisible by n_kv_heads {n_kv_heads}", self.n_heads);
+        assert!(
+            self.d_model % self.n_heads == 0,
+            "d_model {} is not divisible by n_heads {}",
+            self.d_model,
+            self.n_heads
+        );
+        assert!(
+            self.n_heads % n_kv_heads == 0,
+            "n_heads {} is not divisible by n_kv_heads {n_kv_heads}",
+            self.n_heads
+        );
         let head_dim = self.d_model / self.n_heads;
         let linear = |d_out| LinearConfig::new(self.d_model, d_out).with_bias(false).init(device);
         CausalSelfAttention {
@@ -94,7 +114,9 @@ impl CausalSelfAttentionConfig {
             key: linear(n_kv_heads * head_dim),
             value: linear(n_kv_heads * head_dim),
             output: linear(self.d_model),
-            rope: RotaryEncodingConfig::new(self.max_seq_len, head_dim).with_theta(self.rope_theta).init(device),
+            rope: RotaryEncodingConfig::new(self.max_seq_len, head_dim)
+                .with_theta(self.rope_theta)
+                .init(device),
             n_heads: self.n_heads,
             n_kv_heads,
         }
@@ -122,12 +144,20 @@ impl<B: Backend> CausalSelfAttention<B> {
     /// - `x`: `[B, T, d]`
     /// - `key_bias`: `[B, cached + T]`
     /// - output: `[B, T, d]`
-    pub fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut KvCache<B>>, key_bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cache: Option<&mut KvCache<B>>,
+        key_bias: Option<Tensor<B, 2>>,
+    ) -> Tensor<B, 3> {
         let [batch, t, d] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim());
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
         let start = cache.as_ref().map_or(0, |c| c.len());
-        assert!(t == 1 || start == 0, "a cached forward takes one position at a time after the prefill");
+        assert!(
+            t == 1 || start == 0,
+            "a cached forward takes one position at a time after the prefill"
+        );
         let q = self.rope.apply(heads(self.query.forward(x.clone()), h), start);
         let k = self.rope.apply(heads(self.key.forward(x.clone()), kv), start);
         let v = heads(self.value.forward(x), kv);
@@ -137,7 +167,11 @@ impl<B: Backend> CausalSelfAttention<B> {
         };
         let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv));
         // Causal masking aligns the last query with the last key; a cached step of one position needs none.
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: t > 1 };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: t > 1,
+        };
         let bias = key_bias.map(|bias| {
             let keys = bias.dims()[1];
             bias.reshape([batch, 1, 1, keys]).expand([batch, h, t, keys])
@@ -153,7 +187,9 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, repeats: usize) -> Tensor<B, 4> {
         return x;
     }
     let [batch, heads, t, dim] = x.dims();
-    x.unsqueeze_dim::<5>(2).repeat_dim(2, repeats).reshape([batch, heads * repeats, t, dim])
+    x.unsqueeze_dim::<5>(2)
+        .repeat_dim(2, repeats)
+        .reshape([batch, heads * repeats, t, dim])
 }
 
 #[cfg(test)]
@@ -164,7 +200,9 @@ mod tests {
     type B = burn::backend::Flex;
 
     fn layer(kv_heads: Option<usize>) -> CausalSelfAttention<B> {
-        CausalSelfAttentionConfig::new(32, 4, 16).with_n_kv_heads(kv_heads).init(&Default::default())
+        CausalSelfAttentionConfig::new(32, 4, 16)
+            .with_n_kv_heads(kv_heads)
+            .init(&Default::default())
     }
 
     #[test]
@@ -180,7 +218,11 @@ mod tests {
                 parts.push(attn.forward(x.clone().narrow(1, i, 1), Some(&mut cache), None));
             }
             let stepped = Tensor::cat(parts, 1);
-            assert!(stepped.clone().all_close(full.clone(), None, Some(1e-4)), "{kv_heads:?}: {}", (stepped - full).abs().max().into_scalar());
+            assert!(
+                stepped.clone().all_close(full.clone(), None, Some(1e-4)),
+                "{kv_heads:?}: {}",
+                (stepped - full).abs().max().into_scalar()
+            );
         }
     }
 
@@ -189,9 +231,15 @@ mod tests {
         let attn = layer(Some(2));
         let device = Default::default();
         let x = Tensor::<B, 3>::random([1, 8, 32], Distribution::Normal(0.0, 1.0), &device);
-        let changed = x.clone().slice_assign([0..1, 5..6, 0..32], Tensor::ones([1, 1, 32], &device) * 3.0);
+        let changed = x
+            .clone()
+            .slice_assign([0..1, 5..6, 0..32], Tensor::ones([1, 1, 32], &device) * 3.0);
         let (a, b) = (attn.forward(x, None, None), attn.forward(changed, None, None));
-        assert!(a.clone().narrow(1, 0, 5).all_close(b.clone().narrow(1, 0, 5), None, Some(1e-6)));
+        assert!(
+            a.clone()
+                .narrow(1, 0, 5)
+                .all_close(b.clone().narrow(1, 0, 5), None, Some(1e-6))
+        );
         assert!(!a.narrow(1, 5, 3).all_close(b.narrow(1, 5, 3), None, Some(1e-3)));
     }
 }

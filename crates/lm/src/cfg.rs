@@ -36,7 +36,11 @@ impl CfgSchedule {
     ///
     /// Progress is `t = step / (steps − 1)`: the first window has `t = 0`, the last `t = 1`.
     pub fn scale(&self, step: usize, steps: usize, max: f64) -> f64 {
-        let t = if steps <= 1 { 1.0 } else { step as f64 / (steps - 1) as f64 };
+        let t = if steps <= 1 {
+            1.0
+        } else {
+            step as f64 / (steps - 1) as f64
+        };
         let rise = match *self {
             CfgSchedule::Constant => 1.0,
             CfgSchedule::Linear => t,
@@ -102,14 +106,27 @@ impl FromStr for CfgSchedule {
 /// # Shapes
 /// - `conditional`, `unconditional`: any shape, the same
 /// - output: that shape
-pub fn guide<B: Backend, const D: usize>(conditional: Tensor<B, D>, unconditional: Tensor<B, D>, scale: f64) -> Tensor<B, D> {
+pub fn guide<B: Backend, const D: usize>(
+    conditional: Tensor<B, D>,
+    unconditional: Tensor<B, D>,
+    scale: f64,
+) -> Tensor<B, D> {
     unconditional.clone() + (conditional - unconditional) * scale
 }
 
 /// Replaces each prompt by the empty prompt with probability `rate` (training for classifier-free guidance).
 pub fn drop_prompts(texts: &[Vec<u32>], rate: f64, rng: &mut rand::rngs::StdRng) -> Vec<Vec<u32>> {
     use rand::RngExt;
-    texts.iter().map(|t| if rng.random::<f64>() < rate { Vec::new() } else { t.clone() }).collect()
+    texts
+        .iter()
+        .map(|t| {
+            if rng.random::<f64>() < rate {
+                Vec::new()
+            } else {
+                t.clone()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -126,7 +143,10 @@ mod tests {
             (CfgSchedule::HalfLinear, [1.0, 7.5, 7.5]),
             (CfgSchedule::DropFirst { windows: 1 }, [1.0, 7.5, 7.5]),
             (CfgSchedule::DropFirst { windows: 2 }, [1.0, 1.0, 7.5]),
-            (CfgSchedule::Sin, [1.0, 1.0 + 6.5 * std::f64::consts::FRAC_1_SQRT_2, 7.5]),
+            (
+                CfgSchedule::Sin,
+                [1.0, 1.0 + 6.5 * std::f64::consts::FRAC_1_SQRT_2, 7.5],
+            ),
             (CfgSchedule::Sigmoid, [1.0, sigmoid_mid, 7.5]),
         ];
         for (schedule, expected) in cases {
@@ -141,7 +161,13 @@ mod tests {
 
     #[test]
     fn schedules_never_decrease() {
-        for schedule in [CfgSchedule::Linear, CfgSchedule::HalfLinear, CfgSchedule::Sin, CfgSchedule::Sigmoid, CfgSchedule::DropFirst { windows: 7 }] {
+        for schedule in [
+            CfgSchedule::Linear,
+            CfgSchedule::HalfLinear,
+            CfgSchedule::Sin,
+            CfgSchedule::Sigmoid,
+            CfgSchedule::DropFirst { windows: 7 },
+        ] {
             let w: Vec<f64> = (0..64).map(|s| schedule.scale(s, 64, 5.0)).collect();
             assert!(w.windows(2).all(|p| p[1] >= p[0] - 1e-12), "{schedule}");
         }
@@ -149,7 +175,14 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_names_are_explained() {
-        for s in [CfgSchedule::Constant, CfgSchedule::Linear, CfgSchedule::HalfLinear, CfgSchedule::DropFirst { windows: 3 }, CfgSchedule::Sin, CfgSchedule::Sigmoid] {
+        for s in [
+            CfgSchedule::Constant,
+            CfgSchedule::Linear,
+            CfgSchedule::HalfLinear,
+            CfgSchedule::DropFirst { windows: 3 },
+            CfgSchedule::Sin,
+            CfgSchedule::Sigmoid,
+        ] {
             assert_eq!(s.to_string().parse::<CfgSchedule>().unwrap(), s);
         }
         let err = "cosine".parse::<CfgSchedule>().unwrap_err();
@@ -163,7 +196,11 @@ mod tests {
         let empty = dropped.iter().filter(|t| t.is_empty()).count();
         assert!((850..1150).contains(&empty), "{empty} of 10000 dropped");
         assert!(dropped.iter().all(|t| t.is_empty() || t == &texts[0]));
-        assert!(drop_prompts(&texts, 0.0, &mut crate::seeded_rng(4)).iter().all(|t| !t.is_empty()));
+        assert!(
+            drop_prompts(&texts, 0.0, &mut crate::seeded_rng(4))
+                .iter()
+                .all(|t| !t.is_empty())
+        );
     }
 
     #[test]
@@ -172,7 +209,11 @@ mod tests {
         let device = Default::default();
         let c = Tensor::<B, 1>::from_floats([2.0, 0.0], &device);
         let u = Tensor::<B, 1>::from_floats([1.0, 1.0], &device);
-        guide(c.clone(), u.clone(), 1.0).into_data().assert_eq(&c.clone().into_data(), true);
-        guide(c, u, 3.0).into_data().assert_eq(&Tensor::<B, 1>::from_floats([4.0, -2.0], &device).into_data(), true);
+        guide(c.clone(), u.clone(), 1.0)
+            .into_data()
+            .assert_eq(&c.clone().into_data(), true);
+        guide(c, u, 3.0)
+            .into_data()
+            .assert_eq(&Tensor::<B, 1>::from_floats([4.0, -2.0], &device).into_data(), true);
     }
 }

@@ -47,15 +47,33 @@ impl TokenShuffleLmConfig {
         let block_params = 2 * d + 2 * (d * d + d);
         let (fuse_params, fuse_weights) = match self.fusion {
             Fusion::Linear => (d * d + d, d * d),
-            Fusion::ResidualMlp | Fusion::LastToken => (self.shuffle_mlp_blocks * block_params, self.shuffle_mlp_blocks * 2 * d * d),
+            Fusion::ResidualMlp | Fusion::LastToken => (
+                self.shuffle_mlp_blocks * block_params,
+                self.shuffle_mlp_blocks * 2 * d * d,
+            ),
         };
         let (unfuse_params, unfuse_weights) = match self.fusion {
             Fusion::Linear => (d * d + d, d * d),
-            _ => (self.shuffle_mlp_blocks * block_params, self.shuffle_mlp_blocks * 2 * d * d),
+            _ => (
+                self.shuffle_mlp_blocks * block_params,
+                self.shuffle_mlp_blocks * 2 * d * d,
+            ),
         };
-        let compress = if self.fusion == Fusion::LastToken { 0 } else { d * (d / s2) };
-        let shuffle_params = if self.window == 1 { 0 } else { fuse_params + compress + if compress > 0 { d / s2 } else { 0 } };
-        let unshuffle_params = if self.window == 1 { 0 } else { unfuse_params + (d / s2) * d + d };
+        let compress = if self.fusion == Fusion::LastToken {
+            0
+        } else {
+            d * (d / s2)
+        };
+        let shuffle_params = if self.window == 1 {
+            0
+        } else {
+            fuse_params + compress + if compress > 0 { d / s2 } else { 0 }
+        };
+        let unshuffle_params = if self.window == 1 {
+            0
+        } else {
+            unfuse_params + (d / s2) * d + d
+        };
 
         let parameters = self.vocab().size() * d + shuffle_params + decoder_params + unshuffle_params + d * k;
 
@@ -79,9 +97,15 @@ impl TokenShuffleLmConfig {
         // Generation: the same per-token work, but attention at step i reads the i cached positions (4·i·d per
         // layer: QKᵀ and AV for one query), and the last window is never fed back.
         let prompt = (text_len + 2) as f64;
-        let cached_attention: f64 =
-            (0..windows.saturating_sub(1)).map(|i| 4.0 * (prompt + i as f64 + 1.0) * (self.decoder.n_layers * d) as f64).sum();
-        let generate = attention_flops(prompt) + decoder_flops(t) + cached_attention + shuffle_flops + unshuffle_flops + head_flops;
+        let cached_attention: f64 = (0..windows.saturating_sub(1))
+            .map(|i| 4.0 * (prompt + i as f64 + 1.0) * (self.decoder.n_layers * d) as f64)
+            .sum();
+        let generate = attention_flops(prompt)
+            + decoder_flops(t)
+            + cached_attention
+            + shuffle_flops
+            + unshuffle_flops
+            + head_flops;
 
         ModelCount {
             parameters,
@@ -107,10 +131,16 @@ mod tests {
         for window in [1, 2, 4] {
             for fusion in [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken] {
                 for kv in [None, Some(2)] {
-                    let config = TokenShuffleLmConfig::new(30, 24, [8, 8], 5, DecoderConfig::new(32, 2, 4, 48, 0).with_n_kv_heads(kv))
-                        .with_window(window)
-                        .with_fusion(fusion)
-                        .with_shuffle_mlp_blocks(3);
+                    let config = TokenShuffleLmConfig::new(
+                        30,
+                        24,
+                        [8, 8],
+                        5,
+                        DecoderConfig::new(32, 2, 4, 48, 0).with_n_kv_heads(kv),
+                    )
+                    .with_window(window)
+                    .with_fusion(fusion)
+                    .with_shuffle_mlp_blocks(3);
                     let built = config.init::<B>(&device).unwrap().num_params();
                     assert_eq!(config.count(5).parameters, built, "s = {window}, {fusion:?}, kv {kv:?}");
                 }
@@ -140,17 +170,33 @@ mod tests {
         assert_eq!(s1.sequence_len, 64 + 1 + 4096);
         assert_eq!(s2.sequence_len, 64 + 1 + 1024);
         let ratio = s1.train_flops / s2.train_flops;
-        assert!(ratio > 3.0, "s = 2 should cost ~4× fewer training FLOPs, got {ratio:.2}×");
+        assert!(
+            ratio > 3.0,
+            "s = 2 should cost ~4× fewer training FLOPs, got {ratio:.2}×"
+        );
     }
 
     #[test]
     fn presets_load_and_the_paper_shape_is_about_2_7b() {
         let load = |json: &str| serde_json::from_str::<TokenShuffleLmConfig>(json).unwrap();
         let tiny = load(include_str!("../../../configs/lm-tiny.json"));
-        assert_eq!(tiny.count(16).parameters, tiny.init::<B>(&Default::default()).unwrap().num_params());
-        let small = load(include_str!("../../../configs/lm-small.json")).count(64).parameters;
-        assert!((90_000_000..130_000_000).contains(&small), "lm-small has {small} parameters");
-        let paper = load(include_str!("../../../configs/lm-2.7b.json")).count(128).parameters;
-        assert!((2_400_000_000..2_900_000_000).contains(&paper), "lm-2.7b has {paper} parameters");
+        assert_eq!(
+            tiny.count(16).parameters,
+            tiny.init::<B>(&Default::default()).unwrap().num_params()
+        );
+        let small = load(include_str!("../../../configs/lm-small.json"))
+            .count(64)
+            .parameters;
+        assert!(
+            (90_000_000..130_000_000).contains(&small),
+            "lm-small has {small} parameters"
+        );
+        let paper = load(include_str!("../../../configs/lm-2.7b.json"))
+            .count(128)
+            .parameters;
+        assert!(
+            (2_400_000_000..2_900_000_000).contains(&paper),
+            "lm-2.7b has {paper} parameters"
+        );
     }
 }

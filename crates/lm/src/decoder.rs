@@ -68,18 +68,28 @@ impl DecoderConfig {
     /// Builds the decoder on `device`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Decoder<B> {
         let layer = || DecoderLayer {
-            attention_norm: RmsNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device),
+            attention_norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_eps)
+                .init(device),
             attention: CausalSelfAttentionConfig::new(self.d_model, self.n_heads, self.max_seq_len)
                 .with_n_kv_heads(self.n_kv_heads)
                 .with_rope_theta(self.rope_theta)
                 .init(device),
-            mlp_norm: RmsNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device),
-            mlp_up: SwiGluConfig::new(self.d_model, self.mlp_hidden).with_bias(false).init(device),
-            mlp_down: LinearConfig::new(self.mlp_hidden, self.d_model).with_bias(false).init(device),
+            mlp_norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_eps)
+                .init(device),
+            mlp_up: SwiGluConfig::new(self.d_model, self.mlp_hidden)
+                .with_bias(false)
+                .init(device),
+            mlp_down: LinearConfig::new(self.mlp_hidden, self.d_model)
+                .with_bias(false)
+                .init(device),
         };
         Decoder {
             layers: (0..self.n_layers).map(|_| layer()).collect(),
-            norm: RmsNormConfig::new(self.d_model).with_epsilon(self.norm_eps).init(device),
+            norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_eps)
+                .init(device),
         }
     }
 }
@@ -109,14 +119,22 @@ impl<B: Backend> Decoder<B> {
     /// - `x`: `[B, T, d]`
     /// - `key_bias`: `[B, cached + T]`
     /// - output: `[B, T, d]`, normalised
-    pub fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut DecoderCache<B>>, key_bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cache: Option<&mut DecoderCache<B>>,
+        key_bias: Option<Tensor<B, 2>>,
+    ) -> Tensor<B, 3> {
         let x = match cache {
             Some(cache) => self
                 .layers
                 .iter()
                 .zip(&mut cache.layers)
                 .fold(x, |x, (layer, kv)| layer.forward(x, Some(kv), key_bias.clone())),
-            None => self.layers.iter().fold(x, |x, layer| layer.forward(x, None, key_bias.clone())),
+            None => self
+                .layers
+                .iter()
+                .fold(x, |x, layer| layer.forward(x, None, key_bias.clone())),
         };
         self.norm.forward(x)
     }
@@ -132,7 +150,9 @@ mod tests {
     #[test]
     fn cached_decoding_reproduces_the_full_forward() {
         let device = Default::default();
-        let decoder = DecoderConfig::new(32, 3, 4, 64, 16).with_n_kv_heads(Some(2)).init::<B>(&device);
+        let decoder = DecoderConfig::new(32, 3, 4, 64, 16)
+            .with_n_kv_heads(Some(2))
+            .init::<B>(&device);
         let x = Tensor::<B, 3>::random([2, 10, 32], Distribution::Normal(0.0, 1.0), &device);
         let full = decoder.forward(x.clone(), None, None);
         let mut cache = decoder.new_cache(2, 16, &device);

@@ -4,8 +4,8 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use thiserror::Error;
 use token_shuffle::{
-    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid, check_width, window_merge,
-    window_split,
+    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid,
+    check_width, window_merge, window_split,
 };
 
 use crate::{CfgSchedule, Decoder, DecoderConfig, Sampler, VocabLayout, guide, seeded_rng};
@@ -17,7 +17,9 @@ pub enum LmError {
     #[error(transparent)]
     Shuffle(#[from] ShuffleError),
     /// Code grids of another size than the model was built for.
-    #[error("code grids of {got:?} do not match the model's {expected:?} grid: encode images at the resolution the LM was configured for")]
+    #[error(
+        "code grids of {got:?} do not match the model's {expected:?} grid: encode images at the resolution the LM was configured for"
+    )]
     GridMismatch {
         /// The grid given.
         got: [usize; 2],
@@ -101,7 +103,10 @@ impl TokenShuffleLmConfig {
             .with_window(self.window)
             .with_fusion(self.fusion)
             .with_mlp_blocks(self.shuffle_mlp_blocks);
-        let decoder = DecoderConfig { max_seq_len: self.sequence_len(self.max_text_len), ..self.decoder.clone() };
+        let decoder = DecoderConfig {
+            max_seq_len: self.sequence_len(self.max_text_len),
+            ..self.decoder.clone()
+        };
         Ok(TokenShuffleLm {
             embedding: EmbeddingConfig::new(self.vocab().size(), d).init(device),
             shuffle: shuffle_config.init(device)?,
@@ -200,7 +205,9 @@ impl<B: Backend> TokenShuffleLm<B> {
         let len = prompts.iter().map(Vec::len).max().unwrap_or(2);
         let ids: Vec<i64> = prompts
             .iter()
-            .flat_map(|p| std::iter::repeat_n(self.vocab.pad() as i64, len - p.len()).chain(p.iter().map(|&i| i as i64)))
+            .flat_map(|p| {
+                std::iter::repeat_n(self.vocab.pad() as i64, len - p.len()).chain(p.iter().map(|&i| i as i64))
+            })
             .collect();
         Tensor::from_data(TensorData::new(ids, [texts.len(), len]), device)
     }
@@ -228,7 +235,11 @@ impl<B: Backend> TokenShuffleLm<B> {
         let windows = self.image_tokens(codes)?;
         let n = windows.dims()[1];
         let prompt = self.embedding.forward(prompt);
-        Ok(if n > 1 { Tensor::cat(vec![prompt, windows.narrow(1, 0, n - 1)], 1) } else { prompt })
+        Ok(if n > 1 {
+            Tensor::cat(vec![prompt, windows.narrow(1, 0, n - 1)], 1)
+        } else {
+            prompt
+        })
     }
 
     /// Logits of every window's s² codes, each predicted from the positions before the window.
@@ -247,12 +258,17 @@ impl<B: Backend> TokenShuffleLm<B> {
     fn hidden(&self, prompt: Tensor<B, 2, Int>, codes: Tensor<B, 3, Int>) -> Result<Tensor<B, 3>, LmError> {
         let [_, h, w] = codes.dims();
         if [h, w] != self.grid {
-            return Err(LmError::GridMismatch { got: [h, w], expected: self.grid });
+            return Err(LmError::GridMismatch {
+                got: [h, w],
+                expected: self.grid,
+            });
         }
         let p = prompt.dims()[1];
         let n = self.windows();
         let bias = self.key_bias(prompt.clone(), p + n - 1);
-        Ok(self.decoder.forward(self.input_sequence(prompt, codes)?, None, Some(bias)))
+        Ok(self
+            .decoder
+            .forward(self.input_sequence(prompt, codes)?, None, Some(bias)))
     }
 
     /// Attention bias over `keys` positions that hides the prompt's left padding: −10⁹ at pad positions (finite,
@@ -260,7 +276,11 @@ impl<B: Backend> TokenShuffleLm<B> {
     fn key_bias(&self, prompt: Tensor<B, 2, Int>, keys: usize) -> Tensor<B, 2> {
         let [batch, p] = prompt.dims();
         let pads = prompt.equal_elem(self.vocab.pad() as i64).float() * -1e9;
-        if keys > p { Tensor::cat(vec![pads.clone(), Tensor::zeros([batch, keys - p], &pads.device())], 1) } else { pads }
+        if keys > p {
+            Tensor::cat(vec![pads.clone(), Tensor::zeros([batch, keys - p], &pads.device())], 1)
+        } else {
+            pads
+        }
     }
 
     /// Image logits from the outputs at `boi` and every window but the last (prompt length `p`).
@@ -290,11 +310,17 @@ impl<B: Backend> TokenShuffleLm<B> {
         let image_ce = (log_sum_exp.clone() - logits.gather(1, targets)).mean();
         let z_loss = log_sum_exp.powi_scalar(2).mean();
         let mut total = image_ce.clone() + z_loss.clone() * self.z_loss_weight;
-        let text_ce = (self.text_loss_weight != 0.0 && p > 1).then(|| self.text_loss(hidden.narrow(1, 0, p - 1), prompt));
+        let text_ce =
+            (self.text_loss_weight != 0.0 && p > 1).then(|| self.text_loss(hidden.narrow(1, 0, p - 1), prompt));
         if let Some(text_ce) = &text_ce {
             total = total + text_ce.clone() * self.text_loss_weight;
         }
-        Ok(LmLoss { image_ce, z_loss, text_ce, total })
+        Ok(LmLoss {
+            image_ce,
+            z_loss,
+            text_ce,
+            total,
+        })
     }
 
     /// Next-token cross-entropy over the prompt, with the embedding table (scaled by 1/√d) as the output layer,
@@ -342,7 +368,11 @@ impl<B: Backend> TokenShuffleLm<B> {
         let mut cache = self.decoder.new_cache(rows.len(), p + windows - 1, device);
         let mut hidden = self
             .decoder
-            .forward(self.embedding.forward(prompt.clone()), Some(&mut cache), Some(self.key_bias(prompt.clone(), p)))
+            .forward(
+                self.embedding.forward(prompt.clone()),
+                Some(&mut cache),
+                Some(self.key_bias(prompt.clone(), p)),
+            )
             .narrow(1, p - 1, 1);
         let mut rng = seeded_rng(options.seed);
         let mut codes: Vec<i64> = Vec::with_capacity(batch * windows * s * s);
@@ -353,25 +383,46 @@ impl<B: Backend> TokenShuffleLm<B> {
             let logits = logits.reshape([rows.len(), s2, k]);
             let logits = if guided {
                 let scale = options.schedule.scale(step, windows, options.cfg_scale);
-                guide(logits.clone().narrow(0, 0, batch), logits.narrow(0, batch, batch), scale)
+                guide(
+                    logits.clone().narrow(0, 0, batch),
+                    logits.narrow(0, batch, batch),
+                    scale,
+                )
             } else {
                 logits
             };
-            let values = logits.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32 logits");
-            let window: Vec<i64> = options.sampler.sample_rows(&values, k, &mut rng).into_iter().map(|c| c as i64).collect();
+            let values = logits
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("f32 logits");
+            let window: Vec<i64> = options
+                .sampler
+                .sample_rows(&values, k, &mut rng)
+                .into_iter()
+                .map(|c| c as i64)
+                .collect();
             step_logits.push(logits);
             codes.extend_from_slice(&window);
             on_step(step + 1, windows);
             if step + 1 < windows {
                 let window = Tensor::<B, 3, Int>::from_data(TensorData::new(window, [batch, s, s]), device);
-                let window = if guided { Tensor::cat(vec![window.clone(), window], 0) } else { window };
+                let window = if guided {
+                    Tensor::cat(vec![window.clone(), window], 0)
+                } else {
+                    window
+                };
                 let bias = self.key_bias(prompt.clone(), p + step + 1);
-                hidden = self.decoder.forward(self.image_tokens(window)?, Some(&mut cache), Some(bias));
+                hidden = self
+                    .decoder
+                    .forward(self.image_tokens(window)?, Some(&mut cache), Some(bias));
             }
         }
         // codes were collected step by step ([window, row, s²]); per row, window by window and row-major inside
         // each window, they are exactly window_merge's layout.
-        let merged = Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [windows, batch, s * s]), device).swap_dims(0, 1);
+        let merged =
+            Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [windows, batch, s * s]), device).swap_dims(0, 1);
         let grid = window_split(merged, [h, w], s)?.reshape([batch, h, w]);
         Ok((grid, step_logits))
     }
@@ -410,7 +461,9 @@ mod tests {
             assert_eq!(config.windows(), windows);
             assert_eq!(sequence.dims(), [2, 3 + 1 + windows, 32], "s = {window}");
             assert_eq!(config.sequence_len(3), 3 + 1 + windows);
-            let logits = model.forward(model.prompt_ids(&texts(), &device), codes(2, &device)).unwrap();
+            let logits = model
+                .forward(model.prompt_ids(&texts(), &device), codes(2, &device))
+                .unwrap();
             assert_eq!(logits.dims(), [2, windows, window * window, 16]);
         }
     }
@@ -421,9 +474,18 @@ mod tests {
         let device = Default::default();
         let model = config(2).init::<B>(&device).unwrap();
         let grid = codes::<B>(2, &device);
-        let batched = model.forward(model.prompt_ids(&texts(), &device), grid.clone()).unwrap().narrow(0, 1, 1);
-        let alone = model.forward(model.prompt_ids(&texts()[1..], &device), grid.narrow(0, 1, 1)).unwrap();
-        assert!(batched.clone().all_close(alone.clone(), None, Some(1e-4)), "{}", (batched - alone).abs().max().into_scalar());
+        let batched = model
+            .forward(model.prompt_ids(&texts(), &device), grid.clone())
+            .unwrap()
+            .narrow(0, 1, 1);
+        let alone = model
+            .forward(model.prompt_ids(&texts()[1..], &device), grid.narrow(0, 1, 1))
+            .unwrap();
+        assert!(
+            batched.clone().all_close(alone.clone(), None, Some(1e-4)),
+            "{}",
+            (batched - alone).abs().max().into_scalar()
+        );
     }
 
     #[test]
@@ -432,13 +494,27 @@ mod tests {
         let model = config(2).init::<B>(&device).unwrap();
         let wrong = Tensor::<B, 3, Int>::zeros([2, 8, 8], &device);
         let err = model.forward(model.prompt_ids(&texts(), &device), wrong).unwrap_err();
-        assert_eq!(err, LmError::GridMismatch { got: [8, 8], expected: [4, 4] });
+        assert_eq!(
+            err,
+            LmError::GridMismatch {
+                got: [8, 8],
+                expected: [4, 4]
+            }
+        );
     }
 
     #[test]
     fn bad_grids_are_refused() {
-        let err = TokenShuffleLmConfig { grid: [6, 4], ..config(4) }.init::<B>(&Default::default()).unwrap_err();
-        assert!(matches!(err, LmError::Shuffle(ShuffleError::GridNotDivisible { height: 6, .. })), "{err}");
+        let err = TokenShuffleLmConfig {
+            grid: [6, 4],
+            ..config(4)
+        }
+        .init::<B>(&Default::default())
+        .unwrap_err();
+        assert!(
+            matches!(err, LmError::Shuffle(ShuffleError::GridNotDivisible { height: 6, .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -446,13 +522,22 @@ mod tests {
         let device = Default::default();
         for window in [1, 2] {
             let model = config(window).init::<B>(&device).unwrap();
-            let options = GenerateOptions { cfg_scale: 1.0, schedule: CfgSchedule::HalfLinear, sampler: Sampler::argmax(), seed: 0 };
+            let options = GenerateOptions {
+                cfg_scale: 1.0,
+                schedule: CfgSchedule::HalfLinear,
+                sampler: Sampler::argmax(),
+                seed: 0,
+            };
             let (grid, steps) = model.generate(&texts(), &options, &device, &mut |_, _| {}).unwrap();
             assert_eq!(grid.dims(), [2, 4, 4]);
             let full = model.forward(model.prompt_ids(&texts(), &device), grid).unwrap();
             for (n, step) in steps.into_iter().enumerate() {
                 let expected = full.clone().narrow(1, n, 1).squeeze_dim::<3>(1);
-                assert!(step.clone().all_close(expected.clone(), None, Some(1e-4)), "s = {window}, window {n}: {}", (step - expected).abs().max().into_scalar());
+                assert!(
+                    step.clone().all_close(expected.clone(), None, Some(1e-4)),
+                    "s = {window}, window {n}: {}",
+                    (step - expected).abs().max().into_scalar()
+                );
             }
         }
     }
@@ -464,20 +549,50 @@ mod tests {
         let prompt = model.prompt_ids(&texts(), &device);
         let grid = codes::<B>(2, &device);
         // Window 1 (raster order) is rows 0–1, columns 2–3.
-        let window_one = grid.clone().slice([0..2, 0..2, 2..4]).add_scalar(1).remainder_scalar(16);
+        let window_one = grid
+            .clone()
+            .slice([0..2, 0..2, 2..4])
+            .add_scalar(1)
+            .remainder_scalar(16);
         let changed = grid.clone().slice_assign([0..2, 0..2, 2..4], window_one);
-        let (a, b) = (model.forward(prompt.clone(), grid).unwrap(), model.forward(prompt, changed).unwrap());
-        assert!(a.clone().narrow(1, 0, 2).all_close(b.clone().narrow(1, 0, 2), None, Some(1e-6)), "windows 0 and 1 are predicted before window 1 is seen");
-        assert!(!a.narrow(1, 2, 2).all_close(b.narrow(1, 2, 2), None, Some(1e-4)), "later windows see window 1");
+        let (a, b) = (
+            model.forward(prompt.clone(), grid).unwrap(),
+            model.forward(prompt, changed).unwrap(),
+        );
+        assert!(
+            a.clone()
+                .narrow(1, 0, 2)
+                .all_close(b.clone().narrow(1, 0, 2), None, Some(1e-6)),
+            "windows 0 and 1 are predicted before window 1 is seen"
+        );
+        assert!(
+            !a.narrow(1, 2, 2).all_close(b.narrow(1, 2, 2), None, Some(1e-4)),
+            "later windows see window 1"
+        );
     }
 
     #[test]
     fn sampling_is_reproducible_and_guidance_runs() {
         let device = Default::default();
         let model = config(2).init::<B>(&device).unwrap();
-        let sampler = Sampler { temperature: 1.0, top_k: None, top_p: None };
-        let options = |seed| GenerateOptions { cfg_scale: 4.0, schedule: CfgSchedule::HalfLinear, sampler, seed };
-        let run = |seed| model.generate(&texts(), &options(seed), &device, &mut |_, _| {}).unwrap().0.into_data();
+        let sampler = Sampler {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        };
+        let options = |seed| GenerateOptions {
+            cfg_scale: 4.0,
+            schedule: CfgSchedule::HalfLinear,
+            sampler,
+            seed,
+        };
+        let run = |seed| {
+            model
+                .generate(&texts(), &options(seed), &device, &mut |_, _| {})
+                .unwrap()
+                .0
+                .into_data()
+        };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
     }
@@ -514,7 +629,10 @@ mod tests {
                 let grads = GradientsParams::from_grads(loss.total.backward(), &model);
                 model = optimizer.step(3e-3, model, grads);
             }
-            assert!(last < 0.05, "s = {window}: image cross-entropy still {last} after 150 steps");
+            assert!(
+                last < 0.05,
+                "s = {window}: image cross-entropy still {last} after 150 steps"
+            );
         }
     }
 }

@@ -18,7 +18,11 @@ pub struct Sampler {
 impl Default for Sampler {
     /// Temperature 1, top-k 1000 (LlamaGen's default for image tokens), no top-p.
     fn default() -> Self {
-        Self { temperature: 1.0, top_k: Some(1000), top_p: None }
+        Self {
+            temperature: 1.0,
+            top_k: Some(1000),
+            top_p: None,
+        }
     }
 }
 
@@ -30,7 +34,11 @@ pub fn seeded_rng(seed: u64) -> StdRng {
 impl Sampler {
     /// Greedy decoding.
     pub fn argmax() -> Self {
-        Self { temperature: 0.0, top_k: None, top_p: None }
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+        }
     }
 
     /// Picks one index of `logits`.
@@ -38,7 +46,11 @@ impl Sampler {
     /// Non-finite logits count as impossible; a row with no finite logit is a bug upstream and panics.
     pub fn sample(&self, logits: &[f32], rng: &mut StdRng) -> usize {
         let mut order: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
-        assert!(!order.is_empty(), "no finite logit among {} to sample from", logits.len());
+        assert!(
+            !order.is_empty(),
+            "no finite logit among {} to sample from",
+            logits.len()
+        );
         // Most likely first; ties keep the lower index first, so argmax is the first maximum.
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
         if self.temperature <= 0.0 || self.top_k == Some(1) {
@@ -48,7 +60,10 @@ impl Sampler {
             order.truncate(k.max(1));
         }
         let top = logits[order[0]] as f64;
-        let mut weights: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - top) / self.temperature).exp()).collect();
+        let mut weights: Vec<f64> = order
+            .iter()
+            .map(|&i| ((logits[i] as f64 - top) / self.temperature).exp())
+            .collect();
         let total: f64 = weights.iter().sum();
         if let Some(p) = self.top_p {
             let mut cumulative = 0.0;
@@ -74,7 +89,12 @@ impl Sampler {
 
     /// Picks one index per row of a row-major `[rows, vocab]` block of logits.
     pub fn sample_rows(&self, logits: &[f32], vocab: usize, rng: &mut StdRng) -> Vec<usize> {
-        assert_eq!(logits.len() % vocab, 0, "{} logits are not rows of {vocab}", logits.len());
+        assert_eq!(
+            logits.len() % vocab,
+            0,
+            "{} logits are not rows of {vocab}",
+            logits.len()
+        );
         logits.chunks_exact(vocab).map(|row| self.sample(row, rng)).collect()
     }
 }
@@ -88,7 +108,11 @@ mod tests {
     #[test]
     fn top_k_one_and_zero_temperature_are_argmax() {
         let mut rng = seeded_rng(0);
-        let top1 = Sampler { temperature: 1.0, top_k: Some(1), top_p: None };
+        let top1 = Sampler {
+            temperature: 1.0,
+            top_k: Some(1),
+            top_p: None,
+        };
         for _ in 0..20 {
             assert_eq!(top1.sample(&LOGITS, &mut rng), 1, "the first of the tied maxima");
             assert_eq!(Sampler::argmax().sample(&LOGITS, &mut rng), 1);
@@ -97,7 +121,11 @@ mod tests {
 
     #[test]
     fn same_seed_same_codes() {
-        let sampler = Sampler { temperature: 1.0, top_k: None, top_p: None };
+        let sampler = Sampler {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        };
         let logits: Vec<f32> = (0..400).map(|i| ((i * 37) % 11) as f32 / 3.0).collect();
         let a = sampler.sample_rows(&logits, 20, &mut seeded_rng(5));
         let b = sampler.sample_rows(&logits, 20, &mut seeded_rng(5));
@@ -108,7 +136,11 @@ mod tests {
 
     #[test]
     fn frequencies_follow_the_softmax() {
-        let sampler = Sampler { temperature: 1.0, top_k: None, top_p: None };
+        let sampler = Sampler {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        };
         let mut rng = seeded_rng(1);
         let n = 40_000;
         let mut counts = [0usize; 5];
@@ -126,20 +158,40 @@ mod tests {
     #[test]
     fn top_k_and_top_p_cut_the_tail() {
         let mut rng = seeded_rng(2);
-        let top2 = Sampler { temperature: 1.0, top_k: Some(2), top_p: None };
-        let nucleus = Sampler { temperature: 1.0, top_k: None, top_p: Some(0.5) };
+        let top2 = Sampler {
+            temperature: 1.0,
+            top_k: Some(2),
+            top_p: None,
+        };
+        let nucleus = Sampler {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.5),
+        };
         for _ in 0..500 {
             assert!([1, 3].contains(&top2.sample(&LOGITS, &mut rng)));
             // The tied maxima hold 0.35 each: the first alone is below 0.5, so the nucleus is exactly the pair.
             assert!([1, 3].contains(&nucleus.sample(&LOGITS, &mut rng)));
         }
-        assert_eq!(Sampler { temperature: 1.0, top_k: None, top_p: Some(0.0) }.sample(&LOGITS, &mut rng), 1);
+        assert_eq!(
+            Sampler {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(0.0)
+            }
+            .sample(&LOGITS, &mut rng),
+            1
+        );
     }
 
     #[test]
     fn non_finite_logits_are_never_picked() {
         let logits = [f32::NEG_INFINITY, 0.0, f32::NAN, 0.0];
-        let sampler = Sampler { temperature: 1.0, top_k: None, top_p: None };
+        let sampler = Sampler {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        };
         let mut rng = seeded_rng(3);
         assert!((0..200).all(|_| [1, 3].contains(&sampler.sample(&logits, &mut rng))));
     }

@@ -71,7 +71,11 @@ impl VocabLayout {
 
     /// The id of image code `code` (panics when `code >= codebook`: a code from another VQ model).
     pub fn image_id(&self, code: u32) -> u32 {
-        assert!((code as usize) < self.codebook, "image code {code} is outside the codebook of {}", self.codebook);
+        assert!(
+            (code as usize) < self.codebook,
+            "image code {code} is outside the codebook of {}",
+            self.codebook
+        );
         (self.text + SPECIALS) as u32 + code
     }
 

@@ -36,7 +36,13 @@ impl<B: Backend> WindowFusion<B> {
     /// Builds the mixing stage of a [`Fusion`] variant for tokens of width `d_model`.
     ///
     /// `mlp_blocks` and `mlp_hidden` apply to the MLP variants; [`Fusion::Linear`] is always one layer.
-    pub fn new(fusion: Fusion, d_model: usize, mlp_blocks: usize, mlp_hidden: Option<usize>, device: &B::Device) -> Self {
+    pub fn new(
+        fusion: Fusion,
+        d_model: usize,
+        mlp_blocks: usize,
+        mlp_hidden: Option<usize>,
+        device: &B::Device,
+    ) -> Self {
         match fusion {
             Fusion::Linear => Self::Linear(LinearConfig::new(d_model, d_model).init(device)),
             Fusion::ResidualMlp | Fusion::LastToken => {

@@ -94,13 +94,20 @@ pub(crate) mod test_backend {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
                 self.seen += 1;
                 let name = self.path.join(".");
-                let grad = param.val().grad(self.grads).unwrap_or_else(|| panic!("no gradient reached {name}"));
+                let grad = param
+                    .val()
+                    .grad(self.grads)
+                    .unwrap_or_else(|| panic!("no gradient reached {name}"));
                 let norm: f32 = grad.abs().sum().into_scalar().elem();
                 assert!(norm > 0.0, "the gradient of {name} is zero");
             }
         }
         let grads = loss.backward();
-        let mut check = Check::<B> { grads: &grads, path: Vec::new(), seen: 0 };
+        let mut check = Check::<B> {
+            grads: &grads,
+            path: Vec::new(),
+            seen: 0,
+        };
         module.visit(&mut check);
         assert!(check.seen > 0, "the module has no parameter to check");
     }

@@ -81,7 +81,13 @@ impl TokenShuffleConfig {
             let fuse = WindowFusion::new(self.fusion, self.d_model, self.mlp_blocks, self.mlp_hidden, device);
             (compress, Some(fuse))
         };
-        Ok(TokenShuffle { compress, fuse, window: self.window, d_model: self.d_model, fusion: self.fusion })
+        Ok(TokenShuffle {
+            compress,
+            fuse,
+            window: self.window,
+            d_model: self.d_model,
+            fusion: self.fusion,
+        })
     }
 }
 
@@ -103,7 +109,10 @@ impl<B: Backend> TokenShuffle<B> {
     pub fn forward(&self, tokens: Tensor<B, 4>) -> Result<Tensor<B, 3>, ShuffleError> {
         let [batch, height, width, d] = tokens.dims();
         if d != self.d_model {
-            return Err(ShuffleError::WidthMismatch { expected: self.d_model, got: d });
+            return Err(ShuffleError::WidthMismatch {
+                expected: self.d_model,
+                got: d,
+            });
         }
         let s = self.window;
         let merged = match (&self.compress, self.fusion) {
@@ -139,7 +148,11 @@ mod tests {
         let device = Default::default();
         for fusion in [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken] {
             for s in [1, 2, 4] {
-                let shuffle = TokenShuffleConfig::new(32).with_window(s).with_fusion(fusion).init::<B>(&device).unwrap();
+                let shuffle = TokenShuffleConfig::new(32)
+                    .with_window(s)
+                    .with_fusion(fusion)
+                    .init::<B>(&device)
+                    .unwrap();
                 let out = shuffle.forward(grid(2, 8, 12, 32)).unwrap();
                 assert_eq!(out.dims(), [2, 96 / (s * s), 32], "{fusion:?} s={s}");
             }
@@ -148,7 +161,10 @@ mod tests {
 
     #[test]
     fn window_one_is_the_parameter_free_baseline() {
-        let shuffle = TokenShuffleConfig::new(16).with_window(1).init::<B>(&Default::default()).unwrap();
+        let shuffle = TokenShuffleConfig::new(16)
+            .with_window(1)
+            .init::<B>(&Default::default())
+            .unwrap();
         assert_eq!(shuffle.num_params(), 0);
         let x = grid(2, 3, 5, 16);
         let out = shuffle.forward(x.clone()).unwrap();
@@ -163,18 +179,30 @@ mod tests {
         let compress = d * (d / 4) + d / 4;
         let block = 2 * d + 2 * (d * d + d);
         assert_eq!(shuffle.num_params(), compress + 2 * block);
-        let linear = TokenShuffleConfig::new(d).with_fusion(Fusion::Linear).init::<B>(&device).unwrap();
+        let linear = TokenShuffleConfig::new(d)
+            .with_fusion(Fusion::Linear)
+            .init::<B>(&device)
+            .unwrap();
         assert_eq!(linear.num_params(), compress + d * d + d);
-        let last = TokenShuffleConfig::new(d).with_fusion(Fusion::LastToken).init::<B>(&device).unwrap();
+        let last = TokenShuffleConfig::new(d)
+            .with_fusion(Fusion::LastToken)
+            .init::<B>(&device)
+            .unwrap();
         assert_eq!(last.num_params(), 2 * block);
     }
 
     #[test]
     fn width_not_divisible_by_s_squared_is_refused() {
-        let err = TokenShuffleConfig::new(18).with_window(2).init::<B>(&Default::default()).unwrap_err();
+        let err = TokenShuffleConfig::new(18)
+            .with_window(2)
+            .init::<B>(&Default::default())
+            .unwrap_err();
         assert_eq!(err, ShuffleError::WidthNotDivisible { d_model: 18, window: 2 });
         assert!(err.to_string().contains("multiple of 4"), "{err}");
-        let err = TokenShuffleConfig::new(16).with_window(0).init::<B>(&Default::default()).unwrap_err();
+        let err = TokenShuffleConfig::new(16)
+            .with_window(0)
+            .init::<B>(&Default::default())
+            .unwrap_err();
         assert_eq!(err, ShuffleError::ZeroWindow);
     }
 
@@ -187,7 +215,11 @@ mod tests {
         );
         assert_eq!(
             shuffle.forward(grid(1, 5, 4, 16)).unwrap_err(),
-            ShuffleError::GridNotDivisible { height: 5, width: 4, window: 2 }
+            ShuffleError::GridNotDivisible {
+                height: 5,
+                width: 4,
+                window: 2
+            }
         );
     }
 
@@ -196,24 +228,43 @@ mod tests {
         // Changing one grid cell changes exactly the merged token of its window.
         let shuffle = TokenShuffleConfig::new(16).init::<B>(&Default::default()).unwrap();
         let x = grid(1, 4, 4, 16);
-        let bumped = x.clone().slice_assign([0..1, 2..3, 1..2, 0..16], Tensor::ones([1, 1, 1, 16], &Default::default()) * 5.0);
-        let diff = (shuffle.forward(bumped).unwrap() - shuffle.forward(x).unwrap()).abs().sum_dim(2);
+        let bumped = x.clone().slice_assign(
+            [0..1, 2..3, 1..2, 0..16],
+            Tensor::ones([1, 1, 1, 16], &Default::default()) * 5.0,
+        );
+        let diff = (shuffle.forward(bumped).unwrap() - shuffle.forward(x).unwrap())
+            .abs()
+            .sum_dim(2);
         // Cell (2, 1) lies in window (1, 0), which is merged token 2 of the 2×2 window grid.
-        let changed: Vec<bool> = diff.into_data().to_vec::<f32>().unwrap().iter().map(|v| *v > 1e-6).collect();
+        let changed: Vec<bool> = diff
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| *v > 1e-6)
+            .collect();
         assert_eq!(changed, vec![false, false, true, false]);
     }
 
     #[test]
     fn last_token_fusion_reads_only_the_last_token_of_each_window() {
         let device = Default::default();
-        let shuffle = TokenShuffleConfig::new(8).with_fusion(Fusion::LastToken).init::<B>(&device).unwrap();
+        let shuffle = TokenShuffleConfig::new(8)
+            .with_fusion(Fusion::LastToken)
+            .init::<B>(&device)
+            .unwrap();
         let x = grid(1, 2, 2, 8);
         let base = shuffle.forward(x.clone()).unwrap();
         let noise = Tensor::ones([1, 1, 1, 8], &device) * 3.0;
         // Cells (0,0), (0,1), (1,0) are dropped; (1,1) is the window's last token in row-major order.
         for (row, col, matters) in [(0, 0, false), (0, 1, false), (1, 0, false), (1, 1, true)] {
-            let bumped = x.clone().slice_assign([0..1, row..row + 1, col..col + 1, 0..8], noise.clone());
-            let same = shuffle.forward(bumped).unwrap().all_close(base.clone(), None, Some(1e-6));
+            let bumped = x
+                .clone()
+                .slice_assign([0..1, row..row + 1, col..col + 1, 0..8], noise.clone());
+            let same = shuffle
+                .forward(bumped)
+                .unwrap()
+                .all_close(base.clone(), None, Some(1e-6));
             assert_eq!(same, !matters, "cell ({row},{col})");
         }
     }
@@ -224,7 +275,10 @@ mod tests {
         let device = Default::default();
         let x = grid(1, 4, 4, 16);
         for (fusion, affine) in [(Fusion::Linear, true), (Fusion::ResidualMlp, false)] {
-            let f = TokenShuffleConfig::new(16).with_fusion(fusion).init::<B>(&device).unwrap();
+            let f = TokenShuffleConfig::new(16)
+                .with_fusion(fusion)
+                .init::<B>(&device)
+                .unwrap();
             let y = |t: Tensor<B, 4>| f.forward(t).unwrap();
             let lhs = y(x.clone() * 2.0) - y(x.clone());
             let rhs = y(x.clone()) - y(x.zeros_like());
@@ -236,7 +290,10 @@ mod tests {
     fn gradients_reach_every_parameter() {
         let device = Default::default();
         for fusion in [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken] {
-            let shuffle = TokenShuffleConfig::new(16).with_fusion(fusion).init::<TestAutodiffBackend>(&device).unwrap();
+            let shuffle = TokenShuffleConfig::new(16)
+                .with_fusion(fusion)
+                .init::<TestAutodiffBackend>(&device)
+                .unwrap();
             let x = Tensor::random([2, 4, 4, 16], Distribution::Normal(0.0, 1.0), &device);
             let loss = shuffle.forward(x).unwrap().powi_scalar(2).sum();
             assert_every_parameter_has_gradient(&shuffle, loss);

@@ -70,13 +70,28 @@ impl TokenUnshuffleConfig {
             (None, None)
         } else {
             // The last-token ablation changes only the input side: every code of the window is still predicted.
-            let fusion = if self.fusion == Fusion::LastToken { Fusion::ResidualMlp } else { self.fusion };
+            let fusion = if self.fusion == Fusion::LastToken {
+                Fusion::ResidualMlp
+            } else {
+                self.fusion
+            };
             (
-                Some(WindowFusion::new(fusion, self.d_model, self.mlp_blocks, self.mlp_hidden, device)),
+                Some(WindowFusion::new(
+                    fusion,
+                    self.d_model,
+                    self.mlp_blocks,
+                    self.mlp_hidden,
+                    device,
+                )),
                 Some(LinearConfig::new(self.d_model / s2, self.d_model).init(device)),
             )
         };
-        Ok(TokenUnshuffle { fuse, expand, window: self.window, d_model: self.d_model })
+        Ok(TokenUnshuffle {
+            fuse,
+            expand,
+            window: self.window,
+            d_model: self.d_model,
+        })
     }
 }
 
@@ -99,7 +114,10 @@ impl<B: Backend> TokenUnshuffle<B> {
     pub fn forward(&self, tokens: Tensor<B, 3>) -> Result<Tensor<B, 4>, ShuffleError> {
         let [batch, windows, d] = tokens.dims();
         if d != self.d_model {
-            return Err(ShuffleError::WidthMismatch { expected: self.d_model, got: d });
+            return Err(ShuffleError::WidthMismatch {
+                expected: self.d_model,
+                got: d,
+            });
         }
         let s2 = self.window * self.window;
         let mixed = match &self.fuse {
@@ -130,7 +148,11 @@ mod tests {
         let device = Default::default();
         for fusion in [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken] {
             for s in [1, 2, 4] {
-                let unshuffle = TokenUnshuffleConfig::new(32).with_window(s).with_fusion(fusion).init::<B>(&device).unwrap();
+                let unshuffle = TokenUnshuffleConfig::new(32)
+                    .with_window(s)
+                    .with_fusion(fusion)
+                    .init::<B>(&device)
+                    .unwrap();
                 assert_eq!(unshuffle.forward(tokens(2, 6, 32)).unwrap().dims(), [2, 6, s * s, 32]);
             }
         }
@@ -138,15 +160,25 @@ mod tests {
 
     #[test]
     fn window_one_is_the_parameter_free_baseline() {
-        let unshuffle = TokenUnshuffleConfig::new(16).with_window(1).init::<B>(&Default::default()).unwrap();
+        let unshuffle = TokenUnshuffleConfig::new(16)
+            .with_window(1)
+            .init::<B>(&Default::default())
+            .unwrap();
         assert_eq!(unshuffle.num_params(), 0);
         let y = tokens(2, 7, 16);
-        unshuffle.forward(y.clone()).unwrap().into_data().assert_eq(&y.reshape([2, 7, 1, 16]).into_data(), true);
+        unshuffle
+            .forward(y.clone())
+            .unwrap()
+            .into_data()
+            .assert_eq(&y.reshape([2, 7, 1, 16]).into_data(), true);
     }
 
     #[test]
     fn mirrors_the_shuffle_config() {
-        let shuffle = TokenShuffleConfig::new(64).with_window(4).with_mlp_blocks(3).with_fusion(Fusion::Linear);
+        let shuffle = TokenShuffleConfig::new(64)
+            .with_window(4)
+            .with_mlp_blocks(3)
+            .with_fusion(Fusion::Linear);
         let unshuffle = TokenUnshuffleConfig::from(&shuffle);
         assert_eq!((unshuffle.d_model, unshuffle.window, unshuffle.mlp_blocks), (64, 4, 3));
         assert_eq!(unshuffle.fusion, Fusion::Linear);
@@ -157,28 +189,46 @@ mod tests {
         // With no MLP blocks the unshuffle is split + expand: the k-th output token reads only channels
         // [k·d/s², (k+1)·d/s²) of its input token.
         let device = Default::default();
-        let unshuffle = TokenUnshuffleConfig::new(16).with_mlp_blocks(0).init::<B>(&device).unwrap();
+        let unshuffle = TokenUnshuffleConfig::new(16)
+            .with_mlp_blocks(0)
+            .init::<B>(&device)
+            .unwrap();
         let y = tokens(1, 1, 16);
         let base = unshuffle.forward(y.clone()).unwrap();
         let bumped = y.slice_assign([0..1, 0..1, 8..12], Tensor::ones([1, 1, 4], &device) * 4.0);
         let diff = (unshuffle.forward(bumped).unwrap() - base).abs().sum_dim(3);
-        let changed: Vec<bool> = diff.into_data().to_vec::<f32>().unwrap().iter().map(|v| *v > 1e-6).collect();
+        let changed: Vec<bool> = diff
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| *v > 1e-6)
+            .collect();
         assert_eq!(changed, vec![false, false, true, false]);
     }
 
     #[test]
     fn width_errors_are_named() {
-        let err = TokenUnshuffleConfig::new(30).with_window(2).init::<B>(&Default::default()).unwrap_err();
+        let err = TokenUnshuffleConfig::new(30)
+            .with_window(2)
+            .init::<B>(&Default::default())
+            .unwrap_err();
         assert_eq!(err, ShuffleError::WidthNotDivisible { d_model: 30, window: 2 });
         let unshuffle = TokenUnshuffleConfig::new(16).init::<B>(&Default::default()).unwrap();
-        assert_eq!(unshuffle.forward(tokens(1, 2, 12)).unwrap_err(), ShuffleError::WidthMismatch { expected: 16, got: 12 });
+        assert_eq!(
+            unshuffle.forward(tokens(1, 2, 12)).unwrap_err(),
+            ShuffleError::WidthMismatch { expected: 16, got: 12 }
+        );
     }
 
     #[test]
     fn gradients_reach_every_parameter() {
         let device = Default::default();
         for fusion in [Fusion::ResidualMlp, Fusion::Linear] {
-            let unshuffle = TokenUnshuffleConfig::new(16).with_fusion(fusion).init::<TestAutodiffBackend>(&device).unwrap();
+            let unshuffle = TokenUnshuffleConfig::new(16)
+                .with_fusion(fusion)
+                .init::<TestAutodiffBackend>(&device)
+                .unwrap();
             let y = Tensor::random([2, 3, 16], Distribution::Normal(0.0, 1.0), &device);
             assert_every_parameter_has_gradient(&unshuffle, unshuffle.forward(y).unwrap().powi_scalar(2).sum());
         }
@@ -197,6 +247,9 @@ mod tests {
         let grid = window_split(per_window.clone().reshape([2, 6, 64]), [4, 6], 2).unwrap();
         assert_eq!(grid.dims(), [2, 4, 6, 16]);
         // And the layout agrees with window_merge's order.
-        window_merge(grid, 2).unwrap().into_data().assert_eq(&per_window.reshape([2, 6, 64]).into_data(), true);
+        window_merge(grid, 2)
+            .unwrap()
+            .into_data()
+            .assert_eq(&per_window.reshape([2, 6, 64]).into_data(), true);
     }
 }

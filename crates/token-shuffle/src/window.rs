@@ -45,7 +45,9 @@ fn row_order<B: Backend>(grid: [usize; 3], s: usize, from: Layout, device: &B::D
         Layout::Grid => rows_by_grid,
         Layout::Windows => rows_by_window,
     };
-    rows.reshape(shape).permute([0, 1, 3, 2, 4]).reshape([batch * height * width])
+    rows.reshape(shape)
+        .permute([0, 1, 3, 2, 4])
+        .reshape([batch * height * width])
 }
 
 /// Merges each s×s window of a token grid into one token by concatenating its s² tokens along channels.
@@ -78,10 +80,10 @@ where
         return Ok(x.reshape([batch, windows, channels]));
     }
     let order = row_order::<B>([batch, height, width], s, Layout::Grid, &x.device());
-    let merged = x
-        .reshape([batch * height * width, channels])
-        .select(0, order)
-        .reshape([batch, windows, s * s * channels]);
+    let merged =
+        x.reshape([batch * height * width, channels])
+            .select(0, order)
+            .reshape([batch, windows, s * s * channels]);
     Ok(merged)
 }
 
@@ -109,10 +111,19 @@ where
     let s = window;
     let expected = (height / s) * (width / s);
     if tokens != expected {
-        return Err(ShuffleError::TokenCountMismatch { tokens, height, width, window, expected });
+        return Err(ShuffleError::TokenCountMismatch {
+            tokens,
+            height,
+            width,
+            window,
+            expected,
+        });
     }
     if merged_width % (s * s) != 0 {
-        return Err(ShuffleError::WidthNotDivisible { d_model: merged_width, window });
+        return Err(ShuffleError::WidthNotDivisible {
+            d_model: merged_width,
+            window,
+        });
     }
     let channels = merged_width / (s * s);
     if s == 1 {
@@ -198,10 +209,24 @@ mod tests {
     fn grid_not_divisible_is_named() {
         let x = Tensor::<B, 4>::zeros([1, 6, 8, 2], &device());
         let err = window_merge(x.clone(), 4).unwrap_err();
-        assert_eq!(err, ShuffleError::GridNotDivisible { height: 6, width: 8, window: 4 });
+        assert_eq!(
+            err,
+            ShuffleError::GridNotDivisible {
+                height: 6,
+                width: 8,
+                window: 4
+            }
+        );
         assert!(err.to_string().contains("6×8"), "{err}");
         let err = window_merge(Tensor::<B, 4>::zeros([1, 8, 6, 2], &device()), 4).unwrap_err();
-        assert_eq!(err, ShuffleError::GridNotDivisible { height: 8, width: 6, window: 4 });
+        assert_eq!(
+            err,
+            ShuffleError::GridNotDivisible {
+                height: 8,
+                width: 6,
+                window: 4
+            }
+        );
         assert_eq!(window_merge(x, 0).unwrap_err(), ShuffleError::ZeroWindow);
     }
 
@@ -211,7 +236,13 @@ mod tests {
         let err = window_split(merged.clone(), [4, 4], 2).unwrap_err();
         assert_eq!(
             err,
-            ShuffleError::TokenCountMismatch { tokens: 6, height: 4, width: 4, window: 2, expected: 4 }
+            ShuffleError::TokenCountMismatch {
+                tokens: 6,
+                height: 4,
+                width: 4,
+                window: 2,
+                expected: 4
+            }
         );
         let err = window_split(Tensor::<B, 3>::zeros([1, 4, 6], &device()), [4, 4], 2).unwrap_err();
         assert_eq!(err, ShuffleError::WidthNotDivisible { d_model: 6, window: 2 });

@@ -24,8 +24,13 @@ fn modules_and_ops_run_on_wgpu() {
     let device = Default::default();
     if !wgpu_available(&device) {
         let required = std::env::var("TOKEN_SHUFFLE_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-        assert!(!required, "TOKEN_SHUFFLE_REQUIRE_WGPU=1 but wgpu found no adapter: install mesa-vulkan-drivers libvulkan1");
-        eprintln!("SKIPPED modules_and_ops_run_on_wgpu: wgpu found no Vulkan adapter (apt-get install mesa-vulkan-drivers libvulkan1)");
+        assert!(
+            !required,
+            "TOKEN_SHUFFLE_REQUIRE_WGPU=1 but wgpu found no adapter: install mesa-vulkan-drivers libvulkan1"
+        );
+        eprintln!(
+            "SKIPPED modules_and_ops_run_on_wgpu: wgpu found no Vulkan adapter (apt-get install mesa-vulkan-drivers libvulkan1)"
+        );
         return;
     }
 

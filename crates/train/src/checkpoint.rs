@@ -29,7 +29,10 @@ pub struct Checkpoints {
 impl Checkpoints {
     /// Checkpoints in `dir`, keeping the latest `keep` (at least 1).
     pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Self {
-        Self { dir: dir.into(), keep: keep.max(1) }
+        Self {
+            dir: dir.into(),
+            keep: keep.max(1),
+        }
     }
 
     /// Where the checkpoint after `step` steps lives.
@@ -39,7 +42,9 @@ impl Checkpoints {
 
     /// Complete checkpoints, oldest first.
     pub fn list(&self) -> Vec<(usize, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         let mut found: Vec<(usize, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter_map(|e| {
@@ -92,7 +97,10 @@ impl Checkpoints {
     /// Reads a checkpoint's state and checks that it belongs to the run `config`.
     pub fn state(&self, path: &Path, config: &serde_json::Value) -> Result<CheckpointState, TrainError> {
         let state_path = path.join("state.json");
-        let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io { path: state_path.clone(), source })?;
+        let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io {
+            path: state_path.clone(),
+            source,
+        })?;
         let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Checkpoint {
             path: state_path.clone(),
             message: format!("unreadable state ({e}); delete this checkpoint to resume from the one before"),
@@ -118,15 +126,27 @@ fn differing_field(a: &serde_json::Value, b: &serde_json::Value) -> Option<Strin
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
-                (Some(u), Some(v)) => differing_field(u, v).map(|inner| if inner.is_empty() { k.clone() } else { format!("{k}.{inner}") }),
+                (Some(u), Some(v)) => differing_field(u, v).map(|inner| {
+                    if inner.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{k}.{inner}")
+                    }
+                }),
                 _ => Some(k.clone()),
             })
         }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (u, v))| differing_field(u, v).map(|inner| if inner.is_empty() { format!("{i}") } else { format!("{i}.{inner}") })),
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().find_map(|(i, (u, v))| {
+                differing_field(u, v).map(|inner| {
+                    if inner.is_empty() {
+                        format!("{i}")
+                    } else {
+                        format!("{i}.{inner}")
+                    }
+                })
+            })
+        }
         _ => (a != b).then(String::new),
     }
 }
@@ -142,8 +162,17 @@ mod tests {
         let checkpoints = Checkpoints::new(dir.path(), 2);
         let config = json!({ "a": 1 });
         for step in [10, 20, 30] {
-            let state = CheckpointState { step, stage: 0, config: config.clone() };
-            checkpoints.save(&state, |d| std::fs::write(d.join("w"), [step as u8]).map_err(|source| TrainError::Io { path: d.into(), source })).unwrap();
+            let state = CheckpointState {
+                step,
+                stage: 0,
+                config: config.clone(),
+            };
+            checkpoints
+                .save(&state, |d| {
+                    std::fs::write(d.join("w"), [step as u8])
+                        .map_err(|source| TrainError::Io { path: d.into(), source })
+                })
+                .unwrap();
         }
         std::fs::create_dir_all(dir.path().join("step-00000040.partial")).unwrap();
         let steps: Vec<usize> = checkpoints.list().into_iter().map(|(s, _)| s).collect();
@@ -158,9 +187,15 @@ mod tests {
     fn a_checkpoint_of_another_config_is_refused_naming_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let checkpoints = Checkpoints::new(dir.path(), 1);
-        let state = CheckpointState { step: 5, stage: 0, config: json!({ "lm": { "window": 2 }, "seed": 0 }) };
+        let state = CheckpointState {
+            step: 5,
+            stage: 0,
+            config: json!({ "lm": { "window": 2 }, "seed": 0 }),
+        };
         let path = checkpoints.save(&state, |_| Ok(())).unwrap();
-        let err = checkpoints.state(&path, &json!({ "lm": { "window": 4 }, "seed": 0 })).unwrap_err();
+        let err = checkpoints
+            .state(&path, &json!({ "lm": { "window": 4 }, "seed": 0 }))
+            .unwrap_err();
         assert!(err.to_string().contains("`lm.window`"), "{err}");
         std::fs::write(path.join("state.json"), b"{ not json").unwrap();
         let err = checkpoints.state(&path, &state.config).unwrap_err();

@@ -11,7 +11,11 @@ pub enum TrainError {
         "the {part} loss is {value} at step {step}: training stopped, the last saved weights are untouched; \
          lower the learning rate or check the data"
     )]
-    NonFiniteLoss { step: usize, part: &'static str, value: f32 },
+    NonFiniteLoss {
+        step: usize,
+        part: &'static str,
+        value: f32,
+    },
     /// A checkpoint cannot be resumed from.
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },

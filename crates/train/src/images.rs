@@ -28,7 +28,9 @@ impl FromStr for ImageSource {
             "scenes" => Ok(Self::Scenes),
             "twemoji" => Ok(Self::Twemoji),
             path if std::path::Path::new(path).is_dir() => Ok(Self::Folder(path.into())),
-            other => Err(format!("{other:?} is neither `scenes`, `twemoji` nor a folder of images")),
+            other => Err(format!(
+                "{other:?} is neither `scenes`, `twemoji` nor a folder of images"
+            )),
         }
     }
 }
@@ -76,7 +78,11 @@ impl TrainingImages {
                     .map(|i| {
                         let scene = valid_corpus.scene(i);
                         let image = scene.render(resolution).expect("resolution checked");
-                        ImageCaption { id: format!("valid-scene-{i}"), caption: scene.caption, image }
+                        ImageCaption {
+                            id: format!("valid-scene-{i}"),
+                            caption: scene.caption,
+                            image,
+                        }
                     })
                     .collect();
                 let corpus = SceneCorpus::new(seed, Split::Train, usize::MAX);
@@ -87,7 +93,11 @@ impl TrainingImages {
                 (TrainImages::Loaded(train), valid, Some(report))
             }
             ImageSource::Folder(path) => {
-                let options = FolderOptions { allow_uncaptioned: true, valid_fraction: VALID_FRACTION, ..FolderOptions::new(resolution) };
+                let options = FolderOptions {
+                    allow_uncaptioned: true,
+                    valid_fraction: VALID_FRACTION,
+                    ..FolderOptions::new(resolution)
+                };
                 let folder = load_image_folder(path, &options)?;
                 (TrainImages::Loaded(folder.train), folder.valid, Some(folder.report))
             }
@@ -128,7 +138,11 @@ impl TrainingImages {
                 .map(|i| {
                     let scene = corpus.scene(i as u64);
                     let image = scene.render(*resolution).expect("resolution checked");
-                    ImageCaption { id: format!("scene-{i}"), caption: scene.caption, image }
+                    ImageCaption {
+                        id: format!("scene-{i}"),
+                        caption: scene.caption,
+                        image,
+                    }
                 })
                 .collect(),
             TrainImages::Loaded(images) => images[range.start.min(images.len())..range.end.min(images.len())].to_vec(),
@@ -140,9 +154,10 @@ impl TrainingImages {
         let positions = step * batch_size..(step + 1) * batch_size;
         match &self.train {
             TrainImages::Scenes { .. } => self.train_range(positions),
-            TrainImages::Loaded(images) => {
-                sample_indices(images.len(), seed, positions).into_iter().map(|i| images[i].clone()).collect()
-            }
+            TrainImages::Loaded(images) => sample_indices(images.len(), seed, positions)
+                .into_iter()
+                .map(|i| images[i].clone())
+                .collect(),
         }
     }
 }
@@ -165,10 +180,16 @@ pub(crate) fn sample_indices(len: usize, seed: u64, positions: std::ops::Range<u
 }
 
 /// Model images `[N, 3, H, W]` (values in [−1, 1]) as RGB images, clamped.
-pub(crate) fn tensor_to_images<B: burn::tensor::backend::Backend>(images: burn::tensor::Tensor<B, 4>) -> Vec<image::RgbImage> {
+pub(crate) fn tensor_to_images<B: burn::tensor::backend::Backend>(
+    images: burn::tensor::Tensor<B, 4>,
+) -> Vec<image::RgbImage> {
     let [n, _, h, w] = images.dims();
     let values: Vec<f32> = images.into_data().convert::<f32>().to_vec().expect("f32 pixels");
-    values.chunks(3 * h * w).take(n).map(|v| data::imaging::from_chw_signed(v, w as u32, h as u32)).collect()
+    values
+        .chunks(3 * h * w)
+        .take(n)
+        .map(|v| data::imaging::from_chw_signed(v, w as u32, h as u32))
+        .collect()
 }
 
 /// A seeded Fisher–Yates permutation of `0..len` for one epoch.

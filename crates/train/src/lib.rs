@@ -53,8 +53,8 @@ mod tokenizer;
 
 pub use checkpoint::{CheckpointState, Checkpoints};
 pub use error::TrainError;
-pub use lm::{LmData, LmEvent, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm};
 pub use images::{ImageSource, TrainingImages};
+pub use lm::{LmData, LmEvent, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm};
 pub use pipeline::{PipelineEvent, RunConfig, TrainedRun, run_dir, run_pipeline};
 pub use schedule::WarmupCosine;
 pub use tokenizer::{

@@ -101,22 +101,36 @@ impl LmTrainingConfig {
 
     /// The LM of stage `stage` over a `grid` of codes.
     fn stage_lm(&self, stage: &Stage, grid: [usize; 2]) -> TokenShuffleLmConfig {
-        TokenShuffleLmConfig { grid, window: stage.window, ..self.lm.clone() }
+        TokenShuffleLmConfig {
+            grid,
+            window: stage.window,
+            ..self.lm.clone()
+        }
     }
 
     /// Checks what can be checked before training: stages, sizes, steps.
     pub fn check(&self) -> Result<(), TrainError> {
         if self.stages.is_empty() {
-            return Err(TrainError::Config("`stages` is empty: give at least one {resolution, window, steps, learning_rate}".into()));
-        }
-        if self.batch_size == 0 || self.gradient_accumulation == 0 || self.valid_every == 0 || self.checkpoint_every == 0 || self.log_every == 0 {
             return Err(TrainError::Config(
-                "batch_size, gradient_accumulation, valid_every, checkpoint_every and log_every must be positive".into(),
+                "`stages` is empty: give at least one {resolution, window, steps, learning_rate}".into(),
+            ));
+        }
+        if self.batch_size == 0
+            || self.gradient_accumulation == 0
+            || self.valid_every == 0
+            || self.checkpoint_every == 0
+            || self.log_every == 0
+        {
+            return Err(TrainError::Config(
+                "batch_size, gradient_accumulation, valid_every, checkpoint_every and log_every must be positive"
+                    .into(),
             ));
         }
         for (i, stage) in self.stages.iter().enumerate() {
             if stage.steps == 0 || !(stage.learning_rate > 0.0 && stage.learning_rate.is_finite()) {
-                return Err(TrainError::Config(format!("stage {i}: steps and learning_rate must be positive")));
+                return Err(TrainError::Config(format!(
+                    "stage {i}: steps and learning_rate must be positive"
+                )));
             }
         }
         Ok(())
@@ -168,7 +182,11 @@ pub struct LmValidation {
 #[derive(Debug, Clone)]
 pub enum LmEvent {
     /// A stage begins (also when a run resumes inside it).
-    Stage { index: usize, stage: Stage, first_step: usize },
+    Stage {
+        index: usize,
+        stage: Stage,
+        first_step: usize,
+    },
     /// Losses of a logged step.
     Step(LmStep),
     /// A validation pass.
@@ -196,7 +214,10 @@ fn micro_batch<B: Backend>(
         codes.extend(c.iter().map(|&c| c as i64));
         texts.push(t.to_vec());
     }
-    (Tensor::from_data(TensorData::new(codes, [batch_size, h, w]), device), texts)
+    (
+        Tensor::from_data(TensorData::new(codes, [batch_size, h, w]), device),
+        texts,
+    )
 }
 
 /// Mean image cross-entropy of `lm` over a code cache, in batches.
@@ -234,8 +255,19 @@ fn lm_positions<B: Backend>(lm: &TokenShuffleLm<B>) -> usize {
 
 /// Copies every parameter of `from` into `to` whose path and shape exist in both, leaving out the shuffle layers
 /// when `keep_shuffle` is false: the hand-over between stages.
-fn carry_over<B: Backend>(from: &TokenShuffleLm<B>, mut to: TokenShuffleLm<B>, keep_shuffle: bool) -> TokenShuffleLm<B> {
-    let filter = if keep_shuffle { None } else { Some(PathFilter::new().with_predicate(|path, _| !path.starts_with("shuffle.") && !path.starts_with("unshuffle."))) };
+fn carry_over<B: Backend>(
+    from: &TokenShuffleLm<B>,
+    mut to: TokenShuffleLm<B>,
+    keep_shuffle: bool,
+) -> TokenShuffleLm<B> {
+    let filter = if keep_shuffle {
+        None
+    } else {
+        Some(
+            PathFilter::new()
+                .with_predicate(|path, _| !path.starts_with("shuffle.") && !path.starts_with("unshuffle.")),
+        )
+    };
     let snapshots = from.collect(filter.clone(), None, false);
     to.apply(snapshots, filter, None, false);
     to
@@ -261,7 +293,10 @@ pub fn train_lm<B: AutodiffBackend>(
     config.check()?;
     for (i, stage) in config.stages.iter().enumerate() {
         if !data.contains_key(&stage.resolution) {
-            return Err(TrainError::Config(format!("stage {i}: no code cache at {} px was given", stage.resolution)));
+            return Err(TrainError::Config(format!(
+                "stage {i}: no code cache at {} px was given",
+                stage.resolution
+            )));
         }
     }
     for (resolution, caches) in data {
@@ -290,7 +325,9 @@ pub fn train_lm<B: AutodiffBackend>(
     let build = |index: usize| -> Result<TokenShuffleLm<B>, TrainError> {
         let stage = &config.stages[index];
         B::seed(device, config.seed.wrapping_add(index as u64));
-        Ok(config.stage_lm(stage, data[&stage.resolution].train.key().grid).init::<B>(device)?)
+        Ok(config
+            .stage_lm(stage, data[&stage.resolution].train.key().grid)
+            .init::<B>(device)?)
     };
     let optimizer_config = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
@@ -306,10 +343,17 @@ pub fn train_lm<B: AutodiffBackend>(
                 message: format!("unreadable {what} ({e}); delete this checkpoint to resume from the one before"),
             };
             if state.stage >= config.stages.len() {
-                return Err(TrainError::Checkpoint { path: path.clone(), message: format!("names stage {} of {}", state.stage, config.stages.len()) });
+                return Err(TrainError::Checkpoint {
+                    path: path.clone(),
+                    message: format!("names stage {} of {}", state.stage, config.stages.len()),
+                });
             }
-            let lm = build(state.stage)?.load_file(path.join("model"), &recorder, device).map_err(|e| unreadable("model", e))?;
-            let record = recorder.load(path.join("optimizer"), device).map_err(|e| unreadable("optimizer state", e))?;
+            let lm = build(state.stage)?
+                .load_file(path.join("model"), &recorder, device)
+                .map_err(|e| unreadable("model", e))?;
+            let record = recorder
+                .load(path.join("optimizer"), device)
+                .map_err(|e| unreadable("optimizer state", e))?;
             optimizer = optimizer.load_record(record);
             // Keep the metrics of the steps the checkpoint covers; the resumed run writes the rest again.
             let old = std::fs::read_to_string(&metrics_path).unwrap_or_default();
@@ -317,7 +361,10 @@ pub fn train_lm<B: AutodiffBackend>(
                 .lines()
                 .filter(|line| {
                     let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-                    let step = value.as_object().and_then(|o| o.values().next()).and_then(|v| v["step"].as_u64());
+                    let step = value
+                        .as_object()
+                        .and_then(|o| o.values().next())
+                        .and_then(|v| v["step"].as_u64());
                     step.is_some_and(|s| s as usize <= state.step)
                 })
                 .map(|line| format!("{line}\n"))
@@ -331,13 +378,21 @@ pub fn train_lm<B: AutodiffBackend>(
             )));
         }
         None if resume => {
-            return Err(TrainError::Config(format!("--resume: no checkpoint in {}", out.join("checkpoints").display())));
+            return Err(TrainError::Config(format!(
+                "--resume: no checkpoint in {}",
+                out.join("checkpoints").display()
+            )));
         }
         None => (build(0)?, 0, 0),
     };
-    config.save(out.join("config.json")).map_err(io(&out.join("config.json")))?;
+    config
+        .save(out.join("config.json"))
+        .map_err(io(&out.join("config.json")))?;
     std::fs::write(&metrics_path, kept_metrics).map_err(io(&metrics_path))?;
-    let mut metrics = std::fs::OpenOptions::new().append(true).open(&metrics_path).map_err(io(&metrics_path))?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(io(&metrics_path))?;
     let mut record = |value: serde_json::Value| {
         use std::io::Write;
         writeln!(metrics, "{value}").map_err(io(&metrics_path))
@@ -356,7 +411,11 @@ pub fn train_lm<B: AutodiffBackend>(
             current_stage = stage_index;
         }
         if stage_step == 0 || step == start_step {
-            on_event(&LmEvent::Stage { index: stage_index, stage: stage.clone(), first_step: step + 1 });
+            on_event(&LmEvent::Stage {
+                index: stage_index,
+                stage: stage.clone(),
+                first_step: step + 1,
+            });
         }
         let stage_data = &data[&stage.resolution];
         let schedule = WarmupCosine {
@@ -383,7 +442,11 @@ pub fn train_lm<B: AutodiffBackend>(
                 ("total", read(&loss.total)),
             ];
             if let Some((part, value)) = parts.into_iter().find(|(_, v)| !v.is_finite()) {
-                return Err(TrainError::NonFiniteLoss { step: step + 1, part, value });
+                return Err(TrainError::NonFiniteLoss {
+                    step: step + 1,
+                    part,
+                    value,
+                });
             }
             let n = config.gradient_accumulation as f32;
             image_ce += parts[0].1 / n;
@@ -415,20 +478,32 @@ pub fn train_lm<B: AutodiffBackend>(
         }
         if done % config.valid_every == 0 || stage_end {
             let image_ce = evaluate_lm(&lm.valid(), &stage_data.valid, config.batch_size, device)?;
-            let entry = LmValidation { step: done, image_ce, perplexity: image_ce.exp() };
+            let entry = LmValidation {
+                step: done,
+                image_ce,
+                perplexity: image_ce.exp(),
+            };
             record(serde_json::json!({ "valid": entry }))?;
             on_event(&LmEvent::Validation(entry));
             since_log = (Instant::now(), 0, 0);
         }
         if done % config.checkpoint_every == 0 || stage_end {
-            let state = CheckpointState { step: done, stage: stage_index, config: config_json.clone() };
+            let state = CheckpointState {
+                step: done,
+                stage: stage_index,
+                config: config_json.clone(),
+            };
             let path = checkpoints.save(&state, |dir| {
                 let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
                     path: dir.to_path_buf(),
                     message: format!("writing the {what} failed: {e}"),
                 };
-                lm.clone().save_file(dir.join("model"), &recorder).map_err(|e| failed("model", e))?;
-                recorder.record(optimizer.to_record(), dir.join("optimizer")).map_err(|e| failed("optimizer state", e))
+                lm.clone()
+                    .save_file(dir.join("model"), &recorder)
+                    .map_err(|e| failed("model", e))?;
+                recorder
+                    .record(optimizer.to_record(), dir.join("optimizer"))
+                    .map_err(|e| failed("optimizer state", e))
             })?;
             on_event(&LmEvent::Checkpoint { step: done, path });
         }
@@ -460,7 +535,12 @@ mod tests {
 
     /// Random codes whose first code repeats the caption's first id, so there is something to learn.
     fn cache(samples: usize, stream: u64) -> CodeCache {
-        let key = CacheKey { tokenizer: fingerprint(b"t"), vq_model: fingerprint(b"v"), resolution: 16, grid: [4, 4] };
+        let key = CacheKey {
+            tokenizer: fingerprint(b"t"),
+            vq_model: fingerprint(b"v"),
+            resolution: 16,
+            grid: [4, 4],
+        };
         let mut cache = CodeCache::new(key);
         let mut rng = SplitMix64::new(3, stream);
         for _ in 0..samples {
@@ -473,7 +553,13 @@ mod tests {
     }
 
     fn data() -> BTreeMap<usize, LmData> {
-        BTreeMap::from([(16, LmData { train: cache(24, 0), valid: cache(8, 1) })])
+        BTreeMap::from([(
+            16,
+            LmData {
+                train: cache(24, 0),
+                valid: cache(8, 1),
+            },
+        )])
     }
 
     fn config(stages: Vec<Stage>) -> LmTrainingConfig {
@@ -487,7 +573,16 @@ mod tests {
     }
 
     fn steps(events: &[LmEvent]) -> Vec<LmStep> {
-        events.iter().filter_map(|e| if let LmEvent::Step(s) = e { Some(s.clone()) } else { None }).collect()
+        events
+            .iter()
+            .filter_map(|e| {
+                if let LmEvent::Step(s) = e {
+                    Some(s.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Runs `config` in `dir`, "killing" the run (a panic, as a crash would) right after the checkpoint of step
@@ -519,10 +614,16 @@ mod tests {
         let device = Default::default();
         let straight_dir = tempfile::tempdir().unwrap();
         let mut events = Vec::new();
-        train_lm::<A>(&config, &data(), straight_dir.path(), false, &device, |e| events.push(e.clone())).unwrap();
+        train_lm::<A>(&config, &data(), straight_dir.path(), false, &device, |e| {
+            events.push(e.clone())
+        })
+        .unwrap();
         let straight = steps(&events);
         assert_eq!(straight.len(), 6);
-        assert!(straight[5].image_ce < straight[0].image_ce, "the loss goes down: {straight:?}");
+        assert!(
+            straight[5].image_ce < straight[0].image_ce,
+            "the loss goes down: {straight:?}"
+        );
 
         let resumed_dir = tempfile::tempdir().unwrap();
         let resumed = killed_and_resumed(&config, resumed_dir.path(), 4);
@@ -530,7 +631,11 @@ mod tests {
         assert_eq!(losses(&resumed), losses(&straight));
         // The metrics file of the resumed run holds each step once.
         let metrics = std::fs::read_to_string(resumed_dir.path().join("metrics.jsonl")).unwrap();
-        assert_eq!(metrics.lines().filter(|l| l.starts_with("{\"train\"")).count(), 6, "{metrics}");
+        assert_eq!(
+            metrics.lines().filter(|l| l.starts_with("{\"train\"")).count(),
+            6,
+            "{metrics}"
+        );
     }
 
     #[test]
@@ -541,12 +646,34 @@ mod tests {
         let device = Default::default();
         let straight_dir = tempfile::tempdir().unwrap();
         let mut events = Vec::new();
-        train_lm::<A>(&config, &data(), straight_dir.path(), false, &device, |e| events.push(e.clone())).unwrap();
-        let stages: Vec<usize> = events.iter().filter_map(|e| if let LmEvent::Stage { index, .. } = e { Some(*index) } else { None }).collect();
+        train_lm::<A>(&config, &data(), straight_dir.path(), false, &device, |e| {
+            events.push(e.clone())
+        })
+        .unwrap();
+        let stages: Vec<usize> = events
+            .iter()
+            .filter_map(|e| {
+                if let LmEvent::Stage { index, .. } = e {
+                    Some(*index)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(stages, [0, 1]);
         let resumed_dir = tempfile::tempdir().unwrap();
         let resumed = killed_and_resumed(&config, resumed_dir.path(), 2);
-        assert_eq!(resumed, steps(&events).into_iter().map(|s| LmStep { tokens_per_second: resumed[s.step - 1].tokens_per_second, images_per_second: resumed[s.step - 1].images_per_second, ..s }).collect::<Vec<_>>());
+        assert_eq!(
+            resumed,
+            steps(&events)
+                .into_iter()
+                .map(|s| LmStep {
+                    tokens_per_second: resumed[s.step - 1].tokens_per_second,
+                    images_per_second: resumed[s.step - 1].images_per_second,
+                    ..s
+                })
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -554,7 +681,15 @@ mod tests {
         let _turn = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let device = Default::default();
-        train_lm::<A>(&config(vec![Stage::new(16, 2, 2, 1e-2)]), &data(), dir.path(), false, &device, |_| {}).unwrap();
+        train_lm::<A>(
+            &config(vec![Stage::new(16, 2, 2, 1e-2)]),
+            &data(),
+            dir.path(),
+            false,
+            &device,
+            |_| {},
+        )
+        .unwrap();
         let other = config(vec![Stage::new(16, 2, 2, 1e-2)]).with_seed(9);
         let err = train_lm::<A>(&other, &data(), dir.path(), true, &device, |_| {}).unwrap_err();
         assert!(err.to_string().contains("`seed`"), "{err}");
@@ -563,7 +698,10 @@ mod tests {
     #[test]
     fn a_diverging_run_stops_naming_the_step_and_leaves_the_checkpoint_intact() {
         let _turn = one_at_a_time();
-        let config = config(vec![Stage::new(16, 2, 6, 1e30)]).with_checkpoint_every(1).with_gradient_clip_norm(None).with_warmup_steps(0);
+        let config = config(vec![Stage::new(16, 2, 6, 1e30)])
+            .with_checkpoint_every(1)
+            .with_gradient_clip_norm(None)
+            .with_warmup_steps(0);
         let dir = tempfile::tempdir().unwrap();
         let mut saved = Vec::new();
         let err = train_lm::<A>(&config, &data(), dir.path(), false, &Default::default(), |e| {
@@ -572,7 +710,9 @@ mod tests {
             }
         })
         .unwrap_err();
-        let TrainError::NonFiniteLoss { step, .. } = err else { panic!("{err}") };
+        let TrainError::NonFiniteLoss { step, .. } = err else {
+            panic!("{err}")
+        };
         let checkpoints = Checkpoints::new(dir.path().join("checkpoints"), 2);
         let (last, path) = checkpoints.latest().unwrap();
         assert_eq!(last, step - 1, "the last checkpoint is the step before the bad one");
@@ -581,20 +721,34 @@ mod tests {
 
     #[test]
     fn captions_longer_than_the_lm_takes_are_refused() {
-        let config = LmTrainingConfig::new(TokenShuffleLmConfig { max_text_len: 3, ..tiny_lm() }, vec![Stage::new(16, 2, 2, 1e-2)]);
+        let config = LmTrainingConfig::new(
+            TokenShuffleLmConfig {
+                max_text_len: 3,
+                ..tiny_lm()
+            },
+            vec![Stage::new(16, 2, 2, 1e-2)],
+        );
         let dir = tempfile::tempdir().unwrap();
         let err = train_lm::<A>(&config, &data(), dir.path(), false, &Default::default(), |_| {}).unwrap_err();
-        assert!(err.to_string().contains("up to 4 text ids") && err.to_string().contains("max_text_len = 3"), "{err}");
+        assert!(
+            err.to_string().contains("up to 4 text ids") && err.to_string().contains("max_text_len = 3"),
+            "{err}"
+        );
     }
 
     #[test]
     fn carry_over_keeps_the_decoder_and_starts_new_shuffle_layers_fresh() {
         let _turn = one_at_a_time();
         let device = Default::default();
-        let old = TokenShuffleLmConfig { window: 1, ..tiny_lm() }.init::<Flex>(&device).unwrap();
+        let old = TokenShuffleLmConfig { window: 1, ..tiny_lm() }
+            .init::<Flex>(&device)
+            .unwrap();
         let fresh = tiny_lm().init::<Flex>(&device).unwrap();
         let tensors = |m: &TokenShuffleLm<Flex>| -> BTreeMap<String, Vec<f32>> {
-            m.collect(None, None, false).into_iter().map(|s| (s.full_path(), s.to_data().unwrap().to_vec().unwrap())).collect()
+            m.collect(None, None, false)
+                .into_iter()
+                .map(|s| (s.full_path(), s.to_data().unwrap().to_vec().unwrap()))
+                .collect()
         };
         // Reading the parameters initialises them (burn initialises lazily), so the clone below shares them.
         let (old_values, fresh_values) = (tensors(&old), tensors(&fresh));

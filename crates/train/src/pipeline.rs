@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::config::Config;
+use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -22,14 +23,13 @@ use data::batch::PixelBatcher;
 use data::cache::{CacheKey, CodeCache, fingerprint};
 use data::imaging::tile;
 use data::text::TextTokenizer;
-use burn::data::dataloader::batcher::Batcher;
 use lm::{GenerateOptions, TokenShuffleLm};
 use vqgan::VqModel;
 
 use crate::images::tensor_to_images;
 use crate::{
-    ImageSource, LmData, LmEvent, LmTrainingConfig, TokenizerEvent, TokenizerTrainingConfig, TrainError, TrainingImages,
-    train_lm, train_tokenizer,
+    ImageSource, LmData, LmEvent, LmTrainingConfig, TokenizerEvent, TokenizerTrainingConfig, TrainError,
+    TrainingImages, train_lm, train_tokenizer,
 };
 
 /// Everything a `cargo xtask train` run does, in one file.
@@ -71,10 +71,22 @@ impl RunConfig {
         let factor = self.tokenizer.model.downsample_factor();
         for (i, stage) in self.lm.stages.iter().enumerate() {
             let stage_error = |e: &dyn std::fmt::Display| TrainError::Config(format!("stage {i}: {e}"));
-            self.tokenizer.model.check_image_size(stage.resolution, stage.resolution).map_err(|e| stage_error(&e))?;
+            self.tokenizer
+                .model
+                .check_image_size(stage.resolution, stage.resolution)
+                .map_err(|e| stage_error(&e))?;
             let grid = stage.resolution / factor;
-            let lm = lm::TokenShuffleLmConfig { grid: [grid; 2], window: stage.window, ..self.lm.lm.clone() };
-            lm.check().map_err(|e| stage_error(&format!("{} px through the tokenizer's downsample {factor} is a {grid}×{grid} grid: {e}", stage.resolution)))?;
+            let lm = lm::TokenShuffleLmConfig {
+                grid: [grid; 2],
+                window: stage.window,
+                ..self.lm.lm.clone()
+            };
+            lm.check().map_err(|e| {
+                stage_error(&format!(
+                    "{} px through the tokenizer's downsample {factor} is a {grid}×{grid} grid: {e}",
+                    stage.resolution
+                ))
+            })?;
         }
         Ok(())
     }
@@ -84,7 +96,11 @@ impl RunConfig {
 #[derive(Debug, Clone)]
 pub enum PipelineEvent {
     /// A step begins, or is skipped because its output is up to date.
-    Phase { name: &'static str, skipped: bool, detail: String },
+    Phase {
+        name: &'static str,
+        skipped: bool,
+        detail: String,
+    },
     /// Progress of a long step that is not training (encoding codes).
     Progress { what: String, done: usize, total: usize },
     /// Tokenizer training.
@@ -94,14 +110,20 @@ pub enum PipelineEvent {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Whether `dir/config.json` holds exactly `config` and `dir/done.json` marks the step finished. (Both sides go
 /// through the config type: f32 fields read back from text differ from their in-memory f64 widening.)
 fn finished<C: Config>(dir: &Path, config: &C) -> bool {
-    let saved = C::load(dir.join("config.json")).ok().and_then(|c| serde_json::to_value(c).ok());
-    saved.is_some_and(|saved| serde_json::to_value(config).is_ok_and(|expected| saved == expected)) && dir.join("done.json").exists()
+    let saved = C::load(dir.join("config.json"))
+        .ok()
+        .and_then(|c| serde_json::to_value(c).ok());
+    saved.is_some_and(|saved| serde_json::to_value(config).is_ok_and(|expected| saved == expected))
+        && dir.join("done.json").exists()
 }
 
 /// Runs every step of `config` in `dir` on backend `B`, skipping the steps that are up to date. An interrupted LM
@@ -121,17 +143,31 @@ pub fn run_pipeline<B: AutodiffBackend>(
     // 1. The VQ tokenizer.
     let tokenizer_dir = dir.join("tokenizer");
     let skipped = finished(&tokenizer_dir, tokenizer);
-    on_event(&PipelineEvent::Phase { name: "tokenizer", skipped, detail: format!("{} steps on {source}", tokenizer.steps) });
+    on_event(&PipelineEvent::Phase {
+        name: "tokenizer",
+        skipped,
+        detail: format!("{} steps on {source}", tokenizer.steps),
+    });
     if !skipped {
-        let images = TrainingImages::load(&source, tokenizer.resolution as u32, tokenizer.valid_images, tokenizer.seed)?;
-        let model = train_tokenizer::<B>(tokenizer, &images, &tokenizer_dir, device, |e| on_event(&PipelineEvent::Tokenizer(e.clone())))?;
+        let images = TrainingImages::load(
+            &source,
+            tokenizer.resolution as u32,
+            tokenizer.valid_images,
+            tokenizer.seed,
+        )?;
+        let model = train_tokenizer::<B>(tokenizer, &images, &tokenizer_dir, device, |e| {
+            on_event(&PipelineEvent::Tokenizer(e.clone()))
+        })?;
         let report = crate::evaluate_reconstruction(&model, images.valid(), tokenizer.batch_size, device)?;
         let done = tokenizer_dir.join("done.json");
         std::fs::write(&done, serde_json::to_vec_pretty(&report).expect("serialises")).map_err(io(&done))?;
     }
     let vq_path = tokenizer_dir.join("model.safetensors");
     let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
-    let vq = tokenizer.model.init::<B::InnerBackend>(device)?.load_safetensors(&vq_path)?;
+    let vq = tokenizer
+        .model
+        .init::<B::InnerBackend>(device)?
+        .load_safetensors(&vq_path)?;
 
     // 2. The text tokenizer, trained on the captions of the LM's training images.
     let resolutions: std::collections::BTreeSet<usize> = config.lm.stages.iter().map(|s| s.resolution).collect();
@@ -139,11 +175,19 @@ pub fn run_pipeline<B: AutodiffBackend>(
     let text_path = dir.join("text").join("tokenizer.json");
     let text = match TextTokenizer::load(&text_path) {
         Ok(text) => {
-            on_event(&PipelineEvent::Phase { name: "text tokenizer", skipped: true, detail: text_path.display().to_string() });
+            on_event(&PipelineEvent::Phase {
+                name: "text tokenizer",
+                skipped: true,
+                detail: text_path.display().to_string(),
+            });
             text
         }
         Err(_) => {
-            on_event(&PipelineEvent::Phase { name: "text tokenizer", skipped: false, detail: format!("BPE, ≤ {} ids", config.text_vocab_size) });
+            on_event(&PipelineEvent::Phase {
+                name: "text tokenizer",
+                skipped: false,
+                detail: format!("BPE, ≤ {} ids", config.text_vocab_size),
+            });
             let images = TrainingImages::load(&source, 32.max(first_resolution as u32 / 8), 1, tokenizer.seed)?;
             let count = images.train_len().unwrap_or(config.lm_images);
             let captions: Vec<String> = images.train_range(0..count).into_iter().map(|i| i.caption).collect();
@@ -164,23 +208,56 @@ pub fn run_pipeline<B: AutodiffBackend>(
             resolution: resolution as u32,
             grid: [resolution / factor; 2],
         };
-        let paths = [dir.join(format!("codes/train-{resolution}.bin")), dir.join(format!("codes/valid-{resolution}.bin"))];
+        let paths = [
+            dir.join(format!("codes/train-{resolution}.bin")),
+            dir.join(format!("codes/valid-{resolution}.bin")),
+        ];
         let opened: Option<Vec<CodeCache>> = paths.iter().map(|p| CodeCache::open(p, &key).ok()).collect();
         let [train, valid] = match opened {
             Some(caches) => {
-                on_event(&PipelineEvent::Phase { name: "code cache", skipped: true, detail: format!("{resolution} px") });
+                on_event(&PipelineEvent::Phase {
+                    name: "code cache",
+                    skipped: true,
+                    detail: format!("{resolution} px"),
+                });
                 <[CodeCache; 2]>::try_from(caches).expect("two caches")
             }
             None => {
-                on_event(&PipelineEvent::Phase { name: "code cache", skipped: false, detail: format!("{resolution} px") });
+                on_event(&PipelineEvent::Phase {
+                    name: "code cache",
+                    skipped: false,
+                    detail: format!("{resolution} px"),
+                });
                 let images = TrainingImages::load(&source, resolution as u32, tokenizer.valid_images, tokenizer.seed)?;
                 let count = images.train_len().unwrap_or(config.lm_images);
                 let mut on_progress = |done, total| {
-                    on_event(&PipelineEvent::Progress { what: format!("encoding {resolution} px"), done, total })
+                    on_event(&PipelineEvent::Progress {
+                        what: format!("encoding {resolution} px"),
+                        done,
+                        total,
+                    })
                 };
-                let train = encode_cache(&vq, &text, key.clone(), count, |r| images.train_range(r), tokenizer.batch_size, device, &mut on_progress)?;
+                let train = encode_cache(
+                    &vq,
+                    &text,
+                    key.clone(),
+                    count,
+                    |r| images.train_range(r),
+                    tokenizer.batch_size,
+                    device,
+                    &mut on_progress,
+                )?;
                 let valid_images = images.valid().to_vec();
-                let valid = encode_cache(&vq, &text, key.clone(), valid_images.len(), |r| valid_images[r].to_vec(), tokenizer.batch_size, device, &mut on_progress)?;
+                let valid = encode_cache(
+                    &vq,
+                    &text,
+                    key.clone(),
+                    valid_images.len(),
+                    |r| valid_images[r].to_vec(),
+                    tokenizer.batch_size,
+                    device,
+                    &mut on_progress,
+                )?;
                 std::fs::create_dir_all(dir.join("codes")).map_err(io(dir))?;
                 train.save(&paths[0])?;
                 valid.save(&paths[1])?;
@@ -193,7 +270,11 @@ pub fn run_pipeline<B: AutodiffBackend>(
     // 4. The LM, resumed from its latest checkpoint if an earlier run of this config was interrupted.
     let lm_dir = dir.join("lm");
     let skipped = finished(&lm_dir, &config.lm);
-    on_event(&PipelineEvent::Phase { name: "lm", skipped, detail: format!("{} steps", config.lm.total_steps()) });
+    on_event(&PipelineEvent::Phase {
+        name: "lm",
+        skipped,
+        detail: format!("{} steps", config.lm.total_steps()),
+    });
     if !skipped {
         let checkpoints = crate::Checkpoints::new(lm_dir.join("checkpoints"), 1);
         let lm_json = serde_json::to_value(&config.lm).expect("the config serialises");
@@ -205,7 +286,9 @@ pub fn run_pipeline<B: AutodiffBackend>(
             }
             None => false,
         };
-        let lm = train_lm::<B>(&config.lm, &caches, &lm_dir, resume, device, |e| on_event(&PipelineEvent::Lm(e.clone())))?;
+        let lm = train_lm::<B>(&config.lm, &caches, &lm_dir, resume, device, |e| {
+            on_event(&PipelineEvent::Lm(e.clone()))
+        })?;
         save_lm(&lm, &lm_dir)?;
         let done = lm_dir.join("done.json");
         std::fs::write(&done, b"{}").map_err(io(&done))?;
@@ -229,9 +312,17 @@ fn encode_cache<B: Backend>(
     let chunk = batch_size.max(1) * 4;
     for start in (0..count).step_by(chunk) {
         let images = fetch(start..(start + chunk).min(count));
-        let captions: Vec<Vec<u32>> = images.iter().map(|i| text.encode(&i.caption)).collect::<Result<_, _>>()?;
+        let captions: Vec<Vec<u32>> = images
+            .iter()
+            .map(|i| text.encode(&i.caption))
+            .collect::<Result<_, _>>()?;
         let pixels = Batcher::<B, _, _>::batch(&PixelBatcher, images, device).images;
-        let codes: Vec<i64> = vq.encode(pixels)?.into_data().convert::<i64>().to_vec().expect("i64 codes");
+        let codes: Vec<i64> = vq
+            .encode(pixels)?
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .expect("i64 codes");
         let per_image = codes.len() / captions.len().max(1);
         for (grid, caption) in codes.chunks(per_image).zip(&captions) {
             let grid: Vec<u32> = grid.iter().map(|&c| c as u32).collect();
@@ -248,7 +339,12 @@ type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 fn save_lm<B: Backend>(lm: &TokenShuffleLm<B>, dir: &Path) -> Result<(), TrainError> {
     // The recorder sets the `.mpk` extension itself.
     let partial = dir.join("model-partial");
-    lm.clone().save_file(&partial, &Recorder::new()).map_err(|e| TrainError::Checkpoint { path: partial.clone(), message: e.to_string() })?;
+    lm.clone()
+        .save_file(&partial, &Recorder::new())
+        .map_err(|e| TrainError::Checkpoint {
+            path: partial.clone(),
+            message: e.to_string(),
+        })?;
     let target = dir.join("model.mpk");
     std::fs::rename(dir.join("model-partial.mpk"), &target).map_err(io(&target))
 }
@@ -271,23 +367,39 @@ impl<B: Backend> TrainedRun<B> {
         let run_path = dir.join("run.json");
         let config = RunConfig::load(&run_path).map_err(|e| TrainError::Checkpoint {
             path: run_path.clone(),
-            message: format!("not a run config ({e}); is {} a run directory made by `cargo xtask train`?", dir.display()),
+            message: format!(
+                "not a run config ({e}); is {} a run directory made by `cargo xtask train`?",
+                dir.display()
+            ),
         })?;
         let lm_path = dir.join("lm/model.mpk");
         if !lm_path.exists() {
             return Err(TrainError::Checkpoint {
                 path: lm_path,
-                message: "missing: the run has not finished training; run `cargo xtask train` on it again to finish".into(),
+                message: "missing: the run has not finished training; run `cargo xtask train` on it again to finish"
+                    .into(),
             });
         }
-        let vq = config.tokenizer.model.init::<B>(device)?.load_safetensors(&dir.join("tokenizer/model.safetensors"))?;
+        let vq = config
+            .tokenizer
+            .model
+            .init::<B>(device)?
+            .load_safetensors(&dir.join("tokenizer/model.safetensors"))?;
         let text = TextTokenizer::load(&dir.join("text/tokenizer.json"))?;
         let stage = config.lm.stages.last().expect("checked: at least one stage");
         let grid = [stage.resolution / vq.downsample_factor(); 2];
-        let lm_config = lm::TokenShuffleLmConfig { grid, window: stage.window, ..config.lm.lm.clone() };
-        let lm = lm_config.init::<B>(device)?.load_file(dir.join("lm/model"), &Recorder::new(), device).map_err(|e| {
-            TrainError::Checkpoint { path: dir.join("lm/model.mpk"), message: format!("unreadable ({e})") }
-        })?;
+        let lm_config = lm::TokenShuffleLmConfig {
+            grid,
+            window: stage.window,
+            ..config.lm.lm.clone()
+        };
+        let lm = lm_config
+            .init::<B>(device)?
+            .load_file(dir.join("lm/model"), &Recorder::new(), device)
+            .map_err(|e| TrainError::Checkpoint {
+                path: dir.join("lm/model.mpk"),
+                message: format!("unreadable ({e})"),
+            })?;
         Ok(Self { config, vq, text, lm })
     }
 
@@ -320,7 +432,10 @@ impl<B: Backend> TrainedRun<B> {
         device: &B::Device,
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<image::RgbImage, TrainError> {
-        Ok(tile(&self.generate_images(prompts, options, device, on_step)?, columns.max(1) as u32))
+        Ok(tile(
+            &self.generate_images(prompts, options, device, on_step)?,
+            columns.max(1) as u32,
+        ))
     }
 }
 
@@ -349,23 +464,55 @@ mod tests {
         let device = Default::default();
         let config = tiny_run();
         let phases = |events: &[PipelineEvent]| -> Vec<(&'static str, bool)> {
-            events.iter().filter_map(|e| if let PipelineEvent::Phase { name, skipped, .. } = e { Some((*name, *skipped)) } else { None }).collect()
+            events
+                .iter()
+                .filter_map(|e| {
+                    if let PipelineEvent::Phase { name, skipped, .. } = e {
+                        Some((*name, *skipped))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
         };
         let mut first = Vec::new();
         run_pipeline::<Autodiff<Flex>>(&config, dir.path(), &device, |e| first.push(e.clone())).unwrap();
-        assert_eq!(phases(&first), [("tokenizer", false), ("text tokenizer", false), ("code cache", false), ("lm", false)]);
+        assert_eq!(
+            phases(&first),
+            [
+                ("tokenizer", false),
+                ("text tokenizer", false),
+                ("code cache", false),
+                ("lm", false)
+            ]
+        );
         let mut second = Vec::new();
         run_pipeline::<Autodiff<Flex>>(&config, dir.path(), &device, |e| second.push(e.clone())).unwrap();
-        assert_eq!(phases(&second), [("tokenizer", true), ("text tokenizer", true), ("code cache", true), ("lm", true)]);
+        assert_eq!(
+            phases(&second),
+            [
+                ("tokenizer", true),
+                ("text tokenizer", true),
+                ("code cache", true),
+                ("lm", true)
+            ]
+        );
 
         let run = TrainedRun::<Flex>::load(dir.path(), &device).unwrap();
-        let options = GenerateOptions { cfg_scale: 2.0, schedule: CfgSchedule::Linear, sampler: Sampler::default(), seed: 3 };
+        let options = GenerateOptions {
+            cfg_scale: 2.0,
+            schedule: CfgSchedule::Linear,
+            sampler: Sampler::default(),
+            seed: 3,
+        };
         let prompts = ["a red circle".to_string(), "two blue squares".to_string()];
         let grid = run.generate(&prompts, &options, 2, &device, &mut |_, _| {}).unwrap();
         assert_eq!(grid.dimensions(), (64, 32), "two 32 px images side by side");
 
         let too_long = ["a red circle ".repeat(20)];
-        let err = run.generate(&too_long, &options, 1, &device, &mut |_, _| {}).unwrap_err();
+        let err = run
+            .generate(&too_long, &options, 1, &device, &mut |_, _| {})
+            .unwrap_err();
         assert!(err.to_string().contains("at most 80"), "{err}");
     }
 
@@ -381,7 +528,10 @@ mod tests {
         let mut config = tiny_run();
         config.lm.stages[0].window = 3;
         let err = config.check().unwrap_err().to_string();
-        assert!(err.contains("stage 0") && err.contains("8×8 grid") && err.contains("3"), "{err}");
+        assert!(
+            err.contains("stage 0") && err.contains("8×8 grid") && err.contains("3"),
+            "{err}"
+        );
     }
 
     #[test]

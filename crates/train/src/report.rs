@@ -28,7 +28,9 @@ pub const PALETTE: [Rgb<u8>; 10] = [
 ];
 
 /// The names of [`PALETTE`]'s colours, for reports that say which curve is which.
-pub const PALETTE_NAMES: [&str; 10] = ["blue", "orange", "green", "red", "purple", "brown", "pink", "grey", "olive", "cyan"];
+pub const PALETTE_NAMES: [&str; 10] = [
+    "blue", "orange", "green", "red", "purple", "brown", "pink", "grey", "olive", "cyan",
+];
 
 /// Reads `field` of the entries of `kind` (`train` or `valid`) from a `metrics.jsonl`.
 pub fn read_metric(path: &Path, kind: &str, field: &str) -> Vec<(f64, f64)> {
@@ -49,12 +51,24 @@ pub fn loss_curves(run: &Path) -> RgbImage {
     const ORANGE: Rgb<u8> = PALETTE[1];
     plot(&[
         vec![
-            Curve { points: read_metric(&run.join("tokenizer/metrics.jsonl"), "train", "reconstruction"), colour: BLUE },
-            Curve { points: read_metric(&run.join("tokenizer/metrics.jsonl"), "valid", "mse"), colour: ORANGE },
+            Curve {
+                points: read_metric(&run.join("tokenizer/metrics.jsonl"), "train", "reconstruction"),
+                colour: BLUE,
+            },
+            Curve {
+                points: read_metric(&run.join("tokenizer/metrics.jsonl"), "valid", "mse"),
+                colour: ORANGE,
+            },
         ],
         vec![
-            Curve { points: read_metric(&run.join("lm/metrics.jsonl"), "train", "image_ce"), colour: BLUE },
-            Curve { points: read_metric(&run.join("lm/metrics.jsonl"), "valid", "image_ce"), colour: ORANGE },
+            Curve {
+                points: read_metric(&run.join("lm/metrics.jsonl"), "train", "image_ce"),
+                colour: BLUE,
+            },
+            Curve {
+                points: read_metric(&run.join("lm/metrics.jsonl"), "valid", "image_ce"),
+                colour: ORANGE,
+            },
         ],
     ])
 }
@@ -66,8 +80,15 @@ pub fn plot(panels: &[Vec<Curve>]) -> RgbImage {
     let mut image = RgbImage::from_pixel(w * panels.len() as u32, h, Rgb([255, 255, 255]));
     for (p, curves) in panels.iter().enumerate() {
         let x0 = p as u32 * w;
-        let max_x = curves.iter().flat_map(|c| c.points.iter().map(|q| q.0)).fold(1.0, f64::max);
-        let max_y = curves.iter().flat_map(|c| c.points.iter().map(|q| q.1)).filter(|v| v.is_finite()).fold(1e-9, f64::max);
+        let max_x = curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|q| q.0))
+            .fold(1.0, f64::max);
+        let max_y = curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|q| q.1))
+            .filter(|v| v.is_finite())
+            .fold(1e-9, f64::max);
         let to_pixel = |(x, y): (f64, f64)| {
             let px = x0 as f64 + margin as f64 + x / max_x * (w - 2 * margin) as f64;
             let py = (h - margin) as f64 - y / max_y * (h - 2 * margin) as f64;
@@ -75,8 +96,18 @@ pub fn plot(panels: &[Vec<Curve>]) -> RgbImage {
         };
         // Axes.
         let axis = Rgb([0, 0, 0]);
-        line(&mut image, (x0 as i64 + margin as i64, margin as i64), (x0 as i64 + margin as i64, (h - margin) as i64), axis);
-        line(&mut image, (x0 as i64 + margin as i64, (h - margin) as i64), ((x0 + w - margin) as i64, (h - margin) as i64), axis);
+        line(
+            &mut image,
+            (x0 as i64 + margin as i64, margin as i64),
+            (x0 as i64 + margin as i64, (h - margin) as i64),
+            axis,
+        );
+        line(
+            &mut image,
+            (x0 as i64 + margin as i64, (h - margin) as i64),
+            ((x0 + w - margin) as i64, (h - margin) as i64),
+            axis,
+        );
         for curve in curves {
             for pair in curve.points.windows(2) {
                 line(&mut image, to_pixel(pair[0]), to_pixel(pair[1]), curve.colour);
@@ -133,7 +164,10 @@ mod tests {
             "{\"train\":{\"step\":1,\"image_ce\":2.0}}\n{\"train\":{\"step\":2,\"image_ce\":1.0}}\n{\"valid\":{\"step\":2,\"image_ce\":1.5}}\n",
         )
         .unwrap();
-        assert_eq!(read_metric(&dir.path().join("lm/metrics.jsonl"), "train", "image_ce"), [(1.0, 2.0), (2.0, 1.0)]);
+        assert_eq!(
+            read_metric(&dir.path().join("lm/metrics.jsonl"), "train", "image_ce"),
+            [(1.0, 2.0), (2.0, 1.0)]
+        );
         let image = loss_curves(dir.path());
         assert_eq!(image.dimensions(), (960, 320));
         // The LM panel's first training point (step 1 of 2, the maximum 2.0) is blue, at the top of the plot, half-way across.

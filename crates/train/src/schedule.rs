@@ -31,7 +31,12 @@ mod tests {
 
     #[test]
     fn warms_up_linearly_then_decays_to_the_final_ratio() {
-        let schedule = WarmupCosine { peak: 1.0, warmup_steps: 10, total_steps: 110, final_ratio: 0.1 };
+        let schedule = WarmupCosine {
+            peak: 1.0,
+            warmup_steps: 10,
+            total_steps: 110,
+            final_ratio: 0.1,
+        };
         assert!((schedule.at(0) - 0.1).abs() < 1e-12);
         assert!((schedule.at(4) - 0.5).abs() < 1e-12);
         assert!((schedule.at(10) - 1.0).abs() < 1e-12);
@@ -39,6 +44,9 @@ mod tests {
         assert!((schedule.at(60) - 0.55).abs() < 1e-12);
         assert!((schedule.at(110) - 0.1).abs() < 1e-12);
         assert!((schedule.at(500) - 0.1).abs() < 1e-12);
-        assert!((11..200).all(|s| schedule.at(s) <= schedule.at(s - 1) + 1e-12), "the decay never rises");
+        assert!(
+            (11..200).all(|s| schedule.at(s) <= schedule.at(s - 1) + 1e-12),
+            "the decay never rises"
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use burn::config::Config;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use data::ImageCaption;
@@ -72,10 +72,15 @@ impl TokenizerTrainingConfig {
         self.model.check()?;
         self.model.check_image_size(self.resolution, self.resolution)?;
         if self.batch_size == 0 || self.steps == 0 || self.valid_every == 0 || self.log_every == 0 {
-            return Err(TrainError::Config("batch_size, steps, valid_every and log_every must be positive".into()));
+            return Err(TrainError::Config(
+                "batch_size, steps, valid_every and log_every must be positive".into(),
+            ));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(TrainError::Config(format!("learning_rate {} must be positive", self.learning_rate)));
+            return Err(TrainError::Config(format!(
+                "learning_rate {} must be positive",
+                self.learning_rate
+            )));
         }
         Ok(())
     }
@@ -155,10 +160,20 @@ pub fn evaluate_reconstruction<B: Backend>(
         let codes = model.encode(batch.clone())?;
         usage.add(codes.clone());
         let reconstruction = model.decode(codes);
-        let mse: f32 = (reconstruction.clone().clamp(-1.0, 1.0) - batch.clone()).square().mean().into_scalar().elem();
+        let mse: f32 = (reconstruction.clone().clamp(-1.0, 1.0) - batch.clone())
+            .square()
+            .mean()
+            .into_scalar()
+            .elem();
         mse_sum += mse as f64 * chunk.len() as f64;
-        ssim_sum += ssim(batch.clone(), reconstruction.clone()).iter().map(|&v| v as f64).sum::<f64>();
-        psnr_sum += psnr(batch, reconstruction).iter().map(|&p| p.min(100.0) as f64).sum::<f64>();
+        ssim_sum += ssim(batch.clone(), reconstruction.clone())
+            .iter()
+            .map(|&v| v as f64)
+            .sum::<f64>();
+        psnr_sum += psnr(batch, reconstruction)
+            .iter()
+            .map(|&p| p.min(100.0) as f64)
+            .sum::<f64>();
         count += chunk.len();
     }
     Ok(ReconstructionReport {
@@ -174,7 +189,11 @@ pub fn evaluate_reconstruction<B: Backend>(
 
 /// Encodes `images` and decodes their codes: what the tokenizer keeps of them (and the best an LM over its codes
 /// could produce).
-pub fn reconstruct<B: Backend>(model: &VqModel<B>, images: &[ImageCaption], device: &B::Device) -> Result<Vec<image::RgbImage>, TrainError> {
+pub fn reconstruct<B: Backend>(
+    model: &VqModel<B>,
+    images: &[ImageCaption],
+    device: &B::Device,
+) -> Result<Vec<image::RgbImage>, TrainError> {
     let batch: Tensor<B, 4> = Batcher::<B, _, _>::batch(&PixelBatcher, images.to_vec(), device).images;
     Ok(tensor_to_images(model.decode(model.encode(batch)?)))
 }
@@ -192,8 +211,18 @@ pub fn reconstruction_grid<B: Backend>(
     let mut cells = Vec::new();
     for (originals, reconstructions) in images.chunks(columns).zip(decoded.chunks(columns)) {
         let padding = columns - originals.len();
-        cells.extend(originals.iter().map(|i| i.image.clone()).chain(std::iter::repeat_n(blank.clone(), padding)));
-        cells.extend(reconstructions.iter().cloned().chain(std::iter::repeat_n(blank.clone(), padding)));
+        cells.extend(
+            originals
+                .iter()
+                .map(|i| i.image.clone())
+                .chain(std::iter::repeat_n(blank.clone(), padding)),
+        );
+        cells.extend(
+            reconstructions
+                .iter()
+                .cloned()
+                .chain(std::iter::repeat_n(blank.clone(), padding)),
+        );
     }
     Ok(tile(&cells, columns as u32))
 }
@@ -218,7 +247,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         move |source| TrainError::Io { path, source }
     };
     std::fs::create_dir_all(out).map_err(io(out))?;
-    config.save(out.join("config.json")).map_err(io(&out.join("config.json")))?;
+    config
+        .save(out.join("config.json"))
+        .map_err(io(&out.join("config.json")))?;
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?;
     let mut record = |value: serde_json::Value| {
@@ -245,7 +276,13 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         let batch = images.batch(step, config.batch_size, config.seed);
         let images_tensor = Batcher::<B, _, _>::batch(&PixelBatcher, batch, device).images;
         let out_forward = model.forward(images_tensor.clone())?;
-        let loss = config.loss.generator(&model, discriminator.as_ref(), images_tensor.clone(), &out_forward, step);
+        let loss = config.loss.generator(
+            &model,
+            discriminator.as_ref(),
+            images_tensor.clone(),
+            &out_forward,
+            step,
+        );
         let total = read(loss.total.clone());
         if !total.is_finite() {
             let parts = [
@@ -255,8 +292,15 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                 ("entropy", read(loss.entropy.clone())),
                 ("gan", loss.gan.clone().map(read).unwrap_or(0.0)),
             ];
-            let (part, value) = parts.into_iter().find(|(_, v)| !v.is_finite()).unwrap_or(("total", total));
-            return Err(TrainError::NonFiniteLoss { step: step + 1, part, value });
+            let (part, value) = parts
+                .into_iter()
+                .find(|(_, v)| !v.is_finite())
+                .unwrap_or(("total", total));
+            return Err(TrainError::NonFiniteLoss {
+                step: step + 1,
+                part,
+                value,
+            });
         }
         let learning_rate = schedule.at(step);
         let grads = GradientsParams::from_grads(loss.total.backward(), &model);
@@ -265,7 +309,9 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         let mut discriminator_loss = None;
         if let Some(disc) = discriminator.take() {
             discriminator = Some(if config.loss.gan_active(step) {
-                let d_loss = config.loss.discriminator(&disc, images_tensor, out_forward.reconstruction);
+                let d_loss = config
+                    .loss
+                    .discriminator(&disc, images_tensor, out_forward.reconstruction);
                 discriminator_loss = Some(read(d_loss.clone()));
                 let grads = GradientsParams::from_grads(d_loss.backward(), &disc);
                 discriminator_optimizer.step(learning_rate, disc, grads)
@@ -306,7 +352,10 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let shown = &images.valid()[..images.valid().len().min(16)];
     let grid = reconstruction_grid(&model, shown, 8, device)?;
     let grid_path = out.join("reconstructions.png");
-    grid.save(&grid_path).map_err(|e| TrainError::Io { path: grid_path, source: std::io::Error::other(e) })?;
+    grid.save(&grid_path).map_err(|e| TrainError::Io {
+        path: grid_path,
+        source: std::io::Error::other(e),
+    })?;
     Ok(model)
 }
 
@@ -342,27 +391,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let device = Default::default();
         let mut events = Vec::new();
-        let model = train_tokenizer::<Autodiff<Flex>>(&config, &images, dir.path(), &device, |e| events.push(e.clone())).unwrap();
+        let model =
+            train_tokenizer::<Autodiff<Flex>>(&config, &images, dir.path(), &device, |e| events.push(e.clone()))
+                .unwrap();
 
-        let steps: Vec<usize> = events.iter().filter_map(|e| if let TokenizerEvent::Step(s) = e { Some(s.step) } else { None }).collect();
+        let steps: Vec<usize> = events
+            .iter()
+            .filter_map(|e| {
+                if let TokenizerEvent::Step(s) = e {
+                    Some(s.step)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(steps, [2, 4, 6]);
         let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
-        assert_eq!(metrics.lines().filter(|l| l.starts_with("{\"valid\"")).count(), 2, "{metrics}");
+        assert_eq!(
+            metrics.lines().filter(|l| l.starts_with("{\"valid\"")).count(),
+            2,
+            "{metrics}"
+        );
         let grid = image::open(dir.path().join("reconstructions.png")).unwrap();
-        assert_eq!((grid.width(), grid.height()), (8 * 32, 2 * 32), "4 originals over 4 reconstructions, 8 per row");
+        assert_eq!(
+            (grid.width(), grid.height()),
+            (8 * 32, 2 * 32),
+            "4 originals over 4 reconstructions, 8 per row"
+        );
 
         // The saved weights are the returned model's, and the saved config rebuilds it.
         let saved = TokenizerTrainingConfig::load(dir.path().join("config.json")).unwrap();
-        let loaded = saved.model.init::<Flex>(&device).unwrap().load_safetensors(&dir.path().join("model.safetensors")).unwrap();
+        let loaded = saved
+            .model
+            .init::<Flex>(&device)
+            .unwrap()
+            .load_safetensors(&dir.path().join("model.safetensors"))
+            .unwrap();
         let batch = Batcher::<Flex, _, _>::batch(&PixelBatcher, images.valid().to_vec(), &device).images;
-        assert_eq!(model.encode(batch.clone()).unwrap().into_data(), loaded.encode(batch).unwrap().into_data());
+        assert_eq!(
+            model.encode(batch.clone()).unwrap().into_data(),
+            loaded.encode(batch).unwrap().into_data()
+        );
     }
 
     #[test]
     fn a_diverging_run_stops_with_the_step_and_leaves_the_last_weights_intact() {
         let _turn = crate::tests::one_at_a_time();
         // A learning rate of 1e30 blows the weights up after the first update: step 2's loss is not finite.
-        let config = tiny_config().with_learning_rate(1e30).with_warmup_steps(0).with_valid_every(1).with_gradient_clip_norm(None);
+        let config = tiny_config()
+            .with_learning_rate(1e30)
+            .with_warmup_steps(0)
+            .with_valid_every(1)
+            .with_gradient_clip_norm(None);
         let images = TrainingImages::load(&ImageSource::Scenes, 32, config.valid_images, config.seed).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let weights = dir.path().join("model.safetensors");
@@ -375,6 +455,10 @@ mod tests {
         let err = result.unwrap_err();
         assert!(matches!(err, TrainError::NonFiniteLoss { step: 2, .. }), "{err}");
         assert!(err.to_string().contains("step 2"), "{err}");
-        assert_eq!(std::fs::read(&weights).unwrap(), saved, "the weights saved after step 1 are untouched");
+        assert_eq!(
+            std::fs::read(&weights).unwrap(),
+            saved,
+            "the weights saved after step 1 are untouched"
+        );
     }
 }

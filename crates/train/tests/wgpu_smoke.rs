@@ -26,11 +26,21 @@ fn lm_training_runs_on_wgpu() {
     let device = Default::default();
     if !wgpu_available(&device) {
         let required = std::env::var("TOKEN_SHUFFLE_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-        assert!(!required, "TOKEN_SHUFFLE_REQUIRE_WGPU=1 but wgpu found no adapter: install mesa-vulkan-drivers libvulkan1");
-        eprintln!("SKIPPED lm_training_runs_on_wgpu: wgpu found no Vulkan adapter (apt-get install mesa-vulkan-drivers libvulkan1)");
+        assert!(
+            !required,
+            "TOKEN_SHUFFLE_REQUIRE_WGPU=1 but wgpu found no adapter: install mesa-vulkan-drivers libvulkan1"
+        );
+        eprintln!(
+            "SKIPPED lm_training_runs_on_wgpu: wgpu found no Vulkan adapter (apt-get install mesa-vulkan-drivers libvulkan1)"
+        );
         return;
     }
-    let key = CacheKey { tokenizer: fingerprint(b"t"), vq_model: fingerprint(b"v"), resolution: 16, grid: [4, 4] };
+    let key = CacheKey {
+        tokenizer: fingerprint(b"t"),
+        vq_model: fingerprint(b"v"),
+        resolution: 16,
+        grid: [4, 4],
+    };
     let mut cache = CodeCache::new(key);
     for i in 0..8u32 {
         let codes: Vec<u32> = (0..16).map(|j| (i + j) % 8).collect();
@@ -44,8 +54,16 @@ fn lm_training_runs_on_wgpu() {
         "text_loss_weight": 0.0, "prompt_dropout": 0.0
     }))
     .unwrap();
-    let config = LmTrainingConfig::new(lm, vec![Stage::new(16, 2, 2, 1e-3)]).with_batch_size(4).with_log_every(1);
-    let data = BTreeMap::from([(16, LmData { train: cache.clone(), valid: cache })]);
+    let config = LmTrainingConfig::new(lm, vec![Stage::new(16, 2, 2, 1e-3)])
+        .with_batch_size(4)
+        .with_log_every(1);
+    let data = BTreeMap::from([(
+        16,
+        LmData {
+            train: cache.clone(),
+            valid: cache,
+        },
+    )]);
     let dir = tempfile::tempdir().unwrap();
     let mut losses = Vec::new();
     train_lm::<Autodiff<Wgpu>>(&config, &data, dir.path(), false, &device, |e| {

@@ -54,7 +54,11 @@ impl<B: Backend> AttnBlock<B> {
         let q = as_sequence(self.q.forward(h.clone()));
         let k = as_sequence(self.k.forward(h.clone()));
         let v = as_sequence(self.v.forward(h));
-        let options = AttentionModuleOptions { scale: Some((channels as f64).powf(-0.5)), softcap: None, is_causal: false };
+        let options = AttentionModuleOptions {
+            scale: Some((channels as f64).powf(-0.5)),
+            softcap: None,
+            is_causal: false,
+        };
         let out = attention(q, k, v, None, None, options);
         let out = out.swap_dims(2, 3).reshape([batch, channels, height, width]);
         x + self.proj_out.forward(out)
@@ -75,10 +79,17 @@ mod tests {
         let x = Tensor::<Flex, 4>::random([2, 8, 3, 4], Distribution::Normal(0.0, 1.0), &device);
         let h = block.norm.forward(x.clone());
         let flat = |t: Tensor<Flex, 4>| t.reshape([2, 8, 12]);
-        let (q, k, v) = (flat(block.q.forward(h.clone())), flat(block.k.forward(h.clone())), flat(block.v.forward(h)));
+        let (q, k, v) = (
+            flat(block.q.forward(h.clone())),
+            flat(block.k.forward(h.clone())),
+            flat(block.v.forward(h)),
+        );
         let weights = burn::tensor::activation::softmax(q.swap_dims(1, 2).matmul(k) / 8f32.sqrt(), 2);
         let out = v.matmul(weights.swap_dims(1, 2)).reshape([2, 8, 3, 4]);
         let expected = x.clone() + block.proj_out.forward(out);
-        block.forward(x).into_data().assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+        block
+            .forward(x)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
     }
 }

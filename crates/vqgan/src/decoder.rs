@@ -5,7 +5,9 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use crate::GroupNorm;
 use crate::resnet::{conv3x3, group_norm, residual_stack};
-use crate::{AttnBlock, AttnBlockConfig, MidBlock, ResampleConfig, ResnetBlock, ResnetBlockConfig, Upsample, VqModelConfig};
+use crate::{
+    AttnBlock, AttnBlockConfig, MidBlock, ResampleConfig, ResnetBlock, ResnetBlockConfig, Upsample, VqModelConfig,
+};
 
 /// One resolution level of the [`Decoder`], lowest resolution first: `res_blocks + 1` residual blocks (each followed
 /// by attention at the lowest level), then an [`Upsample`] on every level but the last.
@@ -45,7 +47,11 @@ impl<B: Backend> Decoder<B> {
                 let mut res = Vec::new();
                 let mut attn = Vec::new();
                 for _ in 0..=config.res_blocks {
-                    res.push(ResnetBlockConfig::new(block_in, block_out).with_norm_groups(groups).init(device));
+                    res.push(
+                        ResnetBlockConfig::new(block_in, block_out)
+                            .with_norm_groups(groups)
+                            .init(device),
+                    );
                     block_in = block_out;
                     if lowest {
                         attn.push(AttnBlockConfig::new(block_in).with_norm_groups(groups).init(device));

@@ -1,7 +1,7 @@
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -54,9 +54,14 @@ impl PatchDiscriminatorConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<PatchDiscriminator<B>, VqError> {
         let width = |layer: usize| self.channels * (1 << layer.min(3));
         if self.layers == 0 || self.channels == 0 {
-            return Err(VqError::Config("the discriminator needs at least one layer and one channel".into()));
+            return Err(VqError::Config(
+                "the discriminator needs at least one layer and one channel".into(),
+            ));
         }
-        if let Some(w) = (1..=self.layers).map(width).find(|w| self.norm_groups == 0 || w % self.norm_groups != 0) {
+        if let Some(w) = (1..=self.layers)
+            .map(width)
+            .find(|w| self.norm_groups == 0 || w % self.norm_groups != 0)
+        {
             return Err(VqError::Config(format!(
                 "discriminator norm_groups = {} does not divide its width {w}; pick a divisor of channels",
                 self.norm_groups
@@ -65,7 +70,12 @@ impl PatchDiscriminatorConfig {
         // Stride 2 on all inner layers but the last, which keeps the size (taming's NLayerDiscriminator).
         let layers = (1..=self.layers)
             .map(|layer| DiscriminatorLayer {
-                conv: conv4x4(width(layer - 1), width(layer), if layer < self.layers { 2 } else { 1 }, device),
+                conv: conv4x4(
+                    width(layer - 1),
+                    width(layer),
+                    if layer < self.layers { 2 } else { 1 },
+                    device,
+                ),
                 norm: group_norm(self.norm_groups, width(layer), device),
             })
             .collect();
@@ -109,9 +119,19 @@ mod tests {
     #[test]
     fn patch_logits_have_taming_sizes() {
         let device = Default::default();
-        let disc = PatchDiscriminatorConfig::new().with_channels(8).with_norm_groups(4).init::<Flex>(&device).unwrap();
-        assert_eq!(disc.forward(Tensor::zeros([2, 3, 64, 64], &device)).dims(), [2, 1, 6, 6]);
-        assert_eq!(disc.forward(Tensor::zeros([1, 3, 256, 256], &device)).dims(), [1, 1, 30, 30]);
+        let disc = PatchDiscriminatorConfig::new()
+            .with_channels(8)
+            .with_norm_groups(4)
+            .init::<Flex>(&device)
+            .unwrap();
+        assert_eq!(
+            disc.forward(Tensor::zeros([2, 3, 64, 64], &device)).dims(),
+            [2, 1, 6, 6]
+        );
+        assert_eq!(
+            disc.forward(Tensor::zeros([1, 3, 256, 256], &device)).dims(),
+            [1, 1, 30, 30]
+        );
     }
 
     #[test]
@@ -119,7 +139,10 @@ mod tests {
         use burn::backend::Autodiff;
         use burn::tensor::Distribution;
         let device = Default::default();
-        let config = PatchDiscriminatorConfig::new().with_channels(8).with_layers(2).with_norm_groups(4);
+        let config = PatchDiscriminatorConfig::new()
+            .with_channels(8)
+            .with_layers(2)
+            .with_norm_groups(4);
         let disc = config.init::<Autodiff<Flex>>(&device).unwrap();
         let images = Tensor::random([2, 3, 16, 16], Distribution::Uniform(-1.0, 1.0), &device);
         crate::tests::assert_every_parameter_has_gradient(&disc, disc.forward(images).square().mean());
@@ -138,7 +161,10 @@ mod tests {
 
     #[test]
     fn groups_that_do_not_divide_the_width_are_named() {
-        let err = PatchDiscriminatorConfig::new().with_channels(12).with_norm_groups(16).init::<Flex>(&Default::default());
+        let err = PatchDiscriminatorConfig::new()
+            .with_channels(12)
+            .with_norm_groups(16)
+            .init::<Flex>(&Default::default());
         assert!(err.unwrap_err().to_string().contains("norm_groups = 16"));
     }
 }

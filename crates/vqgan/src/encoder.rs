@@ -5,7 +5,9 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use crate::GroupNorm;
 use crate::resnet::{conv3x3, group_norm, residual_stack};
-use crate::{AttnBlock, AttnBlockConfig, Downsample, MidBlock, ResampleConfig, ResnetBlock, ResnetBlockConfig, VqModelConfig};
+use crate::{
+    AttnBlock, AttnBlockConfig, Downsample, MidBlock, ResampleConfig, ResnetBlock, ResnetBlockConfig, VqModelConfig,
+};
 
 /// One resolution level of the [`Encoder`]: residual blocks (each followed by attention at the lowest level), then a
 /// [`Downsample`] on every level but the last.
@@ -42,7 +44,11 @@ impl<B: Backend> Encoder<B> {
                 let mut res = Vec::new();
                 let mut attn = Vec::new();
                 for _ in 0..config.res_blocks {
-                    res.push(ResnetBlockConfig::new(block_in, block_out).with_norm_groups(groups).init(device));
+                    res.push(
+                        ResnetBlockConfig::new(block_in, block_out)
+                            .with_norm_groups(groups)
+                            .init(device),
+                    );
                     block_in = block_out;
                     if lowest {
                         attn.push(AttnBlockConfig::new(block_in).with_norm_groups(groups).init(device));

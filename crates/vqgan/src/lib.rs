@@ -56,8 +56,8 @@ pub mod llamagen;
 mod loss;
 mod metrics;
 mod mid;
-mod norm;
 mod model;
+mod norm;
 mod quantizer;
 mod resample;
 mod resnet;
@@ -72,8 +72,8 @@ pub use error::VqError;
 pub use loss::{GeneratorLoss, Reconstruction, VqLossConfig};
 pub use metrics::{CodebookUsage, psnr, ssim};
 pub use mid::MidBlock;
-pub use norm::{GroupNorm, GroupNormConfig};
 pub use model::{VqForward, VqModel, VqModelConfig};
+pub use norm::{GroupNorm, GroupNormConfig};
 pub use quantizer::{Quantized, VectorQuantizer, VectorQuantizerConfig};
 pub use resample::{Downsample, ResampleConfig, Upsample};
 pub use resnet::{ResnetBlock, ResnetBlockConfig};
@@ -100,13 +100,20 @@ pub(crate) mod tests {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
                 self.seen += 1;
                 let name = self.path.join(".");
-                let grad = param.val().grad(self.grads).unwrap_or_else(|| panic!("no gradient reached {name}"));
+                let grad = param
+                    .val()
+                    .grad(self.grads)
+                    .unwrap_or_else(|| panic!("no gradient reached {name}"));
                 let norm: f32 = burn::tensor::ElementConversion::elem(grad.abs().sum().into_scalar());
                 assert!(norm > 0.0, "the gradient of {name} is zero");
             }
         }
         let grads = loss.backward();
-        let mut check = Check::<B> { grads: &grads, path: Vec::new(), seen: 0 };
+        let mut check = Check::<B> {
+            grads: &grads,
+            path: Vec::new(),
+            seen: 0,
+        };
         module.visit(&mut check);
         assert!(check.seen > 0, "the module has no parameter to check");
     }

@@ -45,7 +45,10 @@ pub const KEY_REMAPPING: [(&str, &str); 3] = [
 /// The state-dict key LlamaGen uses for a parameter path of [`VqModel`] (the inverse of [`KEY_REMAPPING`] and of
 /// the GroupNorm renaming), for error messages that name what is missing from the file.
 pub fn llamagen_key(path: &str) -> String {
-    let key = path.replace(".mid.block_1.", ".mid.0.").replace(".mid.attn_1.", ".mid.1.").replace(".mid.block_2.", ".mid.2.");
+    let key = path
+        .replace(".mid.block_1.", ".mid.0.")
+        .replace(".mid.attn_1.", ".mid.1.")
+        .replace(".mid.block_2.", ".mid.2.");
     let is_norm = key.rsplit('.').nth(1).is_some_and(|module| module.starts_with("norm"));
     match key.rsplit_once('.') {
         Some((module, "gamma")) if is_norm => format!("{module}.weight"),
@@ -57,10 +60,17 @@ pub fn llamagen_key(path: &str) -> String {
 /// Builds a model from `config` and loads a LlamaGen checkpoint into it: a PyTorch file (`.pt`, `.pth`; state dict
 /// under `model`) or a safetensors file with LlamaGen's key names. A key the model needs but the file lacks is
 /// an error naming it (by its LlamaGen name); so is a tensor of the wrong shape (another config).
-pub fn load_llamagen<B: Backend>(config: &VqModelConfig, path: &Path, device: &B::Device) -> Result<VqModel<B>, VqError> {
+pub fn load_llamagen<B: Backend>(
+    config: &VqModelConfig,
+    path: &Path,
+    device: &B::Device,
+) -> Result<VqModel<B>, VqError> {
     let mut model = config.init::<B>(device)?;
     let remapper = KeyRemapper::from_patterns(KEY_REMAPPING.to_vec()).expect("the remapping patterns are valid");
-    let read_error = |message: String| VqError::Weights { path: path.to_path_buf(), message };
+    let read_error = |message: String| VqError::Weights {
+        path: path.to_path_buf(),
+        message,
+    };
     let result = if path.extension().is_some_and(|e| e == "safetensors") {
         let mut store = SafetensorsStore::from_file(path)
             .remap(remapper)
@@ -151,14 +161,25 @@ mod tests {
             block_in = ch * in_ch_mult[i_level];
             let block_out = ch * mult[i_level];
             for j in 0..c.res_blocks {
-                resnet(&mut keys, &format!("encoder.conv_blocks.{i_level}.res.{j}"), block_in, block_out);
+                resnet(
+                    &mut keys,
+                    &format!("encoder.conv_blocks.{i_level}.res.{j}"),
+                    block_in,
+                    block_out,
+                );
                 block_in = block_out;
                 if i_level == n - 1 {
                     attn(&mut keys, &format!("encoder.conv_blocks.{i_level}.attn.{j}"), block_in);
                 }
             }
             if i_level != n - 1 {
-                conv(&mut keys, &format!("encoder.conv_blocks.{i_level}.downsample.conv"), block_in, block_in, 3);
+                conv(
+                    &mut keys,
+                    &format!("encoder.conv_blocks.{i_level}.downsample.conv"),
+                    block_in,
+                    block_in,
+                    3,
+                );
             }
         }
         mid(&mut keys, "encoder", block_in);
@@ -171,14 +192,25 @@ mod tests {
         for (index, i_level) in (0..n).rev().enumerate() {
             let block_out = ch * mult[i_level];
             for j in 0..=c.res_blocks {
-                resnet(&mut keys, &format!("decoder.conv_blocks.{index}.res.{j}"), block_in, block_out);
+                resnet(
+                    &mut keys,
+                    &format!("decoder.conv_blocks.{index}.res.{j}"),
+                    block_in,
+                    block_out,
+                );
                 block_in = block_out;
                 if i_level == n - 1 {
                     attn(&mut keys, &format!("decoder.conv_blocks.{index}.attn.{j}"), block_in);
                 }
             }
             if i_level != 0 {
-                conv(&mut keys, &format!("decoder.conv_blocks.{index}.upsample.conv"), block_in, block_in, 3);
+                conv(
+                    &mut keys,
+                    &format!("decoder.conv_blocks.{index}.upsample.conv"),
+                    block_in,
+                    block_in,
+                    3,
+                );
             }
         }
         norm(&mut keys, "decoder.norm_out", block_in);
@@ -208,7 +240,11 @@ mod tests {
             .filter(|(_, (key, _))| !skip.contains(&key.as_str()))
             .map(|(i, (key, shape))| {
                 let values = vec![i as f32; shape.iter().product()];
-                (key.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect())
+                (
+                    key.clone(),
+                    shape.clone(),
+                    values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
             })
             .collect();
         let views = bytes
@@ -248,9 +284,17 @@ mod tests {
             }
         }
         let index = keys.iter().enumerate().map(|(i, (key, _))| (key.as_str(), i)).collect();
-        let mut check = Check { index, path: Vec::new(), seen: 0 };
+        let mut check = Check {
+            index,
+            path: Vec::new(),
+            seen: 0,
+        };
         model.visit(&mut check);
-        assert_eq!(check.seen, keys.len() - IGNORED_KEYS.len(), "every weight of the state dict is a parameter");
+        assert_eq!(
+            check.seen,
+            keys.len() - IGNORED_KEYS.len(),
+            "every weight of the state dict is a parameter"
+        );
     }
 
     #[test]
@@ -260,8 +304,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vq.safetensors");
         write_checkpoint(&path, &keys, &["decoder.mid.1.q.weight", "encoder.norm_out.weight"]);
-        let message = load_llamagen::<Flex>(&config, &path, &Default::default()).unwrap_err().to_string();
-        assert!(message.contains("decoder.mid.1.q.weight") && message.contains("encoder.norm_out.weight"), "{message}");
+        let message = load_llamagen::<Flex>(&config, &path, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("decoder.mid.1.q.weight") && message.contains("encoder.norm_out.weight"),
+            "{message}"
+        );
         assert!(message.contains("2 missing"), "{message}");
     }
 
@@ -271,7 +320,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vq.safetensors");
         write_checkpoint(&path, &keys, &[]);
-        let message = load_llamagen::<Flex>(&small_config(), &path, &Default::default()).unwrap_err().to_string();
+        let message = load_llamagen::<Flex>(&small_config(), &path, &Default::default())
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("have no place in this model"), "{message}");
     }
 }

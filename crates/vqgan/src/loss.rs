@@ -2,7 +2,9 @@ use burn::config::Config;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
-use crate::{PatchDiscriminator, PatchDiscriminatorConfig, VqForward, VqModel, hinge_discriminator_loss, hinge_generator_loss};
+use crate::{
+    PatchDiscriminator, PatchDiscriminatorConfig, VqForward, VqModel, hinge_discriminator_loss, hinge_generator_loss,
+};
 
 /// The pixel loss between an image and its reconstruction.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -82,10 +84,9 @@ impl VqLossConfig {
     ) -> GeneratorLoss<B> {
         let reconstruction = self.reconstruction.loss(images.clone(), out.reconstruction.clone());
         let quantized = &out.quantized;
-        let codebook_total = (quantized.codebook_loss.clone()
-            + quantized.commitment_loss.clone()
-            + quantized.entropy_loss.clone())
-            * self.codebook_weight;
+        let codebook_total =
+            (quantized.codebook_loss.clone() + quantized.commitment_loss.clone() + quantized.entropy_loss.clone())
+                * self.codebook_weight;
         let mut total = reconstruction.clone() + codebook_total;
         let (gan, adaptive_weight) = match discriminator.filter(|_| self.gan_active(step)) {
             Some(discriminator) => {
@@ -121,7 +122,10 @@ impl VqLossConfig {
         let head = model.decoder();
         let last_layer_gradient_norm = |loss: Tensor<B, 1>| -> f32 {
             let grads = loss.backward();
-            let grad = head.last_layer_weight().grad(&grads).expect("the last decoder layer is trainable");
+            let grad = head
+                .last_layer_weight()
+                .grad(&grads)
+                .expect("the last decoder layer is trainable");
             grad.square().sum().sqrt().into_scalar().elem()
         };
         let rec = last_layer_gradient_norm(self.reconstruction.loss(images, head.head(features.clone())));
@@ -136,7 +140,10 @@ impl VqLossConfig {
         images: Tensor<B, 4>,
         reconstruction: Tensor<B, 4>,
     ) -> Tensor<B, 1> {
-        hinge_discriminator_loss(discriminator.forward(images), discriminator.forward(reconstruction.detach()))
+        hinge_discriminator_loss(
+            discriminator.forward(images),
+            discriminator.forward(reconstruction.detach()),
+        )
     }
 }
 
@@ -165,20 +172,34 @@ mod tests {
         let config = VqLossConfig::new()
             .with_gan_weight(0.5)
             .with_gan_start_step(3)
-            .with_discriminator(PatchDiscriminatorConfig::new().with_channels(8).with_layers(2).with_norm_groups(4));
+            .with_discriminator(
+                PatchDiscriminatorConfig::new()
+                    .with_channels(8)
+                    .with_layers(2)
+                    .with_norm_groups(4),
+            );
         let discriminator = config.discriminator.init::<A>(&device).unwrap();
         let images = Tensor::<A, 4>::random([2, 3, 16, 16], Distribution::Uniform(-1.0, 1.0), &device);
         let out = model.forward(images.clone()).unwrap();
 
         let before = config.generator(&model, Some(&discriminator), images.clone(), &out, 2);
-        assert!(before.gan.is_none() && before.adaptive_weight == 0.0, "the GAN starts at step 3");
+        assert!(
+            before.gan.is_none() && before.adaptive_weight == 0.0,
+            "the GAN starts at step 3"
+        );
 
         let loss = config.generator(&model, Some(&discriminator), images.clone(), &out, 3);
         assert!(loss.gan.is_some());
-        assert!(loss.adaptive_weight.is_finite() && loss.adaptive_weight > 0.0, "{}", loss.adaptive_weight);
+        assert!(
+            loss.adaptive_weight.is_finite() && loss.adaptive_weight > 0.0,
+            "{}",
+            loss.adaptive_weight
+        );
         crate::tests::assert_every_parameter_has_gradient(&model, loss.total);
         // Near initialisation all logits sit inside the hinge margins: the loss is ½·(1 + 1) give or take.
-        let d_loss: f32 = config.discriminator(&discriminator, images, out.reconstruction).into_scalar();
+        let d_loss: f32 = config
+            .discriminator(&discriminator, images, out.reconstruction)
+            .into_scalar();
         assert!((d_loss - 1.0).abs() < 0.5, "{d_loss}");
     }
 
@@ -188,7 +209,9 @@ mod tests {
         let device = Default::default();
         let images = Tensor::<B, 4>::zeros([1, 3, 2, 2], &device);
         let shifted = Tensor::<B, 4>::from_data(TensorData::new(vec![0.5f32; 12], [1, 3, 2, 2]), &device);
-        let l1: f32 = Reconstruction::L1.loss(images.clone(), shifted.clone().neg()).into_scalar();
+        let l1: f32 = Reconstruction::L1
+            .loss(images.clone(), shifted.clone().neg())
+            .into_scalar();
         let l2: f32 = Reconstruction::L2.loss(images, shifted).into_scalar();
         assert!((l1 - 0.5).abs() < 1e-7 && (l2 - 0.25).abs() < 1e-7, "{l1} {l2}");
     }

@@ -26,7 +26,13 @@ pub fn psnr<B: Backend>(images: Tensor<B, 4>, reconstruction: Tensor<B, 4>) -> V
 /// - inputs `[batch, channels, height, width]`; output one value per image
 pub fn ssim<B: Backend>(images: Tensor<B, 4>, reconstruction: Tensor<B, 4>) -> Vec<f32> {
     let [batch, channels, height, width] = images.dims();
-    let read = |t: Tensor<B, 4>| -> Vec<f32> { ((t + 1.0) * 0.5).into_data().convert::<f32>().to_vec().expect("f32 data") };
+    let read = |t: Tensor<B, 4>| -> Vec<f32> {
+        ((t + 1.0) * 0.5)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 data")
+    };
     let (x, y) = (read(images), read(reconstruction.clamp(-1.0, 1.0)));
     let plane = height * width;
     (0..batch)
@@ -47,7 +53,9 @@ fn ssim_plane(x: &[f32], y: &[f32], width: usize, height: usize) -> f64 {
     let size = 11.min(width).min(height);
     let weights: Vec<f64> = {
         let centre = (size - 1) as f64 / 2.0;
-        let raw: Vec<f64> = (0..size).map(|i| (-((i as f64 - centre).powi(2)) / (2.0 * 1.5 * 1.5)).exp()).collect();
+        let raw: Vec<f64> = (0..size)
+            .map(|i| (-((i as f64 - centre).powi(2)) / (2.0 * 1.5 * 1.5)).exp())
+            .collect();
         let total: f64 = raw.iter().sum();
         raw.into_iter().map(|w| w / total).collect()
     };
@@ -56,11 +64,23 @@ fn ssim_plane(x: &[f32], y: &[f32], width: usize, height: usize) -> f64 {
         let (out_w, out_h) = (width - size + 1, height - size + 1);
         let rows: Vec<f64> = (0..height)
             .flat_map(|r| (0..out_w).map(move |c| (r, c)))
-            .map(|(r, c)| weights.iter().enumerate().map(|(k, w)| w * values(r * width + c + k)).sum())
+            .map(|(r, c)| {
+                weights
+                    .iter()
+                    .enumerate()
+                    .map(|(k, w)| w * values(r * width + c + k))
+                    .sum()
+            })
             .collect();
         (0..out_h)
             .flat_map(|r| (0..out_w).map(move |c| (r, c)))
-            .map(|(r, c)| weights.iter().enumerate().map(|(k, w)| w * rows[(r + k) * out_w + c]).sum())
+            .map(|(r, c)| {
+                weights
+                    .iter()
+                    .enumerate()
+                    .map(|(k, w)| w * rows[(r + k) * out_w + c])
+                    .sum()
+            })
             .collect()
     };
     let (x, y) = (|i: usize| x[i] as f64, |i: usize| y[i] as f64);
@@ -86,7 +106,9 @@ pub struct CodebookUsage {
 impl CodebookUsage {
     /// No codes counted yet, for a codebook of `codebook_size` entries.
     pub fn new(codebook_size: usize) -> Self {
-        Self { counts: vec![0; codebook_size] }
+        Self {
+            counts: vec![0; codebook_size],
+        }
     }
 
     /// Counts the codes of a batch.
@@ -159,7 +181,11 @@ mod tests {
     fn ssim_of_identical_images_of_a_constant_offset_and_of_inverted_structure() {
         let device = Default::default();
         let images = Tensor::<Flex, 4>::random([2, 3, 16, 16], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
-        assert!(ssim(images.clone(), images.clone()).iter().all(|&v| (v - 1.0).abs() < 1e-6));
+        assert!(
+            ssim(images.clone(), images.clone())
+                .iter()
+                .all(|&v| (v - 1.0).abs() < 1e-6)
+        );
         // Constant images a and b (0–1 scale): no variance, so SSIM = (2ab + C1) / (a² + b² + C1).
         let (a, b) = (0.5f64, 0.6f64);
         let constant = |v: f64| Tensor::<Flex, 4>::full([1, 3, 12, 12], v * 2.0 - 1.0, &device);
@@ -176,7 +202,10 @@ mod tests {
         let device = Default::default();
         let mut usage = CodebookUsage::new(8);
         // Codes 0 and 1, twice each: 2 of 8 used, two equally likely codes → perplexity 2.
-        usage.add(Tensor::<Flex, 2, Int>::from_data(TensorData::from([[0i64, 1], [1, 0]]), &device));
+        usage.add(Tensor::<Flex, 2, Int>::from_data(
+            TensorData::from([[0i64, 1], [1, 0]]),
+            &device,
+        ));
         assert_eq!(usage.total(), 4);
         assert!((usage.usage() - 0.25).abs() < 1e-7);
         assert!((usage.perplexity() - 2.0).abs() < 1e-5);

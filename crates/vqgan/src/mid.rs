@@ -14,10 +14,16 @@ pub struct MidBlock<B: Backend> {
 
 impl<B: Backend> MidBlock<B> {
     pub(crate) fn new(channels: usize, norm_groups: usize, device: &B::Device) -> Self {
-        let block = || ResnetBlockConfig::new(channels, channels).with_norm_groups(norm_groups).init(device);
+        let block = || {
+            ResnetBlockConfig::new(channels, channels)
+                .with_norm_groups(norm_groups)
+                .init(device)
+        };
         Self {
             block_1: block(),
-            attn_1: AttnBlockConfig::new(channels).with_norm_groups(norm_groups).init(device),
+            attn_1: AttnBlockConfig::new(channels)
+                .with_norm_groups(norm_groups)
+                .init(device),
             block_2: block(),
         }
     }

@@ -60,7 +60,10 @@ impl VqModelConfig {
             return fail("codebook_size, code_dim, channels and z_channels must all be positive".into());
         }
         let widths = self.channel_multipliers.iter().map(|m| m * self.channels);
-        if let Some(width) = widths.chain([self.channels]).find(|w| self.norm_groups == 0 || w % self.norm_groups != 0) {
+        if let Some(width) = widths
+            .chain([self.channels])
+            .find(|w| self.norm_groups == 0 || w % self.norm_groups != 0)
+        {
             return fail(format!(
                 "norm_groups = {} does not divide the channel width {width}; pick a divisor of every \
                  channels × multiplier",
@@ -143,7 +146,9 @@ impl<B: Backend> VqModel<B> {
     fn quantize(&self, images: Tensor<B, 4>) -> Result<Quantized<B>, VqError> {
         let [_, _, height, width] = images.dims();
         check_image_size(height, width, self.downsample_factor)?;
-        Ok(self.quantize.forward(self.quant_conv.forward(self.encoder.forward(images))))
+        Ok(self
+            .quantize
+            .forward(self.quant_conv.forward(self.encoder.forward(images))))
     }
 
     /// Encodes images to code ids.
@@ -161,7 +166,8 @@ impl<B: Backend> VqModel<B> {
     /// - input `[batch, h, w]`
     /// - output `[batch, 3, f·h, f·w]`
     pub fn decode(&self, codes: Tensor<B, 3, Int>) -> Tensor<B, 4> {
-        self.decoder.forward(self.post_quant_conv.forward(self.quantize.lookup(codes)))
+        self.decoder
+            .forward(self.post_quant_conv.forward(self.quantize.lookup(codes)))
     }
 
     /// Encode, quantize and decode, keeping what training needs.
@@ -170,15 +176,24 @@ impl<B: Backend> VqModel<B> {
     /// - input `[batch, 3, H, W]`; see [`VqForward`] for the outputs
     pub fn forward(&self, images: Tensor<B, 4>) -> Result<VqForward<B>, VqError> {
         let quantized = self.quantize(images)?;
-        let features = self.decoder.trunk(self.post_quant_conv.forward(quantized.vectors.clone()));
+        let features = self
+            .decoder
+            .trunk(self.post_quant_conv.forward(quantized.vectors.clone()));
         let reconstruction = self.decoder.head(features.clone());
-        Ok(VqForward { reconstruction, features, quantized })
+        Ok(VqForward {
+            reconstruction,
+            features,
+            quantized,
+        })
     }
 
     /// Writes the weights to a safetensors file (through a temporary file, so a crash never leaves half a file).
     pub fn save_safetensors(&self, path: &Path) -> Result<(), VqError> {
         let temporary = path.with_extension("safetensors.partial");
-        let error = |message: String| VqError::Weights { path: path.to_path_buf(), message };
+        let error = |message: String| VqError::Weights {
+            path: path.to_path_buf(),
+            message,
+        };
         let mut store = SafetensorsStore::from_file(&temporary).metadata("format", "token-shuffle-rs vqgan");
         self.save_into(&mut store).map_err(|e| error(e.to_string()))?;
         std::fs::rename(&temporary, path).map_err(|e| error(e.to_string()))
@@ -188,9 +203,10 @@ impl<B: Backend> VqModel<B> {
     /// config; a file from another config is refused, naming what does not fit.
     pub fn load_safetensors(mut self, path: &Path) -> Result<Self, VqError> {
         let mut store = SafetensorsStore::from_file(path).allow_partial(true).validate(false);
-        let result = self
-            .load_from(&mut store)
-            .map_err(|e| VqError::Weights { path: path.to_path_buf(), message: e.to_string() })?;
+        let result = self.load_from(&mut store).map_err(|e| VqError::Weights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         check_applied(&result, path, |key| key.to_string())?;
         Ok(self)
     }
@@ -220,7 +236,10 @@ pub(crate) fn check_applied(result: &ApplyResult, path: &Path, name: impl Fn(&st
     if !result.missing.is_empty() {
         let mut missing: Vec<String> = result.missing.iter().map(|(key, _)| name(key)).collect();
         missing.sort();
-        return Err(VqError::MissingTensors { path: path.to_path_buf(), missing });
+        return Err(VqError::MissingTensors {
+            path: path.to_path_buf(),
+            missing,
+        });
     }
     Ok(())
 }
@@ -263,9 +282,19 @@ mod tests {
     fn image_sizes_off_the_grid_and_bad_configs_are_named() {
         let device = Default::default();
         let model = small_config(4).init::<B>(&device).unwrap();
-        let message = model.encode(Tensor::zeros([1, 3, 60, 64], &device)).unwrap_err().to_string();
-        assert!(message.contains("60×64") && message.contains("factor 8") && message.contains("64×64"), "{message}");
-        let message = small_config(3).with_norm_groups(3).init::<B>(&device).unwrap_err().to_string();
+        let message = model
+            .encode(Tensor::zeros([1, 3, 60, 64], &device))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("60×64") && message.contains("factor 8") && message.contains("64×64"),
+            "{message}"
+        );
+        let message = small_config(3)
+            .with_norm_groups(3)
+            .init::<B>(&device)
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("norm_groups = 3"), "{message}");
     }
 
@@ -306,16 +335,26 @@ mod tests {
         let path = dir.path().join("vq.safetensors");
         let model = small_config(3).init::<B>(&device).unwrap();
         model.save_safetensors(&path).unwrap();
-        let loaded = small_config(3).init::<B>(&device).unwrap().load_safetensors(&path).unwrap();
+        let loaded = small_config(3)
+            .init::<B>(&device)
+            .unwrap()
+            .load_safetensors(&path)
+            .unwrap();
         let images = Tensor::<B, 4>::random([2, 3, 16, 16], Distribution::Uniform(-1.0, 1.0), &device);
         let codes = model.encode(images.clone()).unwrap().into_data();
         assert_eq!(codes, loaded.encode(images).unwrap().into_data());
 
         let wider = small_config(3).with_code_dim(8).init::<B>(&device).unwrap();
         let message = wider.load_safetensors(&path).unwrap_err().to_string();
-        assert!(message.contains("do not fit") && message.contains("quant_conv"), "{message}");
+        assert!(
+            message.contains("do not fit") && message.contains("quant_conv"),
+            "{message}"
+        );
         let deeper = small_config(3).with_res_blocks(2).init::<B>(&device).unwrap();
         let message = deeper.load_safetensors(&path).unwrap_err().to_string();
-        assert!(message.contains("has no tensor decoder.conv_blocks.0.attn.2.k.bias") && message.contains("68 missing"), "{message}");
+        assert!(
+            message.contains("has no tensor decoder.conv_blocks.0.attn.2.k.bias") && message.contains("68 missing"),
+            "{message}"
+        );
     }
 }

@@ -67,7 +67,11 @@ impl<B: Backend> GroupNorm<B> {
         let variance = (rows - mean.clone()).square().mean_dim(1);
         let inverse_std = (variance + self.epsilon).sqrt().recip();
         // Per (image, channel): y = x·scale + shift with scale = γ/σ, shift = β − μ·γ/σ.
-        let per_channel = |t: Tensor<B, 2>| t.reshape([batch, groups, 1]).expand([batch, groups, channels / groups]).reshape([batch, channels]);
+        let per_channel = |t: Tensor<B, 2>| {
+            t.reshape([batch, groups, 1])
+                .expand([batch, groups, channels / groups])
+                .reshape([batch, channels])
+        };
         let (mean, inverse_std) = (per_channel(mean), per_channel(inverse_std));
         let gamma = self.gamma.val().reshape([1, channels]);
         let scale = inverse_std * gamma;
@@ -95,7 +99,9 @@ mod tests {
         let mut ours = GroupNormConfig::new(2, 6).init::<Flex>(&device);
         ours.gamma = Param::from_tensor(gamma.clone());
         ours.beta = Param::from_tensor(beta.clone());
-        let mut theirs = burn::nn::GroupNormConfig::new(2, 6).with_epsilon(1e-6).init::<Flex>(&device);
+        let mut theirs = burn::nn::GroupNormConfig::new(2, 6)
+            .with_epsilon(1e-6)
+            .init::<Flex>(&device);
         theirs.gamma = Some(Param::from_tensor(gamma));
         theirs.beta = Some(Param::from_tensor(beta));
         ours.forward(x.clone())

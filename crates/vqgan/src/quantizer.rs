@@ -169,9 +169,14 @@ mod tests {
         let z = TensorData::new(vec![0.9f32, 0.1, -3.0, 0.2, -5.0, 2.9], [1, 2, 1, 3]);
         let out = quantizer.forward(Tensor::from_data(z, &device));
         assert_eq!(out.codes.dims(), [1, 1, 3]);
-        assert_eq!(out.codes.into_data().convert::<i64>().to_vec::<i64>().unwrap(), [0, 3, 2]);
+        assert_eq!(
+            out.codes.into_data().convert::<i64>().to_vec::<i64>().unwrap(),
+            [0, 3, 2]
+        );
         let expected = TensorData::new(vec![1.0f32, 0.0, -1.0, 0.0, -1.0, 0.0], [1, 2, 1, 3]);
-        out.vectors.into_data().assert_approx_eq::<f32>(&expected, Default::default());
+        out.vectors
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, Default::default());
     }
 
     #[test]
@@ -180,7 +185,10 @@ mod tests {
         let quantizer = axes_quantizer(&device);
         let codes = Tensor::<B, 3, Int>::from_data(TensorData::from([[[1i32, 3]]]), &device);
         let expected = TensorData::new(vec![0.0f32, 0.0, 1.0, -1.0], [1, 2, 1, 2]);
-        quantizer.lookup(codes).into_data().assert_approx_eq::<f32>(&expected, Default::default());
+        quantizer
+            .lookup(codes)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, Default::default());
     }
 
     #[test]
@@ -196,7 +204,11 @@ mod tests {
         let codebook: f32 = out.codebook_loss.into_scalar();
         let commitment: f32 = out.commitment_loss.into_scalar();
         assert!((codebook - mean).abs() < 1e-6, "{codebook} vs {mean}");
-        assert!((commitment - 0.25 * mean).abs() < 1e-6, "{commitment} vs {}", 0.25 * mean);
+        assert!(
+            (commitment - 0.25 * mean).abs() < 1e-6,
+            "{commitment} vs {}",
+            0.25 * mean
+        );
     }
 
     #[test]
@@ -210,7 +222,11 @@ mod tests {
         let grads = (out.vectors.sum() + out.codebook_loss).backward();
         let z_grad = z.grad(&grads).expect("no gradient reached the encoder output");
         assert!(z_grad.abs().sum().into_scalar() > 0.0);
-        let codebook_grad = quantizer.embedding.weight.grad(&grads).expect("no gradient reached the codebook");
+        let codebook_grad = quantizer
+            .embedding
+            .weight
+            .grad(&grads)
+            .expect("no gradient reached the codebook");
         assert!(codebook_grad.abs().sum().into_scalar() > 0.0);
     }
 

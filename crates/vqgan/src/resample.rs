@@ -38,7 +38,9 @@ impl ResampleConfig {
 
     /// Builds an [`Upsample`] on `device`.
     pub fn init_up<B: Backend>(&self, device: &B::Device) -> Upsample<B> {
-        Upsample { conv: conv3x3(self.channels, self.channels, device) }
+        Upsample {
+            conv: conv3x3(self.channels, self.channels, device),
+        }
     }
 }
 
@@ -78,8 +80,15 @@ mod tests {
     fn nearest_upsampling_repeats_each_pixel_in_a_2x2_block() {
         let device = Default::default();
         let x = Tensor::<Flex, 4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
-        let expected = [[1.0f32, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], [3.0, 3.0, 4.0, 4.0], [3.0, 3.0, 4.0, 4.0]];
-        upsample_nearest_2x(x).into_data().assert_eq(&TensorData::from([[expected]]), false);
+        let expected = [
+            [1.0f32, 1.0, 2.0, 2.0],
+            [1.0, 1.0, 2.0, 2.0],
+            [3.0, 3.0, 4.0, 4.0],
+            [3.0, 3.0, 4.0, 4.0],
+        ];
+        upsample_nearest_2x(x)
+            .into_data()
+            .assert_eq(&TensorData::from([[expected]]), false);
     }
 
     #[test]

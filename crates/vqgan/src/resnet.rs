@@ -1,7 +1,7 @@
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 
 use crate::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::silu;

@@ -6,10 +6,20 @@ use super::vocab::{Colour, Shape, number_word};
 use crate::rng::SplitMix64;
 
 /// The frames a prompt's words are set in.
-pub const FRAMES: [&str; 5] = ["a photo of {}", "{}", "an image of {}", "{} on a plain background", "a simple drawing of {}"];
+pub const FRAMES: [&str; 5] = [
+    "a photo of {}",
+    "{}",
+    "an image of {}",
+    "{} on a plain background",
+    "a simple drawing of {}",
+];
 
 fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn noun_phrase(colour: Option<Colour>, shape: Shape) -> String {
@@ -25,11 +35,24 @@ pub fn prompt_words(spec: &PromptSpec) -> String {
         PromptSpec::SingleObject { shape } => noun_phrase(None, shape),
         PromptSpec::TwoObjects { shapes: [a, b] } => format!("{} and {}", noun_phrase(None, a), noun_phrase(None, b)),
         PromptSpec::Counting { shape, count } => {
-            format!("{} {}", number_word(count), if count == 1 { shape.name() } else { shape.plural() })
+            format!(
+                "{} {}",
+                number_word(count),
+                if count == 1 { shape.name() } else { shape.plural() }
+            )
         }
         PromptSpec::Colours { shape, colour } => noun_phrase(Some(colour), shape),
-        PromptSpec::Position { first, relation, second } => {
-            format!("{} {} {}", noun_phrase(None, first), relation.phrase(), noun_phrase(None, second))
+        PromptSpec::Position {
+            first,
+            relation,
+            second,
+        } => {
+            format!(
+                "{} {} {}",
+                noun_phrase(None, first),
+                relation.phrase(),
+                noun_phrase(None, second)
+            )
         }
         PromptSpec::ColourAttribution { first, second } => format!(
             "{} and {}",

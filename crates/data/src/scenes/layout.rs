@@ -70,7 +70,11 @@ impl PromptSpec {
             PromptSpec::SingleObject { .. } | PromptSpec::TwoObjects { .. } => false,
             PromptSpec::Counting { shape, count } => HELD_OUT.counts.contains(&(shape, count)),
             PromptSpec::Colours { shape, colour } => HELD_OUT.colour_shapes.contains(&(colour, shape)),
-            PromptSpec::Position { first, relation, second } => HELD_OUT.relation_held_out(first, relation, second),
+            PromptSpec::Position {
+                first,
+                relation,
+                second,
+            } => HELD_OUT.relation_held_out(first, relation, second),
             PromptSpec::ColourAttribution { first, second } => {
                 HELD_OUT.colour_shapes.contains(&first) || HELD_OUT.colour_shapes.contains(&second)
             }
@@ -121,14 +125,23 @@ pub struct HeldOut {
 
 /// The corpus's held-out set.
 pub const HELD_OUT: HeldOut = HeldOut {
-    colour_shapes: &[(Colour::Blue, Shape::Triangle), (Colour::Yellow, Shape::Circle), (Colour::Purple, Shape::Square)],
-    relations: &[(Shape::Square, Relation::Above, Shape::Circle), (Shape::Triangle, Relation::LeftOf, Shape::Square)],
+    colour_shapes: &[
+        (Colour::Blue, Shape::Triangle),
+        (Colour::Yellow, Shape::Circle),
+        (Colour::Purple, Shape::Square),
+    ],
+    relations: &[
+        (Shape::Square, Relation::Above, Shape::Circle),
+        (Shape::Triangle, Relation::LeftOf, Shape::Square),
+    ],
     counts: &[(Shape::Triangle, 3), (Shape::Circle, 4)],
 };
 
 impl HeldOut {
     fn relation_held_out(&self, first: Shape, relation: Relation, second: Shape) -> bool {
-        self.relations.iter().any(|&(a, r, b)| (a, r, b) == (first, relation, second) || (b, r.converse(), a) == (first, relation, second))
+        self.relations.iter().any(|&(a, r, b)| {
+            (a, r, b) == (first, relation, second) || (b, r.converse(), a) == (first, relation, second)
+        })
     }
 }
 
@@ -149,7 +162,12 @@ impl SceneObject {
     /// Bounding box `[x0, y0, x1, y1]`, normalised.
     pub fn bbox(&self) -> [f64; 4] {
         let h = self.size / 2.0;
-        [self.center[0] - h, self.center[1] - h, self.center[0] + h, self.center[1] + h]
+        [
+            self.center[0] - h,
+            self.center[1] - h,
+            self.center[0] + h,
+            self.center[1] + h,
+        ]
     }
 }
 
@@ -208,7 +226,9 @@ fn sample_spec(category: Category, rng: &mut SplitMix64, held_out: bool) -> Prom
         (a, b)
     };
     match category {
-        Category::SingleObject => PromptSpec::SingleObject { shape: rng.pick(&Shape::ALL) },
+        Category::SingleObject => PromptSpec::SingleObject {
+            shape: rng.pick(&Shape::ALL),
+        },
         Category::TwoObjects => {
             let (a, b) = two_shapes(rng);
             PromptSpec::TwoObjects { shapes: [a, b] }
@@ -217,23 +237,41 @@ fn sample_spec(category: Category, rng: &mut SplitMix64, held_out: bool) -> Prom
             let (shape, count) = rng.pick(HELD_OUT.counts);
             PromptSpec::Counting { shape, count }
         }
-        Category::Counting => PromptSpec::Counting { shape: rng.pick(&Shape::ALL), count: 1 + rng.below(4) },
+        Category::Counting => PromptSpec::Counting {
+            shape: rng.pick(&Shape::ALL),
+            count: 1 + rng.below(4),
+        },
         Category::Colours if held_out => {
             let (colour, shape) = rng.pick(HELD_OUT.colour_shapes);
             PromptSpec::Colours { shape, colour }
         }
-        Category::Colours => PromptSpec::Colours { shape: rng.pick(&Shape::ALL), colour: rng.pick(&Colour::ALL) },
+        Category::Colours => PromptSpec::Colours {
+            shape: rng.pick(&Shape::ALL),
+            colour: rng.pick(&Colour::ALL),
+        },
         Category::Position if held_out => {
             let (first, relation, second) = rng.pick(HELD_OUT.relations);
-            PromptSpec::Position { first, relation, second }
+            PromptSpec::Position {
+                first,
+                relation,
+                second,
+            }
         }
         Category::Position => {
             let (first, second) = two_shapes(rng);
-            PromptSpec::Position { first, relation: rng.pick(&Relation::ALL), second }
+            PromptSpec::Position {
+                first,
+                relation: rng.pick(&Relation::ALL),
+                second,
+            }
         }
         Category::ColourAttribution => {
             let (a, b) = two_shapes(rng);
-            let first = if held_out { rng.pick(HELD_OUT.colour_shapes) } else { (rng.pick(&Colour::ALL), a) };
+            let first = if held_out {
+                rng.pick(HELD_OUT.colour_shapes)
+            } else {
+                (rng.pick(&Colour::ALL), a)
+            };
             let second_shape = if first.1 == b { a } else { b };
             let second_colour = loop {
                 let c = rng.pick(&Colour::ALL);
@@ -241,7 +279,10 @@ fn sample_spec(category: Category, rng: &mut SplitMix64, held_out: bool) -> Prom
                     break c;
                 }
             };
-            PromptSpec::ColourAttribution { first, second: (second_colour, second_shape) }
+            PromptSpec::ColourAttribution {
+                first,
+                second: (second_colour, second_shape),
+            }
         }
     }
 }
@@ -258,17 +299,27 @@ fn place_objects(spec: &PromptSpec, split: Split, rng: &mut SplitMix64) -> Vec<S
     'attempt: loop {
         let mut objects: Vec<SceneObject> = Vec::with_capacity(shapes.len());
         for (i, &shape) in shapes.iter().enumerate() {
-            let colour = spec.named_colour(i).unwrap_or_else(|| loop {
-                let c = rng.pick(&Colour::ALL);
-                if split == Split::HeldOut || !HELD_OUT.colour_shapes.contains(&(c, shape)) {
-                    break c;
+            let colour = spec.named_colour(i).unwrap_or_else(|| {
+                loop {
+                    let c = rng.pick(&Colour::ALL);
+                    if split == Split::HeldOut || !HELD_OUT.colour_shapes.contains(&(c, shape)) {
+                        break c;
+                    }
                 }
             });
             let size = rng.range(low, high);
             let placed = (0..200).find_map(|_| {
                 let half = size / 2.0;
-                let center = [rng.range(GAP + half, 1.0 - GAP - half), rng.range(GAP + half, 1.0 - GAP - half)];
-                let candidate = SceneObject { shape, colour, center, size };
+                let center = [
+                    rng.range(GAP + half, 1.0 - GAP - half),
+                    rng.range(GAP + half, 1.0 - GAP - half),
+                ];
+                let candidate = SceneObject {
+                    shape,
+                    colour,
+                    center,
+                    size,
+                };
                 let clear = objects.iter().all(|o| apart(o, &candidate));
                 clear.then_some(candidate)
             });

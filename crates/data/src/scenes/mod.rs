@@ -43,7 +43,10 @@ pub fn check_resolution(resolution: u32) -> Result<(), DataError> {
     if RESOLUTIONS.contains(&resolution) {
         Ok(())
     } else {
-        Err(DataError::Resolution { resolution, allowed: "32 to 2048 px for synthetic scenes" })
+        Err(DataError::Resolution {
+            resolution,
+            allowed: "32 to 2048 px for synthetic scenes",
+        })
     }
 }
 
@@ -94,7 +97,13 @@ impl SceneCorpus {
     pub fn scene(&self, index: u64) -> Scene {
         let (spec, objects, mut rng) = layout::sample_scene(self.seed, self.split, index);
         let caption = caption::caption(&spec, &mut rng);
-        Scene { index, split: self.split, spec, objects, caption }
+        Scene {
+            index,
+            split: self.split,
+            spec,
+            objects,
+            caption,
+        }
     }
 
     /// Every scene of the corpus, in order.
@@ -132,15 +141,27 @@ mod tests {
                         assert_eq!(object.colour, colour, "{}", scene.caption);
                     }
                     let [x0, y0, x1, y1] = object.bbox();
-                    assert!(x0 >= 0.0 && y0 >= 0.0 && x1 <= 1.0 && y1 <= 1.0, "{}: object off the canvas", scene.caption);
+                    assert!(
+                        x0 >= 0.0 && y0 >= 0.0 && x1 <= 1.0 && y1 <= 1.0,
+                        "{}: object off the canvas",
+                        scene.caption
+                    );
                 }
                 if let PromptSpec::Position { relation, .. } = spec {
-                    assert!(relation.holds(scene.objects[0].center, scene.objects[1].center, 0.0), "{}", scene.caption);
+                    assert!(
+                        relation.holds(scene.objects[0].center, scene.objects[1].center, 0.0),
+                        "{}",
+                        scene.caption
+                    );
                 }
                 for (i, a) in scene.objects.iter().enumerate() {
                     for b in &scene.objects[i + 1..] {
                         let ([ax0, ay0, ax1, ay1], [bx0, by0, bx1, by1]) = (a.bbox(), b.bbox());
-                        assert!(ax1 <= bx0 || bx1 <= ax0 || ay1 <= by0 || by1 <= ay0, "{}: objects overlap", scene.caption);
+                        assert!(
+                            ax1 <= bx0 || bx1 <= ax0 || ay1 <= by0 || by1 <= ay0,
+                            "{}: objects overlap",
+                            scene.caption
+                        );
                     }
                 }
             }
@@ -150,8 +171,10 @@ mod tests {
     #[test]
     fn every_category_is_covered_in_every_split() {
         for split in [Split::Train, Split::Valid, Split::HeldOut] {
-            let seen: std::collections::BTreeSet<Category> =
-                SceneCorpus::new(1, split, 12).scenes().map(|s| s.spec.category()).collect();
+            let seen: std::collections::BTreeSet<Category> = SceneCorpus::new(1, split, 12)
+                .scenes()
+                .map(|s| s.spec.category())
+                .collect();
             assert_eq!(seen.len(), Category::ALL.len(), "{split:?}");
         }
         let counts: std::collections::BTreeSet<usize> = SceneCorpus::new(1, Split::Train, 600)
@@ -170,16 +193,32 @@ mod tests {
             for scene in SceneCorpus::new(11, split, 3000).scenes() {
                 assert!(!scene.spec.is_held_out(), "{}", scene.caption);
                 for o in &scene.objects {
-                    assert!(!HELD_OUT.colour_shapes.contains(&(o.colour, o.shape)), "{} renders a held-out {:?} {:?}", scene.caption, o.colour, o.shape);
+                    assert!(
+                        !HELD_OUT.colour_shapes.contains(&(o.colour, o.shape)),
+                        "{} renders a held-out {:?} {:?}",
+                        scene.caption,
+                        o.colour,
+                        o.shape
+                    );
                 }
                 for &(shape, count) in HELD_OUT.counts {
-                    assert_ne!(scene.objects.iter().filter(|o| o.shape == shape).count(), count, "{}", scene.caption);
+                    assert_ne!(
+                        scene.objects.iter().filter(|o| o.shape == shape).count(),
+                        count,
+                        "{}",
+                        scene.caption
+                    );
                 }
             }
         }
         // …while the held-out split states them, in every category that has a held-out part.
         for scene in SceneCorpus::new(11, Split::HeldOut, 60).scenes() {
-            assert_eq!(scene.spec.is_held_out(), scene.spec.category().has_held_out_part(), "{}", scene.caption);
+            assert_eq!(
+                scene.spec.is_held_out(),
+                scene.spec.category().has_held_out_part(),
+                "{}",
+                scene.caption
+            );
         }
     }
 
@@ -197,7 +236,11 @@ mod tests {
                     for y in y0..(y1 + 1).min(image.height()) {
                         for x in x0..(x1 + 1).min(image.width()) {
                             let p = image.get_pixel(x, y).0;
-                            let ink = p.iter().zip(&BACKGROUND).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>();
+                            let ink = p
+                                .iter()
+                                .zip(&BACKGROUND)
+                                .map(|(a, b)| (*a as f64 - *b as f64).abs())
+                                .sum::<f64>();
                             sx += ink * (x as f64 + 0.5);
                             sy += ink * (y as f64 + 0.5);
                             n += ink;
@@ -206,9 +249,15 @@ mod tests {
                     [sx / n / r, sy / n / r]
                 };
                 let (a, b) = (centroid(&small), centroid(&large));
-                assert!((a[0] - b[0]).abs() < 1.0 / 64.0 && (a[1] - b[1]).abs() < 1.0 / 64.0, "{a:?} vs {b:?}");
+                assert!(
+                    (a[0] - b[0]).abs() < 1.0 / 64.0 && (a[1] - b[1]).abs() < 1.0 / 64.0,
+                    "{a:?} vs {b:?}"
+                );
             }
         }
-        assert!(matches!(corpus.scene(0).render(16), Err(DataError::Resolution { resolution: 16, .. })));
+        assert!(matches!(
+            corpus.scene(0).render(16),
+            Err(DataError::Resolution { resolution: 16, .. })
+        ));
     }
 }

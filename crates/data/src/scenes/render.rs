@@ -34,7 +34,11 @@ pub fn signed_distance(object: &SceneObject, p: V2) -> f64 {
         }
         Shape::Triangle => {
             // Apex up, base down, inscribed in the bounding square.
-            let vertices = [[c[0], c[1] - half], [c[0] + half, c[1] + half], [c[0] - half, c[1] + half]];
+            let vertices = [
+                [c[0], c[1] - half],
+                [c[0] + half, c[1] + half],
+                [c[0] - half, c[1] + half],
+            ];
             triangle_distance(p, vertices)
         }
     }
@@ -92,7 +96,12 @@ mod tests {
     use crate::scenes::vocab::Colour;
 
     fn object(shape: Shape) -> SceneObject {
-        SceneObject { shape, colour: Colour::Red, center: [0.5, 0.5], size: 0.5 }
+        SceneObject {
+            shape,
+            colour: Colour::Red,
+            center: [0.5, 0.5],
+            size: 0.5,
+        }
     }
 
     #[test]
