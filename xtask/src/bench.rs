@@ -210,7 +210,7 @@ impl DecodeBench {
         let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
         let load = || -> Result<(Duration, usize)> {
             let start = Instant::now();
-            let (train, valid, report) = data::twemoji::load_twemoji(self.resolution, 0.05)?;
+            let (train, valid, report) = token_shuffle_data::twemoji::load_twemoji(self.resolution, 0.05)?;
             anyhow::ensure!(report.skipped.is_empty(), "{}", report.summary());
             Ok((start.elapsed(), train.len() + valid.len()))
         };
@@ -265,7 +265,7 @@ impl BackendTask for GenerateBench {
     type Output = ();
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        use lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
+        use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
         let preset = crate::count::load_lm_config(&self.config)?;
         if self.repeats == 0 {
             bail!("--repeats must be at least 1");
@@ -366,7 +366,7 @@ impl BackendTask for TokenizerBench {
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         use burn::config::Config;
-        let config = vqgan::VqModelConfig::load(&self.config)
+        let config = token_shuffle_vqgan::VqModelConfig::load(&self.config)
             .with_context(|| format!("{}: not a VQ model config", self.config.display()))?;
         let model = config.init::<B>(&device)?;
         if self.repeats == 0 || self.batch == 0 {
@@ -462,7 +462,7 @@ impl BackendTask for LmBench {
     type Output = ();
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        let bench = eval::SpeedBench {
+        let bench = token_shuffle_eval::SpeedBench {
             lm: crate::count::load_lm_config(&self.config)?,
             grid: self.grid,
             windows: self.windows.clone(),
@@ -487,7 +487,8 @@ impl BackendTask for LmBench {
         let mut report = bench.run::<Autodiff<B>>(backend.name(), &device, heap, |done, total| {
             eprintln!("  repetition {done}/{total}")
         })?;
-        report.counted = eval::count_paper_shape(&paper, self.paper_downsample, &[512, 1024, 2048], &[1, 2, 4], 64);
+        report.counted =
+            token_shuffle_eval::count_paper_shape(&paper, self.paper_downsample, &[512, 1024, 2048], &[1, 2, 4], 64);
         let markdown = format!(
             "{}\nThe paper's shape is {} (captions of 64 ids, VQ downsample {}).\n",
             report.markdown(),
@@ -537,7 +538,7 @@ impl BackendTask for NormBench {
         let same = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let channel = Tensor::<B, 1>::random([c], Distribution::Normal(0.0, 1.0), &device);
         let per_row = Tensor::<B, 2>::random([n * c, 1], Distribution::Normal(0.0, 1.0), &device);
-        let ours = vqgan::GroupNormConfig::new(self.groups, c).init::<B>(&device);
+        let ours = token_shuffle_vqgan::GroupNormConfig::new(self.groups, c).init::<B>(&device);
         let burns = burn::nn::GroupNormConfig::new(self.groups, c)
             .with_epsilon(1e-6)
             .init::<B>(&device);
@@ -554,7 +555,7 @@ impl BackendTask for NormBench {
                 Box::new(|| (x.clone().reshape([n * c, h * w]) + per_row.clone()).reshape([n, c, h, w])),
             ),
             ("burn::nn::GroupNorm", Box::new(|| burns.forward(x.clone()))),
-            ("vqgan::GroupNorm", Box::new(|| ours.forward(x.clone()))),
+            ("token_shuffle_vqgan::GroupNorm", Box::new(|| ours.forward(x.clone()))),
         ];
         let mut times = vec![Vec::new(); cases.len()];
         for repetition in 0..=self.repeats {

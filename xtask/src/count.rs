@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use lm::TokenShuffleLmConfig;
+use token_shuffle_lm::TokenShuffleLmConfig;
 
 /// Arguments of `cargo xtask count`.
 #[derive(Args)]

@@ -9,10 +9,10 @@ use burn::backend::Autodiff;
 use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use data::ImageCaption;
-use eval::ablation::{AblationEvent, parse_fusion};
-use eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate_through};
-use train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
+use token_shuffle_data::ImageCaption;
+use token_shuffle_eval::ablation::{AblationEvent, parse_fusion};
+use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate_through};
+use token_shuffle_train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
 use crate::run::{PipelineLog, SamplingArgs, Tenths, save_png};
@@ -96,7 +96,7 @@ impl BackendTask for EvalTask {
         let run = TrainedRun::<B>::load(&self.run, &device)?;
         let started = Instant::now();
         eprintln!("eval {} on {}", self.run.display(), backend.name());
-        let evaluation = eval::evaluate_run(&run, &self.options, &device, progress_printer(started))?;
+        let evaluation = token_shuffle_eval::evaluate_run(&run, &self.options, &device, progress_printer(started))?;
         let out = self.run.join("eval");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let name = self
@@ -205,7 +205,7 @@ impl BackendTask for CalibrateDetector {
                                     image,
                                 })
                                 .collect();
-                            Ok(train::reconstruct(vq, &images, &device)?)
+                            Ok(token_shuffle_train::reconstruct(vq, &images, &device)?)
                         }
                         None => Ok(renders),
                     },
@@ -267,7 +267,7 @@ impl Ablate {
         } else {
             self.mlp_blocks.clone()
         };
-        let variants = eval::variants(&self.windows, &fusions, &blocks);
+        let variants = token_shuffle_eval::variants(&self.windows, &fusions, &blocks);
         let options = self.benchmark.options()?;
         run_on(
             self.backend,
@@ -283,7 +283,7 @@ impl Ablate {
 
 struct AblateTask {
     base: RunConfig,
-    variants: Vec<eval::Variant>,
+    variants: Vec<token_shuffle_eval::Variant>,
     dir: PathBuf,
     options: EvalOptions,
 }
@@ -291,7 +291,7 @@ struct AblateTask {
 impl BackendTask for AblateTask {
     type Output = ();
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        let names: Vec<String> = self.variants.iter().map(eval::Variant::name).collect();
+        let names: Vec<String> = self.variants.iter().map(token_shuffle_eval::Variant::name).collect();
         eprintln!(
             "ablate {} on {}: {}",
             self.dir.display(),
@@ -301,7 +301,7 @@ impl BackendTask for AblateTask {
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.base);
         let mut progress = progress_printer(started);
-        let report = eval::run_ablation::<Autodiff<B>>(
+        let report = token_shuffle_eval::run_ablation::<Autodiff<B>>(
             &self.base,
             &self.variants,
             &self.dir,

@@ -14,7 +14,7 @@ use backend::{BackendKind, BackendTask, run_on};
 
 /// Counts heap bytes, so that `cargo xtask bench` can report peak memory on CPU backends.
 #[global_allocator]
-pub static HEAP: eval::memory::PeakAlloc = eval::memory::PeakAlloc::new();
+pub static HEAP: token_shuffle_eval::memory::PeakAlloc = token_shuffle_eval::memory::PeakAlloc::new();
 
 /// token-shuffle-rs: Token-Shuffle for autoregressive image generation, in Rust on burn.
 #[derive(Parser)]

@@ -8,9 +8,9 @@ use burn::backend::Autodiff;
 use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use data::scenes::{SceneCorpus, Split};
-use lm::{CfgSchedule, GenerateOptions, Sampler};
-use train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline};
+use token_shuffle_data::scenes::{SceneCorpus, Split};
+use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
+use token_shuffle_train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
 
@@ -43,7 +43,7 @@ impl Train {
             .unwrap_or_else(|| "run".into());
         let dir = self
             .run
-            .unwrap_or_else(|| train::run_dir(name.trim_start_matches("run-")));
+            .unwrap_or_else(|| token_shuffle_train::run_dir(name.trim_start_matches("run-")));
         run_on(self.backend, TrainTask { config, dir })?;
         Ok(())
     }
@@ -329,21 +329,25 @@ impl BackendTask for DemoReport {
         let grid = run.generate(&prompts, &options, 8, &device, &mut |_, _| {})?;
         let generation_s = generated.elapsed().as_secs_f32();
         save_png(&grid, &self.run.join("samples.png"))?;
-        save_png(&train::report::loss_curves(&self.run), &self.run.join("loss.png"))?;
+        save_png(
+            &token_shuffle_train::report::loss_curves(&self.run),
+            &self.run.join("loss.png"),
+        )?;
         eprintln!("benchmark: generating and judging 192 images of held-out prompts");
-        let benchmark = eval::EvalOptions {
-            benchmark: eval::CompositionalBenchmark::default(),
+        let benchmark = token_shuffle_eval::EvalOptions {
+            benchmark: token_shuffle_eval::CompositionalBenchmark::default(),
             generate: options,
             batch_size: 16,
             reconstruction_images: 0,
-            detector: eval::DetectorConfig::default(),
+            detector: token_shuffle_eval::DetectorConfig::default(),
         };
-        let evaluation = eval::evaluate_run(&run, &benchmark, &device, |_, _, _| {})?;
+        let evaluation = token_shuffle_eval::evaluate_run(&run, &benchmark, &device, |_, _, _| {})?;
         save_png(&evaluation.samples, &self.run.join("benchmark.png"))?;
 
         let tokenizer: serde_json::Value =
             serde_json::from_slice(&std::fs::read(self.run.join("tokenizer/done.json"))?)?;
-        let lm_valid = train::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
+        let lm_valid =
+            token_shuffle_train::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
         let (first, last) = (
             lm_valid.first().map_or(f64::NAN, |v| v.1),
             lm_valid.last().map_or(f64::NAN, |v| v.1),

@@ -7,8 +7,8 @@ use burn::backend::Autodiff;
 use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use train::{ImageSource, TokenizerEvent, TokenizerTrainingConfig, TrainingImages, train_tokenizer};
-use vqgan::VqModelConfig;
+use token_shuffle_train::{ImageSource, TokenizerEvent, TokenizerTrainingConfig, TrainingImages, train_tokenizer};
+use token_shuffle_vqgan::VqModelConfig;
 
 use crate::backend::{BackendKind, BackendTask, run_on};
 

@@ -1,9 +1,9 @@
 //! Renders the first scenes of a split into one grid image and prints their captions.
 //!
-//! `cargo run -p data --example scene_grid -- [train|valid|held-out] [resolution] [out.png]`
+//! `cargo run -p token-shuffle-data --example scene_grid -- [train|valid|held-out] [resolution] [out.png]`
 
-use data::imaging::tile;
-use data::scenes::{SceneCorpus, Split};
+use token_shuffle_data::imaging::tile;
+use token_shuffle_data::scenes::{SceneCorpus, Split};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

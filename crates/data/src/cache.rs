@@ -7,7 +7,7 @@
 //! or a truncated copy never passes for a valid cache.
 //!
 //! ```
-//! use data::cache::{CacheKey, CodeCache, fingerprint};
+//! use token_shuffle_data::cache::{CacheKey, CodeCache, fingerprint};
 //!
 //! let dir = std::env::temp_dir().join(format!("cache-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir)?;

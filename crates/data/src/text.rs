@@ -5,13 +5,13 @@
 //! layout places them after the text ids.
 //!
 //! ```
-//! use data::text::TextTokenizer;
+//! use token_shuffle_data::text::TextTokenizer;
 //!
 //! let captions = ["a red circle", "a blue square", "two red squares", "a circle above a square"];
 //! let tokenizer = TextTokenizer::train(captions.iter().copied(), 300)?;
 //! let ids = tokenizer.encode("a red square")?;
 //! assert_eq!(tokenizer.decode(&ids)?, "a red square");
-//! # Ok::<(), data::DataError>(())
+//! # Ok::<(), token_shuffle_data::DataError>(())
 //! ```
 
 use std::path::Path;

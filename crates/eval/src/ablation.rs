@@ -11,11 +11,11 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use data::scenes::Category;
 use serde::Serialize;
 use token_shuffle::Fusion;
-use train::report::{Curve, PALETTE, PALETTE_NAMES, plot, read_metric};
-use train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline};
+use token_shuffle_data::scenes::Category;
+use token_shuffle_train::report::{Curve, PALETTE, PALETTE_NAMES, plot, read_metric};
+use token_shuffle_train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline};
 
 use crate::EvalError;
 use crate::run::{EvalOptions, RunEvaluation, evaluate_run};
@@ -334,7 +334,7 @@ pub fn run_ablation<B: AutodiffBackend>(
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
-    use lm::{CfgSchedule, GenerateOptions, Sampler};
+    use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
 
     use crate::{CompositionalBenchmark, DetectorConfig};
 

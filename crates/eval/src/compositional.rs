@@ -22,10 +22,10 @@
 
 use std::collections::BTreeMap;
 
-use data::scenes::{Category, Colour, PromptSpec, Scene, SceneCorpus, Shape, Split};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
+use token_shuffle_data::scenes::{Category, Colour, PromptSpec, Scene, SceneCorpus, Shape, Split};
 
 use crate::{Detection, DetectorConfig, EvalError, detect};
 
@@ -420,7 +420,7 @@ pub fn near_miss(spec: &PromptSpec) -> PromptSpec {
 
 /// An image of uniform RGB noise.
 pub fn noise_image(resolution: u32, seed: u64) -> RgbImage {
-    let mut rng = data::rng::SplitMix64::new(seed, 0x4e6f697365);
+    let mut rng = token_shuffle_data::rng::SplitMix64::new(seed, 0x4e6f697365);
     RgbImage::from_fn(resolution, resolution, |_, _| {
         image::Rgb(std::array::from_fn(|_| rng.below(256) as u8))
     })
@@ -429,7 +429,7 @@ pub fn noise_image(resolution: u32, seed: u64) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use data::scenes::Relation;
+    use token_shuffle_data::scenes::Relation;
 
     fn at(shape: Shape, colour: Colour, center: [f64; 2]) -> Detection {
         Detection {
@@ -608,7 +608,13 @@ mod tests {
         let blank = |images: Vec<RgbImage>| -> Result<Vec<RgbImage>, EvalError> {
             Ok(images
                 .iter()
-                .map(|i| RgbImage::from_pixel(i.width(), i.height(), image::Rgb(data::scenes::BACKGROUND)))
+                .map(|i| {
+                    RgbImage::from_pixel(
+                        i.width(),
+                        i.height(),
+                        image::Rgb(token_shuffle_data::scenes::BACKGROUND),
+                    )
+                })
                 .collect())
         };
         let calibration = calibrate_through(&benchmark, 64, &DetectorConfig::default(), blank).unwrap();

@@ -19,9 +19,9 @@
 //! The detector is calibrated by tests on ground-truth renders at 64, 256 and 1024 px, on noise, and on renders
 //! paired with the wrong caption (see `crate::compositional`).
 
-use data::scenes::{BACKGROUND, Colour, SceneObject, Shape, signed_distance};
 use image::RgbImage;
 use serde::Serialize;
+use token_shuffle_data::scenes::{BACKGROUND, Colour, SceneObject, Shape, signed_distance};
 
 /// Thresholds of the [`detect`] function.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -337,7 +337,7 @@ fn fit_shape(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use data::scenes::render_objects;
+    use token_shuffle_data::scenes::render_objects;
 
     fn object(shape: Shape, colour: Colour, center: [f64; 2], size: f64) -> SceneObject {
         SceneObject {

@@ -11,13 +11,13 @@ pub enum EvalError {
     Generator(String),
     /// Training or loading a run failed.
     #[error(transparent)]
-    Train(#[from] train::TrainError),
+    Train(#[from] token_shuffle_train::TrainError),
     /// The LM refused its input.
     #[error(transparent)]
-    Lm(#[from] lm::LmError),
+    Lm(#[from] token_shuffle_lm::LmError),
     /// Data could not be made.
     #[error(transparent)]
-    Data(#[from] data::DataError),
+    Data(#[from] token_shuffle_data::DataError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -17,10 +17,10 @@
 //!
 //! ```
 //! use std::collections::HashMap;
-//! use eval::{CompositionalBenchmark, DetectorConfig, EvalError};
+//! use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalError};
 //!
 //! let benchmark = CompositionalBenchmark { seed: 0, prompts_per_category: 2, images_per_prompt: 1 };
-//! let truth: HashMap<String, data::scenes::Scene> =
+//! let truth: HashMap<String, token_shuffle_data::scenes::Scene> =
 //!     benchmark.prompts().into_iter().map(|scene| (scene.caption.clone(), scene)).collect();
 //! let generate = |captions: &[String]| -> Result<Vec<image::RgbImage>, EvalError> {
 //!     captions.iter().map(|c| Ok(truth[c].render(128)?)).collect()

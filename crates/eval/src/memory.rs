@@ -2,7 +2,7 @@
 //!
 //! ```
 //! #[global_allocator]
-//! static HEAP: eval::memory::PeakAlloc = eval::memory::PeakAlloc::new();
+//! static HEAP: token_shuffle_eval::memory::PeakAlloc = token_shuffle_eval::memory::PeakAlloc::new();
 //!
 //! fn main() {
 //!     let (buffer, peak) = HEAP.peak_during(|| vec![1u8; 1 << 20]);

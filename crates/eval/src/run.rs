@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
-use data::ImageCaption;
-use data::imaging::tile;
-use data::scenes::{Category, Scene, SceneCorpus, Split};
 use image::RgbImage;
-use lm::GenerateOptions;
 use serde::Serialize;
-use train::{ImageSource, ReconstructionReport, TrainedRun, TrainingImages, evaluate_reconstruction};
+use token_shuffle_data::ImageCaption;
+use token_shuffle_data::imaging::tile;
+use token_shuffle_data::scenes::{Category, Scene, SceneCorpus, Split};
+use token_shuffle_lm::GenerateOptions;
+use token_shuffle_train::{ImageSource, ReconstructionReport, TrainedRun, TrainingImages, evaluate_reconstruction};
 
 use crate::{BenchmarkReport, CompositionalBenchmark, DetectorConfig, EvalError};
 
@@ -143,7 +143,7 @@ pub fn evaluate_run<B: Backend>(
                     })
                 })
                 .collect::<Result<Vec<_>, EvalError>>()?;
-            Ok(train::reconstruct(&run.vq, &renders, device)?)
+            Ok(token_shuffle_train::reconstruct(&run.vq, &renders, device)?)
         },
         |done, total| on_progress("judging renders through the tokenizer", done, total),
     )?;
@@ -223,8 +223,8 @@ mod tests {
     fn the_report_states_scores_reconstruction_and_speed() {
         let prompts = vec![PromptResult {
             caption: "a circle".into(),
-            spec: data::scenes::PromptSpec::SingleObject {
-                shape: data::scenes::Shape::Circle,
+            spec: token_shuffle_data::scenes::PromptSpec::SingleObject {
+                shape: token_shuffle_data::scenes::Shape::Circle,
             },
             passed: vec![true, false, true, true],
         }];

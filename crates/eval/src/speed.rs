@@ -13,8 +13,8 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
 use serde::Serialize;
+use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
 
 use crate::EvalError;
 use crate::memory::PeakAlloc;
@@ -180,11 +180,11 @@ impl SpeedBench {
         }
         let mut optimizers: Vec<_> = configs
             .iter()
-            .map(|_| AdamWConfig::new().init::<B, lm::TokenShuffleLm<B>>())
+            .map(|_| AdamWConfig::new().init::<B, token_shuffle_lm::TokenShuffleLm<B>>())
             .collect();
 
         // Random codes and captions, the same for every window.
-        let mut rng = data::rng::SplitMix64::new(1, 0);
+        let mut rng = token_shuffle_data::rng::SplitMix64::new(1, 0);
         let codes: Vec<i64> = (0..self.batch_size * self.grid * self.grid)
             .map(|_| rng.below(self.lm.codebook) as i64)
             .collect();
@@ -352,7 +352,7 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
 
     fn tiny() -> TokenShuffleLmConfig {
-        TokenShuffleLmConfig::new(64, 16, [8, 8], 8, lm::DecoderConfig::new(16, 1, 2, 32, 0))
+        TokenShuffleLmConfig::new(64, 16, [8, 8], 8, token_shuffle_lm::DecoderConfig::new(16, 1, 2, 32, 0))
     }
 
     #[test]

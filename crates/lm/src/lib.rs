@@ -17,7 +17,7 @@
 //! ## Example
 //! ```
 //! use burn::backend::Flex;
-//! use lm::{CfgSchedule, DecoderConfig, GenerateOptions, Sampler, TokenShuffleLmConfig};
+//! use token_shuffle_lm::{CfgSchedule, DecoderConfig, GenerateOptions, Sampler, TokenShuffleLmConfig};
 //!
 //! let device = Default::default();
 //! // 100 text ids, a 64-code VQ, 8×8 code grids, s = 2: 16 windows per image.
@@ -29,7 +29,7 @@
 //! let options = GenerateOptions { cfg_scale: 7.5, schedule: CfgSchedule::HalfLinear, sampler: Sampler::default(), seed: 1 };
 //! let (codes, _) = model.generate(&prompts, &options, &device, &mut |_, _| {})?;
 //! assert_eq!(codes.dims(), [1, 8, 8]); // ready for the VQ decoder
-//! # Ok::<(), lm::LmError>(())
+//! # Ok::<(), token_shuffle_lm::LmError>(())
 //! ```
 //!
 //! ## Decisions the paper leaves open

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// A text-to-image sequence is `[bos] text… [boi] window_0 … window_last [eoi]`.
 ///
 /// ```
-/// use lm::VocabLayout;
+/// use token_shuffle_lm::VocabLayout;
 ///
 /// let vocab = VocabLayout::new(1000, 8192);
 /// assert_eq!(vocab.size(), 1000 + 5 + 8192);

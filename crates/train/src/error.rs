@@ -21,13 +21,13 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, message: String },
     /// The LM failed (a configuration it cannot build).
     #[error(transparent)]
-    Lm(#[from] lm::LmError),
+    Lm(#[from] token_shuffle_lm::LmError),
     /// The tokenizer failed (a configuration it cannot build, weights it cannot read or write).
     #[error(transparent)]
-    Vq(#[from] vqgan::VqError),
+    Vq(#[from] token_shuffle_vqgan::VqError),
     /// Loading data failed.
     #[error(transparent)]
-    Data(#[from] data::DataError),
+    Data(#[from] token_shuffle_data::DataError),
     /// A file of the run could not be written.
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },

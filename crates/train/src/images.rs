@@ -1,12 +1,12 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use data::ImageCaption;
-use data::folder::{FolderOptions, LoadReport, load_image_folder};
-use data::rng::SplitMix64;
-use data::scenes::{SceneCorpus, Split};
-use data::twemoji::load_twemoji;
 use rayon::prelude::*;
+use token_shuffle_data::ImageCaption;
+use token_shuffle_data::folder::{FolderOptions, LoadReport, load_image_folder};
+use token_shuffle_data::rng::SplitMix64;
+use token_shuffle_data::scenes::{SceneCorpus, Split};
+use token_shuffle_data::twemoji::load_twemoji;
 
 use crate::TrainError;
 
@@ -71,7 +71,7 @@ impl TrainingImages {
     pub fn load(source: &ImageSource, resolution: u32, valid_images: usize, seed: u64) -> Result<Self, TrainError> {
         let (train, mut valid, report) = match source {
             ImageSource::Scenes => {
-                data::scenes::check_resolution(resolution)?;
+                token_shuffle_data::scenes::check_resolution(resolution)?;
                 let valid_corpus = SceneCorpus::new(seed, Split::Valid, valid_images);
                 let valid = (0..valid_images as u64)
                     .into_par_iter()
@@ -188,7 +188,7 @@ pub(crate) fn tensor_to_images<B: burn::tensor::backend::Backend>(
     values
         .chunks(3 * h * w)
         .take(n)
-        .map(|v| data::imaging::from_chw_signed(v, w as u32, h as u32))
+        .map(|v| token_shuffle_data::imaging::from_chw_signed(v, w as u32, h as u32))
         .collect()
 }
 

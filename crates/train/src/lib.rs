@@ -29,10 +29,10 @@
 //!
 //! ```no_run
 //! use burn::backend::{Autodiff, Flex};
-//! use train::{ImageSource, TokenizerTrainingConfig, TrainingImages, train_tokenizer};
+//! use token_shuffle_train::{ImageSource, TokenizerTrainingConfig, TrainingImages, train_tokenizer};
 //! use burn::config::Config;
 //!
-//! let model = vqgan::VqModelConfig::load("configs/vq-tiny.json").unwrap();
+//! let model = token_shuffle_vqgan::VqModelConfig::load("configs/vq-tiny.json").unwrap();
 //! let config = TokenizerTrainingConfig::new(model).with_steps(500);
 //! let images = TrainingImages::load(&ImageSource::Scenes, 64, config.valid_images as usize, config.seed).unwrap();
 //! let device = Default::default();

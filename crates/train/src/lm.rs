@@ -14,9 +14,9 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use burn_store::{ModuleSnapshot, PathFilter};
-use data::cache::CodeCache;
-use lm::{TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
 use serde::Serialize;
+use token_shuffle_data::cache::CodeCache;
+use token_shuffle_lm::{TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
 
 use crate::checkpoint::{CheckpointState, Checkpoints};
 use crate::images::sample_indices;
@@ -515,9 +515,9 @@ pub fn train_lm<B: AutodiffBackend>(
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
-    use data::cache::{CacheKey, fingerprint};
-    use data::rng::SplitMix64;
     use std::panic::{AssertUnwindSafe, catch_unwind};
+    use token_shuffle_data::cache::{CacheKey, fingerprint};
+    use token_shuffle_data::rng::SplitMix64;
 
     type A = Autodiff<Flex>;
     use crate::tests::one_at_a_time;

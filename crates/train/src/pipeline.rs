@@ -18,13 +18,13 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use data::ImageCaption;
-use data::batch::PixelBatcher;
-use data::cache::{CacheKey, CodeCache, fingerprint};
-use data::imaging::tile;
-use data::text::TextTokenizer;
-use lm::{GenerateOptions, TokenShuffleLm};
-use vqgan::VqModel;
+use token_shuffle_data::ImageCaption;
+use token_shuffle_data::batch::PixelBatcher;
+use token_shuffle_data::cache::{CacheKey, CodeCache, fingerprint};
+use token_shuffle_data::imaging::tile;
+use token_shuffle_data::text::TextTokenizer;
+use token_shuffle_lm::{GenerateOptions, TokenShuffleLm};
+use token_shuffle_vqgan::VqModel;
 
 use crate::images::tensor_to_images;
 use crate::{
@@ -76,7 +76,7 @@ impl RunConfig {
                 .check_image_size(stage.resolution, stage.resolution)
                 .map_err(|e| stage_error(&e))?;
             let grid = stage.resolution / factor;
-            let lm = lm::TokenShuffleLmConfig {
+            let lm = token_shuffle_lm::TokenShuffleLmConfig {
                 grid: [grid; 2],
                 window: stage.window,
                 ..self.lm.lm.clone()
@@ -388,7 +388,7 @@ impl<B: Backend> TrainedRun<B> {
         let text = TextTokenizer::load(&dir.join("text/tokenizer.json"))?;
         let stage = config.lm.stages.last().expect("checked: at least one stage");
         let grid = [stage.resolution / vq.downsample_factor(); 2];
-        let lm_config = lm::TokenShuffleLmConfig {
+        let lm_config = token_shuffle_lm::TokenShuffleLmConfig {
             grid,
             window: stage.window,
             ..config.lm.lm.clone()
@@ -448,7 +448,7 @@ pub fn run_dir(name: &str) -> PathBuf {
 mod tests {
     use super::*;
     use burn::backend::{Autodiff, Flex};
-    use lm::{CfgSchedule, Sampler};
+    use token_shuffle_lm::{CfgSchedule, Sampler};
 
     /// The tiniest preset: a few steps of everything, on 32 px scenes.
     fn tiny_run() -> RunConfig {

@@ -11,11 +11,11 @@ use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
-use data::ImageCaption;
-use data::batch::PixelBatcher;
-use data::imaging::tile;
 use serde::Serialize;
-use vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr, ssim};
+use token_shuffle_data::ImageCaption;
+use token_shuffle_data::batch::PixelBatcher;
+use token_shuffle_data::imaging::tile;
+use token_shuffle_vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr, ssim};
 
 use crate::images::tensor_to_images;
 use crate::{TrainError, TrainingImages, WarmupCosine};

@@ -10,8 +10,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::backend::{Autodiff, Wgpu};
 use burn::tensor::Tensor;
-use data::cache::{CacheKey, CodeCache, fingerprint};
-use train::{LmData, LmEvent, LmTrainingConfig, Stage, train_lm};
+use token_shuffle_data::cache::{CacheKey, CodeCache, fingerprint};
+use token_shuffle_train::{LmData, LmEvent, LmTrainingConfig, Stage, train_lm};
 
 fn wgpu_available(device: &burn::tensor::Device<Wgpu>) -> bool {
     let hook = std::panic::take_hook();
@@ -46,7 +46,7 @@ fn lm_training_runs_on_wgpu() {
         let codes: Vec<u32> = (0..16).map(|j| (i + j) % 8).collect();
         cache.push(&codes, &[i % 5, 1]).unwrap();
     }
-    let lm: lm::TokenShuffleLmConfig = serde_json::from_value(serde_json::json!({
+    let lm: token_shuffle_lm::TokenShuffleLmConfig = serde_json::from_value(serde_json::json!({
         "text_vocab": 8, "codebook": 8, "grid": [4, 4], "max_text_len": 4,
         "decoder": { "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": null, "mlp_hidden": 32,
                      "max_seq_len": 0, "rope_theta": 10000.0, "norm_eps": 1e-5 },

@@ -28,7 +28,7 @@
 //! ```
 //! use burn::backend::Flex;
 //! use burn::tensor::Tensor;
-//! use vqgan::VqModelConfig;
+//! use token_shuffle_vqgan::VqModelConfig;
 //!
 //! let config = VqModelConfig::new(64)
 //!     .with_channels(8)

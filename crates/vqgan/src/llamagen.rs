@@ -20,7 +20,7 @@
 //! use std::path::Path;
 //! use burn::backend::Flex;
 //! use burn::config::Config;
-//! use vqgan::{VqModelConfig, llamagen::load_llamagen};
+//! use token_shuffle_vqgan::{VqModelConfig, llamagen::load_llamagen};
 //!
 //! let config = VqModelConfig::load("configs/llamagen-vq16.json").unwrap();
 //! let model = load_llamagen::<Flex>(&config, Path::new("vq_ds16_c2i.pt"), &Default::default()).unwrap();

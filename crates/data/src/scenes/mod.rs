@@ -7,14 +7,14 @@
 //! training split, so that evaluation measures generalisation.
 //!
 //! ```
-//! use data::scenes::{SceneCorpus, Split};
+//! use token_shuffle_data::scenes::{SceneCorpus, Split};
 //!
 //! let corpus = SceneCorpus::new(42, Split::Train, 1000);
 //! let scene = corpus.scene(3);
 //! let image = scene.render(64)?; // 64×64 sRGB, anti-aliased
 //! assert_eq!(image.dimensions(), (64, 64));
 //! println!("{}: {:?}", scene.caption, scene.objects);
-//! # Ok::<(), data::DataError>(())
+//! # Ok::<(), token_shuffle_data::DataError>(())
 //! ```
 
 mod caption;
