@@ -4,10 +4,8 @@
 //! [`run_on`] instantiates it for the backend the user asked for, after checking that the backend is compiled
 //! in and has a device.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use anyhow::{Result, bail};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
 
 /// The backends a command can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,28 +83,16 @@ fn probe_and_run<B: Backend, T: BackendTask>(kind: BackendKind, device: B::Devic
     task.run::<B>(kind, device)
 }
 
-/// Creates and reads back one tiny tensor: backends panic deep inside when they find no device, so the
-/// panic is caught here and turned into an error that says what to install.
+/// Whether `device` works (see [`token_shuffle_test_support::probe_device`]); if not, an error that says what
+/// to install.
 pub fn probe_device<B: Backend>(kind: BackendKind, device: &B::Device) -> Result<()> {
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = catch_unwind(AssertUnwindSafe(|| Tensor::<B, 1>::ones([1], device).into_data()));
-    std::panic::set_hook(quiet);
-    match outcome {
-        Ok(_) => Ok(()),
-        Err(panic) => {
-            let reason = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no reason given");
-            bail!(
-                "the {} backend found no usable device ({reason}): {}",
-                kind.name(),
-                kind.device_hint()
-            )
-        }
-    }
+    token_shuffle_test_support::probe_device::<B>(device).or_else(|reason| {
+        bail!(
+            "the {} backend found no usable device ({reason}): {}",
+            kind.name(),
+            kind.device_hint()
+        )
+    })
 }
 
 #[cfg(test)]

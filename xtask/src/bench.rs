@@ -247,7 +247,7 @@ pub struct GenerateBench {
     /// Backend to run on.
     #[arg(long, value_enum, default_value = "flex")]
     backend: BackendKind,
-    /// LM preset whose decoder and vocabulary are used (its grid and window are replaced).
+    /// LM preset whose decoder and vocabulary are used.
     #[arg(long, default_value = "configs/lm-tiny.json")]
     config: std::path::PathBuf,
     /// Side of the code grid (the target is measured at 32×32 codes).
@@ -265,7 +265,7 @@ impl BackendTask for GenerateBench {
     type Output = ();
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
+        use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
         let preset = crate::count::load_lm_config(&self.config)?;
         if self.repeats == 0 {
             bail!("--repeats must be at least 1");
@@ -292,11 +292,7 @@ impl BackendTask for GenerateBench {
         );
         let mut baseline = None;
         for &s in &self.windows {
-            let config = TokenShuffleLmConfig {
-                grid: [self.grid, self.grid],
-                window: s,
-                ..preset.clone()
-            };
+            let config = preset.clone().into_config([self.grid, self.grid], s);
             let model = config.init::<B>(&device).map_err(|e| anyhow::anyhow!("s = {s}: {e}"))?;
             let mut totals = Vec::new();
             let (mut early, mut late) = (Vec::new(), Vec::new());
@@ -426,7 +422,7 @@ pub struct LmBench {
     /// Backend to run on.
     #[arg(long, value_enum, default_value = "flex")]
     backend: BackendKind,
-    /// LM preset whose decoder and vocabulary are measured (its grid and window are replaced).
+    /// LM preset whose decoder and vocabulary are measured.
     #[arg(long, default_value = "configs/lm-tiny.json")]
     config: PathBuf,
     /// Side of the code grid (16: 64 px images through vq-tiny).

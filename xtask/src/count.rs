@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
-use token_shuffle_lm::TokenShuffleLmConfig;
+use token_shuffle_lm::LmArchitecture;
 
 /// Arguments of `cargo xtask count`.
 #[derive(Args)]
@@ -12,15 +12,15 @@ pub struct Count {
     /// LM preset (JSON), e.g. configs/lm-2.7b.json.
     #[arg(long)]
     config: PathBuf,
-    /// Image resolution in pixels (default: the preset's grid × downsample).
-    #[arg(long)]
-    resolution: Option<usize>,
+    /// Image resolution in pixels.
+    #[arg(long, default_value_t = 1024)]
+    resolution: usize,
     /// VQ downsample factor.
     #[arg(long, default_value_t = 8)]
     downsample: usize,
-    /// Token-Shuffle window s (default: the preset's).
-    #[arg(long)]
-    window: Option<usize>,
+    /// Token-Shuffle window s.
+    #[arg(long, default_value_t = 2)]
+    window: usize,
     /// Caption length in text ids.
     #[arg(long, default_value_t = 64)]
     text_len: usize,
@@ -28,27 +28,18 @@ pub struct Count {
 
 impl Count {
     pub fn run(self) -> Result<()> {
-        let mut config = load_lm_config(&self.config)?;
-        if let Some(resolution) = self.resolution {
-            if self.downsample == 0 || resolution % self.downsample != 0 {
-                bail!(
-                    "--resolution {resolution} is not divisible by --downsample {}",
-                    self.downsample
-                );
-            }
-            config.grid = [resolution / self.downsample; 2];
+        let resolution = self.resolution;
+        if self.downsample == 0 || resolution % self.downsample != 0 {
+            bail!(
+                "--resolution {resolution} is not divisible by --downsample {}",
+                self.downsample
+            );
         }
-        if let Some(window) = self.window {
-            config.window = window;
-        }
+        let config = load_lm_config(&self.config)?.into_config([resolution / self.downsample; 2], self.window);
         let s = config.window;
         token_shuffle::check_grid(config.grid[0], config.grid[1], s)?;
         let count = config.count(self.text_len);
-        let baseline = TokenShuffleLmConfig {
-            window: 1,
-            ..config.clone()
-        }
-        .count(self.text_len);
+        let baseline = config.clone().with_window(1).count(self.text_len);
         println!(
             "{} at {}×{} codes, s = {s}, text of {} ids",
             self.config.display(),
@@ -81,10 +72,12 @@ impl Count {
     }
 }
 
-/// Reads an LM preset (JSON), naming the file when it cannot be read or is not an LM config.
-pub fn load_lm_config(path: &Path) -> Result<TokenShuffleLmConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not an LM config", path.display()))
+/// Reads an LM preset (JSON; fields it does not give are lm-tiny's), naming the file and the field at fault.
+pub fn load_lm_config(path: &Path) -> Result<LmArchitecture> {
+    Ok(token_shuffle_train::config_file::load_with_defaults(
+        path,
+        &LmArchitecture::tiny(),
+    )?)
 }
 
 fn group(n: usize) -> String {

@@ -15,7 +15,7 @@ use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, ca
 use token_shuffle_train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
-use crate::run::{PipelineLog, SamplingArgs, Tenths, save_png};
+use crate::run::{PipelineLog, SamplingArgs, Tenths};
 
 /// The benchmark's size and batching, shared by `eval` and `ablate`.
 #[derive(Args)]
@@ -114,7 +114,7 @@ impl BackendTask for EvalTask {
         );
         std::fs::write(out.join("report.md"), &markdown)?;
         std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&evaluation)?)?;
-        save_png(&evaluation.samples, &out.join("samples.png"))?;
+        token_shuffle_data::save_png(&evaluation.samples, &out.join("samples.png"))?;
         println!("{markdown}");
         eprintln!(
             "done in {:.1} s: {}/{{report.md, eval.json, samples.png}}",
@@ -247,12 +247,7 @@ pub struct Ablate {
 
 impl Ablate {
     pub fn run(self) -> Result<()> {
-        let mut base = RunConfig::load(&self.config).with_context(|| {
-            format!(
-                "{}: not a run config (every field is needed; see configs/run-demo.json)",
-                self.config.display()
-            )
-        })?;
+        let mut base = RunConfig::load_file(&self.config)?;
         if let Some(steps) = self.lm_steps {
             base.lm.stages.iter_mut().for_each(|stage| stage.steps = steps);
         }
@@ -263,7 +258,7 @@ impl Ablate {
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let blocks = if self.mlp_blocks.is_empty() {
-            vec![base.lm.lm.shuffle_mlp_blocks]
+            vec![base.lm.model.shuffle_mlp_blocks]
         } else {
             self.mlp_blocks.clone()
         };

@@ -1,11 +1,10 @@
 //! `cargo xtask train`, `generate` and `demo`: the whole pipeline, generation from a run, and the newcomer's demo.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
 use burn::backend::Autodiff;
-use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use token_shuffle_data::scenes::{SceneCorpus, Split};
@@ -30,12 +29,7 @@ pub struct Train {
 
 impl Train {
     pub fn run(self) -> Result<()> {
-        let config = RunConfig::load(&self.config).with_context(|| {
-            format!(
-                "{}: not a run config (every field is needed; see configs/run-demo.json)",
-                self.config.display()
-            )
-        })?;
+        let config = RunConfig::load_file(&self.config)?;
         let name = self
             .config
             .file_stem()
@@ -191,30 +185,56 @@ pub struct Generate {
 /// How images are sampled: guidance, its schedule, temperature, top-k, seed (shared by generate, eval, ablate).
 #[derive(Args)]
 pub struct SamplingArgs {
-    /// Classifier-free guidance scale (1 = off).
-    #[arg(long, default_value_t = 7.5)]
+    /// Classifier-free guidance scale (1 = off); finite and ≥ 0.
+    #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
     cfg: f64,
-    /// How the guidance scale rises over the image: constant, linear, half-linear, drop-first:<windows>, sin, sigmoid.
+    /// How the guidance scale rises over the image: constant, linear, half-linear, drop-first-<K> (the first K
+    /// windows unguided), sin, sigmoid.
     #[arg(long, default_value = "half-linear")]
     schedule: String,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 1.0)]
+    /// Sampling temperature; finite and > 0 (for greedy sampling use `--top-k 1`).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     temperature: f64,
-    /// Keep the k most likely codes (0 = all).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
+    /// Keep the k most likely codes (k ≥ 1), or `all`. The default is the library's (`Sampler::default()`).
+    #[arg(long, default_value = "1000")]
+    top_k: String,
+    /// Keep the most likely codes whose probabilities sum to p, in (0, 1] (default: off).
+    #[arg(long)]
+    top_p: Option<f64>,
 }
 
 impl SamplingArgs {
+    /// The generation options these flags give, every value checked before any work starts.
     pub fn options(&self) -> Result<GenerateOptions> {
         let schedule: CfgSchedule = self.schedule.parse().map_err(anyhow::Error::msg)?;
+        if !(self.cfg.is_finite() && self.cfg >= 0.0) {
+            bail!("--cfg {} must be a finite number ≥ 0 (1 turns guidance off)", self.cfg);
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            bail!(
+                "--temperature {} must be a finite number > 0; for greedy sampling use `--top-k 1`",
+                self.temperature
+            );
+        }
+        let top_k = match self.top_k.as_str() {
+            "all" => None,
+            k => match k.parse::<usize>() {
+                Ok(k) if k >= 1 => Some(k),
+                _ => bail!("--top-k {k:?} must be a whole number ≥ 1, or `all`"),
+            },
+        };
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            bail!("--top-p {p} must be in (0, 1]");
+        }
         let sampler = Sampler {
             temperature: self.temperature,
-            top_k: (self.top_k > 0).then_some(self.top_k),
-            ..Sampler::default()
+            top_k,
+            top_p: self.top_p,
         };
         Ok(GenerateOptions {
             cfg_scale: self.cfg,
@@ -222,6 +242,50 @@ impl SamplingArgs {
             sampler,
             seed: self.seed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<GenerateOptions> {
+        Flags::try_parse_from(std::iter::once("generate").chain(args.iter().copied()))?
+            .sampling
+            .options()
+    }
+
+    #[test]
+    fn the_command_line_samples_like_the_library_by_default() {
+        let defaults = options(&[]).unwrap();
+        assert_eq!(defaults.sampler, Sampler::default());
+        assert_eq!(options(&["--top-k", "all"]).unwrap().sampler.top_k, None);
+        assert_eq!(
+            options(&["--schedule", "drop-first-3"]).unwrap().schedule,
+            CfgSchedule::DropFirst { windows: 3 }
+        );
+    }
+
+    #[test]
+    fn flags_that_cannot_sample_are_refused_up_front() {
+        for (args, named) in [
+            (&["--temperature", "NaN"][..], "--temperature NaN"),
+            (&["--temperature", "-1"][..], "--temperature -1"),
+            (&["--cfg", "inf"][..], "--cfg inf"),
+            (&["--cfg", "NaN"][..], "--cfg NaN"),
+            (&["--top-k", "0"][..], "--top-k \"0\""),
+            (&["--top-p", "0"][..], "--top-p 0"),
+        ] {
+            let err = options(args).unwrap_err().to_string();
+            assert!(err.contains(named), "{args:?}: {err}");
+        }
     }
 }
 
@@ -256,7 +320,7 @@ impl BackendTask for GenerateTask {
         let run = TrainedRun::<B>::load(&self.run, &device)?;
         let started = Instant::now();
         let grid = run.generate(&self.prompts, &self.options, self.columns, &device, &mut |_, _| {})?;
-        save_png(&grid, &self.out)?;
+        token_shuffle_data::save_png(&grid, &self.out)?;
         eprintln!(
             "{} image(s) in {:.1} s → {}",
             self.prompts.len(),
@@ -266,16 +330,6 @@ impl BackendTask for GenerateTask {
         Ok(())
     }
 }
-
-pub fn save_png(image: &image::RgbImage, path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    image.save(path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// The demo's run config, embedded so that `cargo xtask demo` needs nothing but the repository.
-const DEMO_CONFIG: &str = include_str!("../../configs/run-demo.json");
 
 /// Arguments of `cargo xtask demo`.
 #[derive(Args)]
@@ -287,7 +341,8 @@ pub struct Demo {
 
 impl Demo {
     pub fn run(self) -> Result<()> {
-        let config: RunConfig = serde_json::from_str(DEMO_CONFIG).context("the embedded demo config")?;
+        // The demo's run config is a Rust preset (`configs/run-demo.json` is tested equal to it).
+        let config = RunConfig::demo();
         let started = Instant::now();
         run_on(
             BackendKind::Flex,
@@ -328,8 +383,8 @@ impl BackendTask for DemoReport {
         let generated = Instant::now();
         let grid = run.generate(&prompts, &options, 8, &device, &mut |_, _| {})?;
         let generation_s = generated.elapsed().as_secs_f32();
-        save_png(&grid, &self.run.join("samples.png"))?;
-        save_png(
+        token_shuffle_data::save_png(&grid, &self.run.join("samples.png"))?;
+        token_shuffle_data::save_png(
             &token_shuffle_train::report::loss_curves(&self.run),
             &self.run.join("loss.png"),
         )?;
@@ -342,7 +397,7 @@ impl BackendTask for DemoReport {
             detector: token_shuffle_eval::DetectorConfig::default(),
         };
         let evaluation = token_shuffle_eval::evaluate_run(&run, &benchmark, &device, |_, _, _| {})?;
-        save_png(&evaluation.samples, &self.run.join("benchmark.png"))?;
+        token_shuffle_data::save_png(&evaluation.samples, &self.run.join("benchmark.png"))?;
 
         let tokenizer: serde_json::Value =
             serde_json::from_slice(&std::fs::read(self.run.join("tokenizer/done.json"))?)?;
@@ -372,8 +427,8 @@ impl BackendTask for DemoReport {
              (uniform over {} codes: {:.3}).\n",
             run.config.lm.total_steps(),
             run.lm.window(),
-            run.config.lm.lm.codebook,
-            (run.config.lm.lm.codebook as f64).ln()
+            run.config.lm.model.codebook,
+            (run.config.lm.model.codebook as f64).ln()
         );
         report += &format!(
             "- `samples.png`: {} images generated in {generation_s:.1} s (CFG 3.0, half-linear, seed 1); row 1 from \

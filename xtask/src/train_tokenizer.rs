@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::backend::Autodiff;
-use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use token_shuffle_train::{ImageSource, TokenizerEvent, TokenizerTrainingConfig, TrainingImages, train_tokenizer};
+use token_shuffle_train::{
+    ImageSource, TokenizerEvent, TokenizerTrainingConfig, TrainingImages, config_file, train_tokenizer,
+};
 use token_shuffle_vqgan::VqModelConfig;
 
 use crate::backend::{BackendKind, BackendTask, run_on};
@@ -51,21 +52,17 @@ pub struct TrainTokenizer {
 impl TrainTokenizer {
     pub fn run(self) -> Result<()> {
         let source: ImageSource = self.data.parse().map_err(anyhow::Error::msg)?;
+        // A file with a `model` is a whole tokenizer training config; otherwise it is a VQ model preset. Fields a
+        // file does not give are vq-tiny's (and the training defaults).
         let text =
             std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{} is not JSON", self.config.display()))?;
+        let defaults = TokenizerTrainingConfig::new(VqModelConfig::tiny());
         let mut config = if json.get("model").is_some() {
-            TokenizerTrainingConfig::load(&self.config)
-                .with_context(|| format!("{}: not a tokenizer training config", self.config.display()))?
+            config_file::load_with_defaults(&self.config, &defaults)?
         } else {
-            let model = VqModelConfig::load(&self.config).with_context(|| {
-                format!(
-                    "{}: not a VQ model config (it needs every field)",
-                    self.config.display()
-                )
-            })?;
-            TokenizerTrainingConfig::new(model)
+            TokenizerTrainingConfig::new(config_file::load_with_defaults(&self.config, &defaults.model)?)
         };
         config.steps = self.steps.unwrap_or(config.steps);
         config.batch_size = self.batch_size.unwrap_or(config.batch_size);

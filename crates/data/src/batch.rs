@@ -174,7 +174,7 @@ mod tests {
     use crate::cache::{CacheKey, fingerprint};
     use crate::scenes::Split;
 
-    type B = burn::backend::Flex;
+    type B = token_shuffle_test_support::TestBackend;
 
     #[test]
     fn pixel_batches_are_channel_first_in_signed_range() {

@@ -7,11 +7,13 @@
 //! - [`imaging`]: decode, centre-crop, resize, and scale pixels to `[-1, 1]`.
 //! - [`text`]: the byte-level BPE text tokenizer, trained on captions, or any `tokenizer.json`.
 //! - [`cache`]: the code cache LM training reads (code grids + caption ids), with fingerprints and atomic writes.
+//! - [`files`]: atomic writes (through a `.partial` name and a rename) and PNG saving.
 //! - [`batch`]: burn `Dataset`s and `Batcher`s for pixel batches (tokenizer) and code batches (LM).
 
 pub mod batch;
 pub mod cache;
 mod error;
+pub mod files;
 pub mod folder;
 pub mod imaging;
 pub mod rng;
@@ -20,6 +22,7 @@ pub mod text;
 pub mod twemoji;
 
 pub use error::DataError;
+pub use files::{replace_atomically, save_png, write_atomically};
 
 /// One example of a pixel data set: an id (a relative path, an emoji, a scene index), its caption, and its
 /// square RGB image.
@@ -31,20 +34,4 @@ pub struct ImageCaption {
     pub caption: String,
     /// The image, `resolution × resolution`.
     pub image: image::RgbImage,
-}
-
-/// Writes `bytes` to `path` through a temporary file beside it and a rename, so that a killed write never
-/// leaves a partial file under the real name.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), DataError> {
-    use std::io::Write;
-    let io = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let temp = path.with_file_name(name);
-    let mut file = std::fs::File::create(&temp).map_err(io)?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)
 }

@@ -42,12 +42,11 @@ impl Variant {
         }
     }
 
-    /// `base` with this variant's LM: the window of the LM and of every stage, the fusion and the MLP blocks.
+    /// `base` with this variant's LM: the window of every stage, the fusion and the MLP blocks.
     pub fn apply(&self, base: &RunConfig) -> RunConfig {
         let mut config = base.clone();
-        config.lm.lm.window = self.window;
-        config.lm.lm.fusion = self.fusion;
-        config.lm.lm.shuffle_mlp_blocks = self.mlp_blocks;
+        config.lm.model.fusion = self.fusion;
+        config.lm.model.shuffle_mlp_blocks = self.mlp_blocks;
         for stage in &mut config.lm.stages {
             stage.window = self.window;
         }
@@ -102,11 +101,25 @@ pub fn parse_fusion(name: &str) -> Result<Fusion, String> {
 #[derive(Debug, Clone)]
 pub enum AblationEvent {
     /// A variant begins.
-    Variant { index: usize, total: usize, name: String },
+    Variant {
+        /// Its index (from 0).
+        index: usize,
+        /// Variants in all.
+        total: usize,
+        /// Its name (`s2-mlp2`).
+        name: String,
+    },
     /// Its training pipeline.
     Pipeline(PipelineEvent),
     /// Its evaluation.
-    Eval { what: String, done: usize, total: usize },
+    Eval {
+        /// What is in progress.
+        what: String,
+        /// Items done.
+        done: usize,
+        /// Items in all.
+        total: usize,
+    },
 }
 
 /// One variant, trained and evaluated.
@@ -178,25 +191,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
     }
 }
 
-fn save_png(image: &image::RgbImage, path: &Path) -> Result<(), EvalError> {
-    image.save(path).map_err(|e| EvalError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })
-}
-
-/// Copies the directory `from` to `to` unless `to` exists, through `<to>.partial` and a rename, so that an
-/// interrupted copy is never taken for a finished one.
+/// Copies the directory `from` to `to` unless `to` exists, atomically, so that an interrupted copy is never taken
+/// for a finished one.
 fn copy_missing_dir(from: &Path, to: &Path) -> Result<(), EvalError> {
     if to.exists() || !from.exists() {
         return Ok(());
     }
-    let partial = to.with_extension("partial");
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
-    }
-    copy_dir(from, &partial)?;
-    std::fs::rename(&partial, to).map_err(io(to))
+    token_shuffle_data::replace_atomically(to, |partial| copy_dir(from, partial))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), EvalError> {
@@ -282,7 +283,7 @@ pub fn run_ablation<B: AutodiffBackend>(
         if let Some(reconstruction) = first_reconstruction {
             evaluation.reconstruction = reconstruction;
         }
-        save_png(&evaluation.samples, &run_dir.join("eval-samples.png"))?;
+        token_shuffle_data::save_png(&evaluation.samples, &run_dir.join("eval-samples.png"))?;
 
         let metrics = run_dir.join("lm/metrics.jsonl");
         let (train_ce, valid_ce) = (
@@ -315,7 +316,7 @@ pub fn run_ablation<B: AutodiffBackend>(
         });
     }
     let report = AblationReport { variants: results };
-    save_png(&plot(&[train_curves, valid_curves]), &dir.join("loss.png"))?;
+    token_shuffle_data::save_png(&plot(&[train_curves, valid_curves]), &dir.join("loss.png"))?;
     let markdown = format!(
         "# Ablation\n\nEach variant trained with the same data, steps and batch; scores from the compositional benchmark \
          ({} held-out prompts per category, {} images each). `loss.png`: training (left) and validation (right) image \
@@ -333,8 +334,9 @@ pub fn run_ablation<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
+    use token_shuffle_test_support::TestBackend;
 
     use crate::{CompositionalBenchmark, DetectorConfig};
 
@@ -369,7 +371,7 @@ mod tests {
     /// reported in the table, the JSON and the plot.
     #[test]
     fn two_variants_are_trained_evaluated_and_compared() {
-        let base: RunConfig = serde_json::from_str(include_str!("../../../configs/run-tiny.json")).unwrap();
+        let base = RunConfig::tiny();
         let dir = tempfile::tempdir().unwrap();
         let eval = EvalOptions {
             benchmark: CompositionalBenchmark {
@@ -389,17 +391,18 @@ mod tests {
         };
         let chosen = variants(&[1, 2], &[Fusion::ResidualMlp], &[1]);
         let mut trained_tokenizers = 0;
-        let report = run_ablation::<Autodiff<Flex>>(&base, &chosen, dir.path(), &eval, &Default::default(), |e| {
-            if let AblationEvent::Pipeline(PipelineEvent::Phase {
-                name: "tokenizer",
-                skipped: false,
-                ..
-            }) = e
-            {
-                trained_tokenizers += 1;
-            }
-        })
-        .unwrap();
+        let report =
+            run_ablation::<Autodiff<TestBackend>>(&base, &chosen, dir.path(), &eval, &Default::default(), |e| {
+                if let AblationEvent::Pipeline(PipelineEvent::Phase {
+                    name: "tokenizer",
+                    skipped: false,
+                    ..
+                }) = e
+                {
+                    trained_tokenizers += 1;
+                }
+            })
+            .unwrap();
         assert_eq!(
             trained_tokenizers, 1,
             "the second variant reuses the first one's tokenizer"

@@ -14,7 +14,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
-use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler, TokenShuffleLmConfig};
+use token_shuffle_lm::{CfgSchedule, GenerateOptions, LmArchitecture, Sampler, TokenShuffleLmConfig};
 
 use crate::EvalError;
 use crate::memory::PeakAlloc;
@@ -22,8 +22,8 @@ use crate::memory::PeakAlloc;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct SpeedBench {
-    /// The LM; its grid and window are replaced by [`Self::grid`] and each of [`Self::windows`].
-    pub lm: TokenShuffleLmConfig,
+    /// The LM, measured over [`Self::grid`] with each of [`Self::windows`].
+    pub lm: LmArchitecture,
     /// Side of the code grid.
     pub grid: usize,
     /// Window sizes to compare (the first is the baseline of the ratios).
@@ -101,9 +101,9 @@ pub struct SpeedReport {
     pub counted: Vec<CountedRow>,
 }
 
-/// Counts `paper` (its grid replaced) at each resolution, with VQ downsampling `downsample`, for each window.
+/// Counts `paper` at each resolution, with VQ downsampling `downsample`, for each window.
 pub fn count_paper_shape(
-    paper: &TokenShuffleLmConfig,
+    paper: &LmArchitecture,
     downsample: usize,
     resolutions: &[usize],
     windows: &[usize],
@@ -113,11 +113,7 @@ pub fn count_paper_shape(
         .iter()
         .flat_map(|&resolution| windows.iter().map(move |&window| (resolution, window)))
         .map(|(resolution, window)| {
-            let config = TokenShuffleLmConfig {
-                grid: [resolution / downsample; 2],
-                window,
-                ..paper.clone()
-            };
+            let config = paper.clone().into_config([resolution / downsample; 2], window);
             let count = config.count(text_len);
             CountedRow {
                 resolution,
@@ -164,11 +160,7 @@ impl SpeedBench {
         let configs: Vec<TokenShuffleLmConfig> = self
             .windows
             .iter()
-            .map(|&window| TokenShuffleLmConfig {
-                grid: [self.grid; 2],
-                window,
-                ..self.lm.clone()
-            })
+            .map(|&window| self.lm.clone().into_config([self.grid; 2], window))
             .collect();
         let mut models = Vec::with_capacity(configs.len());
         for config in &configs {
@@ -349,10 +341,16 @@ impl SpeedReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
+    use token_shuffle_test_support::TestBackend;
 
-    fn tiny() -> TokenShuffleLmConfig {
-        TokenShuffleLmConfig::new(64, 16, [8, 8], 8, token_shuffle_lm::DecoderConfig::new(16, 1, 2, 32, 0))
+    fn tiny() -> LmArchitecture {
+        LmArchitecture {
+            text_vocab: 64,
+            codebook: 16,
+            max_text_len: 8,
+            ..LmArchitecture::micro()
+        }
     }
 
     #[test]
@@ -368,7 +366,7 @@ mod tests {
         };
         let mut calls = 0;
         let report = bench
-            .run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| calls += 1)
+            .run::<Autodiff<TestBackend>>("flex", &Default::default(), None, |_, _| calls += 1)
             .unwrap();
         assert_eq!(calls, 3);
         let positions: Vec<usize> = report.rows.iter().map(|r| r.image_positions).collect();
@@ -388,15 +386,14 @@ mod tests {
             ..bench
         };
         let err = bad
-            .run::<Autodiff<Flex>>("flex", &Default::default(), None, |_, _| {})
+            .run::<Autodiff<TestBackend>>("flex", &Default::default(), None, |_, _| {})
             .unwrap_err();
         assert!(err.to_string().contains("s = 3"), "{err}");
     }
 
     #[test]
     fn the_paper_shape_shrinks_fourfold_per_window_step() {
-        let paper: TokenShuffleLmConfig = serde_json::from_str(include_str!("../../../configs/lm-2.7b.json")).unwrap();
-        let rows = count_paper_shape(&paper, 8, &[1024], &[1, 2], 64);
+        let rows = count_paper_shape(&LmArchitecture::paper_2_7b(), 8, &[1024], &[1, 2], 64);
         assert_eq!((rows[0].image_codes, rows[1].image_codes), (16384, 16384));
         // The paper's numbers: 1024² at f = 8 is 16,384 codes, 4,096 Transformer positions after s = 2.
         assert_eq!(rows[1].sequence_len, 64 + 1 + 4096);

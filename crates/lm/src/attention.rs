@@ -69,6 +69,10 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Appends `t` positions and returns all cached keys and values, `[B, n_kv_heads, len, head_dim]`.
+    ///
+    /// # Panics
+    /// When the cache would hold more than the `max_len` it was made for (a caller's bug: the LM sizes its
+    /// caches from the prompt and the image).
     fn append(&mut self, keys: Tensor<B, 4>, values: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [batch, heads, t, dim] = keys.dims();
         let max_len = self.keys.dims()[2];
@@ -93,7 +97,11 @@ impl<B: Backend> KvCache<B> {
 }
 
 impl CausalSelfAttentionConfig {
-    /// Builds the layer on `device`. Panics when the head counts do not divide (a preset error).
+    /// Builds the layer on `device`.
+    ///
+    /// # Panics
+    /// When `d_model` is not divisible by `n_heads`, or `n_heads` by `n_kv_heads`. Configs read from a file are
+    /// checked first with [`crate::LmArchitecture::check`], which returns these as errors.
     pub fn init<B: Backend>(&self, device: &B::Device) -> CausalSelfAttention<B> {
         let n_kv_heads = self.n_kv_heads.unwrap_or(self.n_heads);
         assert!(
@@ -197,7 +205,7 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    type B = burn::backend::Flex;
+    type B = token_shuffle_test_support::TestBackend;
 
     fn layer(kv_heads: Option<usize>) -> CausalSelfAttention<B> {
         CausalSelfAttentionConfig::new(32, 4, 16)

@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn guidance_mixes_logits() {
-        type B = burn::backend::Flex;
+        type B = token_shuffle_test_support::TestBackend;
         let device = Default::default();
         let c = Tensor::<B, 1>::from_floats([2.0, 0.0], &device);
         let u = Tensor::<B, 1>::from_floats([1.0, 1.0], &device);

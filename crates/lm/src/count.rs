@@ -29,37 +29,38 @@ pub struct ModelCount {
 impl TokenShuffleLmConfig {
     /// Counts parameters and FLOPs for prompts of `text_len` ids.
     pub fn count(&self, text_len: usize) -> ModelCount {
-        let d = self.decoder.d_model;
-        let heads = self.decoder.n_heads;
-        let kv_width = self.decoder.n_kv_heads.unwrap_or(heads) * (d / heads);
-        let hidden = self.decoder.mlp_hidden;
+        let arch = &self.architecture;
+        let d = arch.decoder.d_model;
+        let heads = arch.decoder.n_heads;
+        let kv_width = arch.decoder.n_kv_heads.unwrap_or(heads) * (d / heads);
+        let hidden = arch.decoder.mlp_hidden;
         let s2 = self.window * self.window;
         let codes = self.grid[0] * self.grid[1];
         let windows = self.windows();
-        let k = self.codebook;
+        let k = arch.codebook;
 
         // Weights applied once per Transformer position.
         let layer_weights = 2 * d * d + 2 * d * kv_width + 3 * d * hidden;
         let layer_params = layer_weights + 2 * d;
-        let decoder_params = self.decoder.n_layers * layer_params + d;
+        let decoder_params = arch.decoder.n_layers * layer_params + d;
 
         // Token-Shuffle: per-side fusion stage, the compress and expand layers (with biases).
         let block_params = 2 * d + 2 * (d * d + d);
-        let (fuse_params, fuse_weights) = match self.fusion {
+        let (fuse_params, fuse_weights) = match arch.fusion {
             Fusion::Linear => (d * d + d, d * d),
             Fusion::ResidualMlp | Fusion::LastToken => (
-                self.shuffle_mlp_blocks * block_params,
-                self.shuffle_mlp_blocks * 2 * d * d,
+                arch.shuffle_mlp_blocks * block_params,
+                arch.shuffle_mlp_blocks * 2 * d * d,
             ),
         };
-        let (unfuse_params, unfuse_weights) = match self.fusion {
+        let (unfuse_params, unfuse_weights) = match arch.fusion {
             Fusion::Linear => (d * d + d, d * d),
             _ => (
-                self.shuffle_mlp_blocks * block_params,
-                self.shuffle_mlp_blocks * 2 * d * d,
+                arch.shuffle_mlp_blocks * block_params,
+                arch.shuffle_mlp_blocks * 2 * d * d,
             ),
         };
-        let compress = if self.fusion == Fusion::LastToken {
+        let compress = if arch.fusion == Fusion::LastToken {
             0
         } else {
             d * (d / s2)
@@ -90,15 +91,15 @@ impl TokenShuffleLmConfig {
             2.0 * (windows * unfuse_weights) as f64 + 2.0 * (codes * (d / s2) * d) as f64
         };
         let head_flops = 2.0 * (codes * d * k) as f64;
-        let decoder_flops = |positions: f64| 2.0 * positions * (self.decoder.n_layers * layer_weights) as f64;
-        let attention_flops = |positions: f64| 2.0 * positions * positions * (self.decoder.n_layers * d) as f64;
+        let decoder_flops = |positions: f64| 2.0 * positions * (arch.decoder.n_layers * layer_weights) as f64;
+        let attention_flops = |positions: f64| 2.0 * positions * positions * (arch.decoder.n_layers * d) as f64;
         let forward = shuffle_flops + decoder_flops(t) + attention_flops(t) + unshuffle_flops + head_flops;
 
         // Generation: the same per-token work, but attention at step i reads the i cached positions (4·i·d per
         // layer: QKᵀ and AV for one query), and the last window is never fed back.
         let prompt = (text_len + 2) as f64;
         let cached_attention: f64 = (0..windows.saturating_sub(1))
-            .map(|i| 4.0 * (prompt + i as f64 + 1.0) * (self.decoder.n_layers * d) as f64)
+            .map(|i| 4.0 * (prompt + i as f64 + 1.0) * (arch.decoder.n_layers * d) as f64)
             .sum();
         let generate = attention_flops(prompt)
             + decoder_flops(t)
@@ -120,10 +121,10 @@ impl TokenShuffleLmConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DecoderConfig;
+    use crate::{DecoderConfig, LmArchitecture};
     use burn::module::Module;
 
-    type B = burn::backend::Flex;
+    type B = token_shuffle_test_support::TestBackend;
 
     #[test]
     fn parameter_count_equals_the_built_model() {
@@ -131,16 +132,10 @@ mod tests {
         for window in [1, 2, 4] {
             for fusion in [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken] {
                 for kv in [None, Some(2)] {
-                    let config = TokenShuffleLmConfig::new(
-                        30,
-                        24,
-                        [8, 8],
-                        5,
-                        DecoderConfig::new(32, 2, 4, 48, 0).with_n_kv_heads(kv),
-                    )
-                    .with_window(window)
-                    .with_fusion(fusion)
-                    .with_shuffle_mlp_blocks(3);
+                    let config = LmArchitecture::new(30, 24, 5, DecoderConfig::new(32, 2, 4, 48).with_n_kv_heads(kv))
+                        .with_fusion(fusion)
+                        .with_shuffle_mlp_blocks(3)
+                        .into_config([8, 8], window);
                     let built = config.init::<B>(&device).unwrap().num_params();
                     assert_eq!(config.count(5).parameters, built, "s = {window}, {fusion:?}, kv {kv:?}");
                 }
@@ -151,7 +146,7 @@ mod tests {
     #[test]
     fn flops_follow_the_formula_on_a_hand_sized_case() {
         // No shuffle (s = 1), 1 layer, d = 4, MLP 8, 2×2 codes, K = 3, text of 1 id: T = 1 + 1 + 4 = 6 positions.
-        let config = TokenShuffleLmConfig::new(2, 3, [2, 2], 1, DecoderConfig::new(4, 1, 1, 8, 0)).with_window(1);
+        let config = LmArchitecture::new(2, 3, 1, DecoderConfig::new(4, 1, 1, 8)).into_config([2, 2], 1);
         let count = config.count(1);
         assert_eq!(count.sequence_len, 6);
         let layer_weights = 2 * 16 + 2 * 16 + 3 * 4 * 8; // q, o; k, v; SwiGLU (2) + down
@@ -164,7 +159,7 @@ mod tests {
 
     #[test]
     fn shuffle_cuts_the_sequence_and_the_flops() {
-        let base = TokenShuffleLmConfig::new(1000, 8192, [64, 64], 64, DecoderConfig::new(1024, 8, 16, 4096, 0));
+        let base = LmArchitecture::new(1000, 8192, 64, DecoderConfig::new(1024, 8, 16, 4096)).into_config([64, 64], 2);
         let s1 = base.clone().with_window(1).count(64);
         let s2 = base.clone().with_window(2).count(64);
         assert_eq!(s1.sequence_len, 64 + 1 + 4096);
@@ -177,21 +172,31 @@ mod tests {
     }
 
     #[test]
-    fn presets_load_and_the_paper_shape_is_about_2_7b() {
-        let load = |json: &str| serde_json::from_str::<TokenShuffleLmConfig>(json).unwrap();
-        let tiny = load(include_str!("../../../configs/lm-tiny.json"));
+    fn preset_files_equal_the_rust_presets_and_the_paper_shape_is_about_2_7b() {
+        let load = |json: &str| serde_json::from_str::<LmArchitecture>(json).unwrap();
+        let presets = [
+            (include_str!("../../../configs/lm-tiny.json"), LmArchitecture::tiny()),
+            (include_str!("../../../configs/lm-small.json"), LmArchitecture::small()),
+            (
+                include_str!("../../../configs/lm-2.7b.json"),
+                LmArchitecture::paper_2_7b(),
+            ),
+        ];
+        for (file, preset) in &presets {
+            assert_eq!(&load(file), preset, "configs/ and the Rust preset drifted apart");
+        }
+        let tiny = LmArchitecture::tiny().into_config([16, 16], 2);
         assert_eq!(
             tiny.count(16).parameters,
             tiny.init::<B>(&Default::default()).unwrap().num_params()
         );
-        let small = load(include_str!("../../../configs/lm-small.json"))
-            .count(64)
-            .parameters;
+        let small = LmArchitecture::small().into_config([32, 32], 2).count(64).parameters;
         assert!(
             (90_000_000..130_000_000).contains(&small),
             "lm-small has {small} parameters"
         );
-        let paper = load(include_str!("../../../configs/lm-2.7b.json"))
+        let paper = LmArchitecture::paper_2_7b()
+            .into_config([128, 128], 2)
             .count(128)
             .parameters;
         assert!(

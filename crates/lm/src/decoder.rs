@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use crate::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 
 /// Configuration of a [`Decoder`]: a stack of Llama-style layers.
-#[derive(Config, Debug)]
+#[derive(Config, Debug, PartialEq)]
 pub struct DecoderConfig {
     /// Model width d.
     pub d_model: usize,
@@ -19,8 +19,6 @@ pub struct DecoderConfig {
     pub n_kv_heads: Option<usize>,
     /// Hidden width of the SwiGLU MLP.
     pub mlp_hidden: usize,
-    /// Longest sequence (text + 1 + image windows).
-    pub max_seq_len: usize,
     /// Rotary base frequency. Default: 10000.
     #[config(default = 10000.0)]
     pub rope_theta: f32,
@@ -65,13 +63,18 @@ impl<B: Backend> DecoderCache<B> {
 }
 
 impl DecoderConfig {
-    /// Builds the decoder on `device`.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Decoder<B> {
+    /// Builds the decoder on `device`, with rotary tables for sequences of up to `max_seq_len` positions (the
+    /// LM derives it from its longest prompt and its image windows: [`crate::TokenShuffleLmConfig::sequence_len`]).
+    ///
+    /// # Panics
+    /// When `d_model` is not divisible by `n_heads`, or `n_heads` by `n_kv_heads`
+    /// ([`crate::LmArchitecture::check`] tells the same without building anything).
+    pub fn init<B: Backend>(&self, max_seq_len: usize, device: &B::Device) -> Decoder<B> {
         let layer = || DecoderLayer {
             attention_norm: RmsNormConfig::new(self.d_model)
                 .with_epsilon(self.norm_eps)
                 .init(device),
-            attention: CausalSelfAttentionConfig::new(self.d_model, self.n_heads, self.max_seq_len)
+            attention: CausalSelfAttentionConfig::new(self.d_model, self.n_heads, max_seq_len)
                 .with_n_kv_heads(self.n_kv_heads)
                 .with_rope_theta(self.rope_theta)
                 .init(device),
@@ -145,14 +148,14 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    type B = burn::backend::Flex;
+    type B = token_shuffle_test_support::TestBackend;
 
     #[test]
     fn cached_decoding_reproduces_the_full_forward() {
         let device = Default::default();
-        let decoder = DecoderConfig::new(32, 3, 4, 64, 16)
+        let decoder = DecoderConfig::new(32, 3, 4, 64)
             .with_n_kv_heads(Some(2))
-            .init::<B>(&device);
+            .init::<B>(16, &device);
         let x = Tensor::<B, 3>::random([2, 10, 32], Distribution::Normal(0.0, 1.0), &device);
         let full = decoder.forward(x.clone(), None, None);
         let mut cache = decoder.new_cache(2, 16, &device);

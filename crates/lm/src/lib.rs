@@ -1,10 +1,18 @@
-//! # lm — the multimodal LLM with Token-Shuffle
+//! # token-shuffle-lm — the multimodal LLM with Token-Shuffle
+//!
+//! ```toml
+//! [dependencies]
+//! token-shuffle-lm = { git = "https://github.com/token-shuffle-rs/token-shuffle-rs" }
+//! burn = { version = "=0.21.0", features = ["flex"] }
+//! ```
 //!
 //! The model of the paper: one Llama-style decoder over one vocabulary of text tokens and image codes
 //! ([`VocabLayout`]), with the `token-shuffle` crate's `TokenShuffle` / `TokenUnshuffle` around it, so that each
 //! image position predicts the s² codes of the **next** window ([`TokenShuffleLm`]). No text encoder: the prompt
 //! is plain tokens in the same sequence.
 //!
+//! - [`LmArchitecture`]: what a preset or run file says about the LM (presets `tiny`, `small`, `paper_2_7b`);
+//!   [`LmArchitecture::into_config`] adds the image geometry (code grid, window s) into a [`TokenShuffleLmConfig`].
 //! - [`TokenShuffleLm`]: embedding → Token-Shuffle → [`Decoder`] → Token-Unshuffle → image head; loss parts
 //!   ([`LmLoss`]: image cross-entropy, z-loss, optional text loss); KV-cache generation with scheduled CFG.
 //! - [`Decoder`]: pre-norm RMSNorm, [`CausalSelfAttention`] (RoPE over the shortened sequence, grouped KV heads,
@@ -17,11 +25,13 @@
 //! ## Example
 //! ```
 //! use burn::backend::Flex;
-//! use token_shuffle_lm::{CfgSchedule, DecoderConfig, GenerateOptions, Sampler, TokenShuffleLmConfig};
+//! use token_shuffle_lm::{CfgSchedule, DecoderConfig, GenerateOptions, LmArchitecture, Sampler};
 //!
 //! let device = Default::default();
-//! // 100 text ids, a 64-code VQ, 8×8 code grids, s = 2: 16 windows per image.
-//! let config = TokenShuffleLmConfig::new(100, 64, [8, 8], 16, DecoderConfig::new(32, 2, 4, 64, 0));
+//! // 100 text ids, a 64-code VQ, captions of up to 16 ids, d = 32, 2 layers, 4 heads, SwiGLU 64…
+//! let architecture = LmArchitecture::new(100, 64, 16, DecoderConfig::new(32, 2, 4, 64));
+//! // …over 8×8 code grids with s = 2: 16 windows per image.
+//! let config = architecture.into_config([8, 8], 2);
 //! let model = config.init::<Flex>(&device)?;
 //! assert_eq!(config.sequence_len(3), 3 + 1 + 16);
 //!
@@ -41,6 +51,7 @@
 //! - The optional text loss uses the embedding table as its output layer, scaled by 1/√d.
 //! - z-loss weight 1e-4; prompt dropout 10%.
 
+mod architecture;
 mod attention;
 mod cfg;
 mod count;
@@ -49,6 +60,7 @@ mod model;
 mod sampling;
 mod vocab;
 
+pub use architecture::LmArchitecture;
 pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 pub use cfg::{CfgSchedule, drop_prompts, guide};
 pub use count::ModelCount;

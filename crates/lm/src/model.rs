@@ -1,18 +1,20 @@
-use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use thiserror::Error;
 use token_shuffle::{
-    Fusion, ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid,
-    check_width, window_merge, window_split,
+    ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid, check_width,
+    window_merge, window_split,
 };
 
-use crate::{CfgSchedule, Decoder, DecoderConfig, Sampler, VocabLayout, guide, seeded_rng};
+use crate::{CfgSchedule, Decoder, LmArchitecture, Sampler, VocabLayout, guide, seeded_rng};
 
 /// Why the LM refused a configuration or an input.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum LmError {
+    /// A size or weight of the architecture that cannot work (named, with the fix).
+    #[error("LM architecture: {0}")]
+    Architecture(String),
     /// The window does not fit the code grid, or the model width does not split into s² parts.
     #[error(transparent)]
     Shuffle(#[from] ShuffleError),
@@ -28,47 +30,27 @@ pub enum LmError {
     },
 }
 
-/// Configuration of a [`TokenShuffleLm`].
-#[derive(Config, Debug)]
+/// The runtime configuration of a [`TokenShuffleLm`]: an [`LmArchitecture`] (what a file holds) over one image
+/// geometry (what a run derives per stage). Made by [`LmArchitecture::into_config`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenShuffleLmConfig {
-    /// Number of text ids (the text tokenizer's vocabulary).
-    pub text_vocab: usize,
-    /// Number of image codes K (the VQ codebook).
-    pub codebook: usize,
+    /// Widths, depths, vocabularies and loss weights.
+    pub architecture: LmArchitecture,
     /// Code grid `[H', W']` of one image (resolution / VQ downsample factor).
     pub grid: [usize; 2],
-    /// Longest caption, in text ids (sets the rotary table and the KV cache size).
-    pub max_text_len: usize,
-    /// The decoder.
-    pub decoder: DecoderConfig,
-    /// Token-Shuffle window s (1 = no shuffle). Default: 2.
-    #[config(default = 2)]
+    /// Token-Shuffle window s (1 = no shuffle).
     pub window: usize,
-    /// Fusion variant of the shuffle (the paper's ablations). Default: residual MLP.
-    #[config(default = "Fusion::ResidualMlp")]
-    pub fusion: Fusion,
-    /// Residual MLP blocks on each side of the Transformer. Default: 2.
-    #[config(default = 2)]
-    pub shuffle_mlp_blocks: usize,
-    /// Weight of the z-loss `mean(logsumexp(logits)²)`, which the paper added to stabilise 2048² training.
-    /// Default: 1e-4.
-    #[config(default = 1e-4)]
-    pub z_loss_weight: f64,
-    /// Weight of the next-token loss on the prompt's text, predicted through the (tied) embedding table. The
-    /// paper trains text-to-image only; 0 (the default) skips it.
-    #[config(default = 0.0)]
-    pub text_loss_weight: f64,
-    /// Fraction of training prompts replaced by the empty prompt, so that the model also learns the
-    /// unconditional distribution that classifier-free guidance needs. Default: 0.1. Applied by the trainer
-    /// with [`crate::drop_prompts`].
-    #[config(default = 0.1)]
-    pub prompt_dropout: f64,
 }
 
 impl TokenShuffleLmConfig {
     /// The vocabulary layout.
     pub fn vocab(&self) -> VocabLayout {
-        VocabLayout::new(self.text_vocab, self.codebook)
+        VocabLayout::new(self.architecture.text_vocab, self.architecture.codebook)
+    }
+
+    /// The same architecture with window `window`.
+    pub fn with_window(self, window: usize) -> Self {
+        Self { window, ..self }
     }
 
     /// Number of image windows N/s² (Transformer positions per image).
@@ -82,41 +64,41 @@ impl TokenShuffleLmConfig {
         text_len + 2 + self.windows() - 1
     }
 
-    /// Checks, without building anything, that the code grid splits into s×s windows and d into s² channel groups.
+    /// Checks, without building anything, the architecture ([`LmArchitecture::check`]) and that the code grid
+    /// splits into s×s windows and d into s² channel groups.
     ///
     /// # Errors
-    /// [`LmError::Shuffle`] when the code grid is not divisible by s or d by s².
+    /// [`LmError::Architecture`] for the sizes of the architecture, [`LmError::Shuffle`] when the code grid is not
+    /// divisible by s or d by s².
     pub fn check(&self) -> Result<(), LmError> {
+        self.architecture.check()?;
         check_grid(self.grid[0], self.grid[1], self.window)?;
-        check_width(self.decoder.d_model, self.window)?;
+        check_width(self.architecture.decoder.d_model, self.window)?;
         Ok(())
     }
 
     /// Builds the model on `device`.
     ///
     /// # Errors
-    /// [`LmError::Shuffle`] when the code grid is not divisible by s or d by s².
+    /// What [`check`](Self::check) finds.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<TokenShuffleLm<B>, LmError> {
         self.check()?;
-        let d = self.decoder.d_model;
+        let arch = &self.architecture;
+        let d = arch.decoder.d_model;
         let shuffle_config = TokenShuffleConfig::new(d)
             .with_window(self.window)
-            .with_fusion(self.fusion)
-            .with_mlp_blocks(self.shuffle_mlp_blocks);
-        let decoder = DecoderConfig {
-            max_seq_len: self.sequence_len(self.max_text_len),
-            ..self.decoder.clone()
-        };
+            .with_fusion(arch.fusion)
+            .with_mlp_blocks(arch.shuffle_mlp_blocks);
         Ok(TokenShuffleLm {
             embedding: EmbeddingConfig::new(self.vocab().size(), d).init(device),
             shuffle: shuffle_config.init(device)?,
-            decoder: decoder.init(device),
+            decoder: arch.decoder.init(self.sequence_len(arch.max_text_len), device),
             unshuffle: TokenUnshuffleConfig::from(&shuffle_config).init(device)?,
-            image_head: LinearConfig::new(d, self.codebook).with_bias(false).init(device),
+            image_head: LinearConfig::new(d, arch.codebook).with_bias(false).init(device),
             vocab: self.vocab(),
             grid: self.grid,
-            z_loss_weight: self.z_loss_weight,
-            text_loss_weight: self.text_loss_weight,
+            z_loss_weight: arch.z_loss_weight,
+            text_loss_weight: arch.text_loss_weight,
         })
     }
 }
@@ -431,15 +413,15 @@ impl<B: Backend> TokenShuffleLm<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
     use burn::tensor::Distribution;
+    use token_shuffle_test_support::TestBackend;
 
-    type B = Flex;
+    type B = TestBackend;
 
     fn config(window: usize) -> TokenShuffleLmConfig {
-        // The decoder's max_seq_len is set by the LM from the prompt length and the grid.
-        TokenShuffleLmConfig::new(20, 16, [4, 4], 6, DecoderConfig::new(32, 2, 4, 64, 0)).with_window(window)
+        LmArchitecture::new(20, 16, 6, crate::DecoderConfig::new(32, 2, 4, 64)).into_config([4, 4], window)
     }
 
     fn codes<BB: Backend>(batch: usize, device: &BB::Device) -> Tensor<BB, 3, Int> {
@@ -603,7 +585,9 @@ mod tests {
         let prompt = |m: &TokenShuffleLm<B>| m.prompt_ids(&texts(), &device);
         let plain = config(2).init::<B>(&device).unwrap();
         assert!(plain.loss(prompt(&plain), codes(2, &device)).unwrap().text_ce.is_none());
-        let with_text = config(2).with_text_loss_weight(0.5).init::<B>(&device).unwrap();
+        let mut weighted = config(2);
+        weighted.architecture.text_loss_weight = 0.5;
+        let with_text = weighted.init::<B>(&device).unwrap();
         let loss = with_text.loss(prompt(&with_text), codes(2, &device)).unwrap();
         let text_ce: f32 = loss.text_ce.unwrap().into_scalar();
         // 25 classes (20 text ids + 5 specials): an untrained model is near ln 25 ≈ 3.2.
@@ -615,7 +599,7 @@ mod tests {
 
     #[test]
     fn a_tiny_model_overfits_one_batch() {
-        type AD = Autodiff<Flex>;
+        type AD = Autodiff<TestBackend>;
         let device = Default::default();
         for window in [1, 2] {
             let mut model = config(window).init::<AD>(&device).unwrap();

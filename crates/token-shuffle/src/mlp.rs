@@ -58,8 +58,8 @@ impl<B: Backend> ResidualMlp<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_backend::TestBackend as B;
     use burn::tensor::Distribution;
+    use token_shuffle_test_support::TestBackend as B;
 
     #[test]
     fn zero_output_projection_makes_the_block_an_identity() {

@@ -136,8 +136,8 @@ impl<B: Backend> TokenShuffle<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_backend::{TestAutodiffBackend, TestBackend as B, assert_every_parameter_has_gradient};
     use burn::tensor::Distribution;
+    use token_shuffle_test_support::{TestAutodiffBackend, TestBackend as B, assert_every_parameter_has_gradient};
 
     fn grid(batch: usize, h: usize, w: usize, d: usize) -> Tensor<B, 4> {
         Tensor::random([batch, h, w, d], Distribution::Normal(0.0, 1.0), &Default::default())

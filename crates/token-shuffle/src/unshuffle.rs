@@ -135,9 +135,9 @@ impl<B: Backend> TokenUnshuffle<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_backend::{TestAutodiffBackend, TestBackend as B, assert_every_parameter_has_gradient};
     use crate::{TokenShuffleConfig, window_merge, window_split};
     use burn::tensor::Distribution;
+    use token_shuffle_test_support::{TestAutodiffBackend, TestBackend as B, assert_every_parameter_has_gradient};
 
     fn tokens(batch: usize, n: usize, d: usize) -> Tensor<B, 3> {
         Tensor::random([batch, n, d], Distribution::Normal(0.0, 1.0), &Default::default())

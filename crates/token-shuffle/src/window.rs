@@ -140,8 +140,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_backend::TestBackend as B;
     use burn::tensor::{Distribution, TensorData};
+    use token_shuffle_test_support::TestBackend as B;
 
     fn device() -> burn::tensor::Device<B> {
         Default::default()

@@ -4,33 +4,14 @@
 //! (set by CI) turns the missing driver into a failure, so that CI really exercises the wgpu path.
 #![cfg(feature = "wgpu")]
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use burn::backend::Wgpu;
 use burn::tensor::{Distribution, Tensor};
 use token_shuffle::{TokenShuffleConfig, TokenUnshuffleConfig, window_merge, window_split};
 
-/// Whether wgpu finds an adapter; backends panic deep inside when they do not.
-fn wgpu_available(device: &burn::tensor::Device<Wgpu>) -> bool {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let ok = catch_unwind(AssertUnwindSafe(|| Tensor::<Wgpu, 1>::ones([1], device).into_data())).is_ok();
-    std::panic::set_hook(hook);
-    ok
-}
-
 #[test]
 fn modules_and_ops_run_on_wgpu() {
     let device = Default::default();
-    if !wgpu_available(&device) {
-        let required = std::env::var("TOKEN_SHUFFLE_REQUIRE_WGPU").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "TOKEN_SHUFFLE_REQUIRE_WGPU=1 but wgpu found no adapter: install mesa-vulkan-drivers libvulkan1"
-        );
-        eprintln!(
-            "SKIPPED modules_and_ops_run_on_wgpu: wgpu found no Vulkan adapter (apt-get install mesa-vulkan-drivers libvulkan1)"
-        );
+    if !token_shuffle_test_support::device_or_skip::<Wgpu>("modules_and_ops_run_on_wgpu", &device) {
         return;
     }
 

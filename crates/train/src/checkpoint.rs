@@ -74,19 +74,13 @@ impl Checkpoints {
             move |source| TrainError::Io { path, source }
         };
         let target = self.path(state.step);
-        let partial = target.with_extension("partial");
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
-        }
-        std::fs::create_dir_all(&partial).map_err(io(&partial))?;
-        write(&partial)?;
-        let state_path = partial.join("state.json");
-        let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
-        std::fs::write(&state_path, json).map_err(io(&state_path))?;
-        if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(io(&target))?;
-        }
-        std::fs::rename(&partial, &target).map_err(io(&target))?;
+        token_shuffle_data::replace_atomically(&target, |partial| {
+            std::fs::create_dir_all(partial).map_err(io(partial))?;
+            write(partial)?;
+            let state_path = partial.join("state.json");
+            let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
+            std::fs::write(&state_path, json).map_err(io(&state_path))
+        })?;
         let all = self.list();
         for (_, old) in all.iter().take(all.len().saturating_sub(self.keep)) {
             std::fs::remove_dir_all(old).map_err(io(old))?;
@@ -105,8 +99,15 @@ impl Checkpoints {
             path: state_path.clone(),
             message: format!("unreadable state ({e}); delete this checkpoint to resume from the one before"),
         })?;
-        if &state.config != config {
-            let field = differing_field(&state.config, config).unwrap_or_else(|| "?".into());
+        // A checkpoint written before the LM's derived fields left the format is compared in today's form.
+        let mut stored = state.config.clone();
+        crate::config_file::migrate_lm_training(&mut stored);
+        let stored = serde_json::from_value::<crate::LmTrainingConfig>(stored)
+            .ok()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or_else(|| state.config.clone());
+        if &stored != config {
+            let field = differing_field(&stored, config).unwrap_or_else(|| "?".into());
             return Err(TrainError::Checkpoint {
                 path: path.to_path_buf(),
                 message: format!(

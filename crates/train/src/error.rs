@@ -12,13 +12,21 @@ pub enum TrainError {
          lower the learning rate or check the data"
     )]
     NonFiniteLoss {
+        /// The step (counting from 1).
         step: usize,
+        /// Which loss part: image cross-entropy, z-loss, text cross-entropy.
         part: &'static str,
+        /// Its value.
         value: f32,
     },
     /// A checkpoint cannot be resumed from.
     #[error("checkpoint {}: {message}", path.display())]
-    Checkpoint { path: PathBuf, message: String },
+    Checkpoint {
+        /// The checkpoint (or run file).
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        message: String,
+    },
     /// The LM failed (a configuration it cannot build).
     #[error(transparent)]
     Lm(#[from] token_shuffle_lm::LmError),
@@ -30,5 +38,10 @@ pub enum TrainError {
     Data(#[from] token_shuffle_data::DataError),
     /// A file of the run could not be written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }

@@ -43,11 +43,13 @@
 //! ```
 
 mod checkpoint;
+pub mod config_file;
 mod error;
 mod images;
 mod lm;
 mod pipeline;
 pub mod report;
+mod run_config;
 mod schedule;
 mod tokenizer;
 
@@ -55,7 +57,8 @@ pub use checkpoint::{CheckpointState, Checkpoints};
 pub use error::TrainError;
 pub use images::{ImageSource, TrainingImages};
 pub use lm::{LmData, LmEvent, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm};
-pub use pipeline::{PipelineEvent, RunConfig, TrainedRun, run_dir, run_pipeline};
+pub use pipeline::{PipelineEvent, TrainedRun, run_dir, run_pipeline};
+pub use run_config::RunConfig;
 pub use schedule::WarmupCosine;
 pub use tokenizer::{
     ReconstructionReport, TokenizerEvent, TokenizerStep, TokenizerTrainingConfig, evaluate_reconstruction, reconstruct,

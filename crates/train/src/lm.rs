@@ -16,7 +16,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use burn_store::{ModuleSnapshot, PathFilter};
 use serde::Serialize;
 use token_shuffle_data::cache::CodeCache;
-use token_shuffle_lm::{TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
+use token_shuffle_lm::{LmArchitecture, TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
 
 use crate::checkpoint::{CheckpointState, Checkpoints};
 use crate::images::sample_indices;
@@ -35,15 +35,16 @@ pub struct Stage {
     pub learning_rate: f64,
 }
 
-/// Everything that defines an LM training run. The LM's `grid` and `window` are set per stage.
+/// Everything that defines an LM training run. The LM's code grid and window come from each stage
+/// ([`stage_lm`](Self::stage_lm)).
 ///
 /// What carries over from one stage to the next: the embedding table, the decoder and the image head, always;
 /// the Token-Shuffle and Token-Unshuffle layers only when s stays the same (their shapes depend on s, so a new s
 /// starts them fresh). The optimizer state restarts with each stage.
 #[derive(Config, Debug)]
 pub struct LmTrainingConfig {
-    /// The LM.
-    pub lm: TokenShuffleLmConfig,
+    /// The LM's architecture (an LM preset).
+    pub model: LmArchitecture,
     /// The curriculum, in order.
     pub stages: Vec<Stage>,
     /// Samples per micro-batch. Default: 16.
@@ -99,17 +100,25 @@ impl LmTrainingConfig {
         (self.stages.len(), 0)
     }
 
-    /// The LM of stage `stage` over a `grid` of codes.
-    fn stage_lm(&self, stage: &Stage, grid: [usize; 2]) -> TokenShuffleLmConfig {
-        TokenShuffleLmConfig {
-            grid,
-            window: stage.window,
-            ..self.lm.clone()
-        }
+    /// The LM of stage `index` over images encoded with VQ downsample factor `downsample`: the code grid is the
+    /// stage's resolution / `downsample`, the window the stage's s. The one place a stage's LM is derived.
+    ///
+    /// # Panics
+    /// When `index` is not a stage.
+    pub fn stage_lm(&self, index: usize, downsample: usize) -> TokenShuffleLmConfig {
+        let stage = &self.stages[index];
+        let side = stage.resolution / downsample.max(1);
+        self.model.clone().into_config([side, side], stage.window)
     }
 
-    /// Checks what can be checked before training: stages, sizes, steps.
+    /// Checks what can be checked before training: the architecture, stages, sizes, steps.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the field and the fix.
     pub fn check(&self) -> Result<(), TrainError> {
+        self.model
+            .check()
+            .map_err(|e| TrainError::Config(format!("lm.model: {e}")))?;
         if self.stages.is_empty() {
             return Err(TrainError::Config(
                 "`stages` is empty: give at least one {resolution, window, steps, learning_rate}".into(),
@@ -183,8 +192,11 @@ pub struct LmValidation {
 pub enum LmEvent {
     /// A stage begins (also when a run resumes inside it).
     Stage {
+        /// Its index in the curriculum.
         index: usize,
+        /// The stage.
         stage: Stage,
+        /// The first step it runs now (counting from 1).
         first_step: usize,
     },
     /// Losses of a logged step.
@@ -192,7 +204,12 @@ pub enum LmEvent {
     /// A validation pass.
     Validation(LmValidation),
     /// A checkpoint was written.
-    Checkpoint { step: usize, path: std::path::PathBuf },
+    Checkpoint {
+        /// Steps it covers.
+        step: usize,
+        /// Its directory.
+        path: std::path::PathBuf,
+    },
 }
 
 type ModelRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -302,11 +319,12 @@ pub fn train_lm<B: AutodiffBackend>(
     for (resolution, caches) in data {
         for (split, cache) in [("train", &caches.train), ("valid", &caches.valid)] {
             let longest = (0..cache.len()).map(|i| cache.sample(i).1.len()).max().unwrap_or(0);
-            if longest > config.lm.max_text_len {
+            if longest > config.model.max_text_len {
                 return Err(TrainError::Config(format!(
                     "the {split} captions at {resolution} px are up to {longest} text ids long, but the LM takes at \
-                     most lm.max_text_len = {}: raise it (or give the text tokenizer more ids, which shortens captions)",
-                    config.lm.max_text_len
+                     most lm.model.max_text_len = {}: raise it (or give the text tokenizer more ids, which shortens \
+                     captions)",
+                    config.model.max_text_len
                 )));
             }
         }
@@ -323,11 +341,16 @@ pub fn train_lm<B: AutodiffBackend>(
     // Start fresh, or from the latest checkpoint. Each stage's LM is built right after seeding with
     // `seed + stage`, so that layers a stage starts fresh are the same in a resumed run and an uninterrupted one.
     let build = |index: usize| -> Result<TokenShuffleLm<B>, TrainError> {
-        let stage = &config.stages[index];
+        let key = data[&config.stages[index].resolution].train.key();
+        let lm = config.stage_lm(index, key.resolution as usize / key.grid[0].max(1));
+        if lm.grid != key.grid {
+            return Err(TrainError::Config(format!(
+                "stage {index}: the code cache at {} px holds {:?} grids, not square ones the stage can use",
+                key.resolution, key.grid
+            )));
+        }
         B::seed(device, config.seed.wrapping_add(index as u64));
-        Ok(config
-            .stage_lm(stage, data[&stage.resolution].train.key().grid)
-            .init::<B>(device)?)
+        Ok(lm.init::<B>(device)?)
     };
     let optimizer_config = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
@@ -432,7 +455,7 @@ pub fn train_lm<B: AutodiffBackend>(
         for micro in 0..config.gradient_accumulation {
             let position = step * config.gradient_accumulation + micro;
             let (codes, texts) = micro_batch::<B>(&stage_data.train, position, config.batch_size, config.seed, device);
-            let texts = drop_prompts(&texts, config.lm.prompt_dropout, &mut rng);
+            let texts = drop_prompts(&texts, config.model.prompt_dropout, &mut rng);
             let loss = lm.loss(lm.prompt_ids(&texts, device), codes)?;
             let read = |t: &Tensor<B, 1>| -> f32 { t.clone().into_scalar().elem() };
             let parts = [
@@ -514,23 +537,24 @@ pub fn train_lm<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use token_shuffle_data::cache::{CacheKey, fingerprint};
     use token_shuffle_data::rng::SplitMix64;
+    use token_shuffle_test_support::TestBackend;
 
-    type A = Autodiff<Flex>;
+    type A = Autodiff<TestBackend>;
     use crate::tests::one_at_a_time;
 
-    fn tiny_lm() -> TokenShuffleLmConfig {
-        serde_json::from_value(serde_json::json!({
-            "text_vocab": 20, "codebook": 12, "grid": [4, 4], "max_text_len": 6,
-            "decoder": { "d_model": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": null, "mlp_hidden": 32,
-                         "max_seq_len": 0, "rope_theta": 10000.0, "norm_eps": 1e-5 },
-            "window": 2, "fusion": "ResidualMlp", "shuffle_mlp_blocks": 1, "z_loss_weight": 1e-4,
-            "text_loss_weight": 0.0, "prompt_dropout": 0.2
-        }))
-        .unwrap()
+    /// The micro LM over this module's data: 12 codes, captions of up to 4 ids (20 text ids).
+    fn tiny_lm() -> LmArchitecture {
+        LmArchitecture {
+            text_vocab: 20,
+            codebook: 12,
+            max_text_len: 6,
+            prompt_dropout: 0.2,
+            ..LmArchitecture::micro()
+        }
     }
 
     /// Random codes whose first code repeats the caption's first id, so there is something to learn.
@@ -722,7 +746,7 @@ mod tests {
     #[test]
     fn captions_longer_than_the_lm_takes_are_refused() {
         let config = LmTrainingConfig::new(
-            TokenShuffleLmConfig {
+            LmArchitecture {
                 max_text_len: 3,
                 ..tiny_lm()
             },
@@ -740,11 +764,9 @@ mod tests {
     fn carry_over_keeps_the_decoder_and_starts_new_shuffle_layers_fresh() {
         let _turn = one_at_a_time();
         let device = Default::default();
-        let old = TokenShuffleLmConfig { window: 1, ..tiny_lm() }
-            .init::<Flex>(&device)
-            .unwrap();
-        let fresh = tiny_lm().init::<Flex>(&device).unwrap();
-        let tensors = |m: &TokenShuffleLm<Flex>| -> BTreeMap<String, Vec<f32>> {
+        let old = tiny_lm().into_config([4, 4], 1).init::<TestBackend>(&device).unwrap();
+        let fresh = tiny_lm().into_config([4, 4], 2).init::<TestBackend>(&device).unwrap();
+        let tensors = |m: &TokenShuffleLm<TestBackend>| -> BTreeMap<String, Vec<f32>> {
             m.collect(None, None, false)
                 .into_iter()
                 .map(|s| (s.full_path(), s.to_data().unwrap().to_vec().unwrap()))

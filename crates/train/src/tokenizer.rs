@@ -363,7 +363,8 @@ pub fn train_tokenizer<B: AutodiffBackend>(
 mod tests {
     use super::*;
     use crate::ImageSource;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
+    use token_shuffle_test_support::TestBackend;
 
     fn tiny_config() -> TokenizerTrainingConfig {
         let model = VqModelConfig::new(32)
@@ -392,7 +393,7 @@ mod tests {
         let device = Default::default();
         let mut events = Vec::new();
         let model =
-            train_tokenizer::<Autodiff<Flex>>(&config, &images, dir.path(), &device, |e| events.push(e.clone()))
+            train_tokenizer::<Autodiff<TestBackend>>(&config, &images, dir.path(), &device, |e| events.push(e.clone()))
                 .unwrap();
 
         let steps: Vec<usize> = events
@@ -423,11 +424,11 @@ mod tests {
         let saved = TokenizerTrainingConfig::load(dir.path().join("config.json")).unwrap();
         let loaded = saved
             .model
-            .init::<Flex>(&device)
+            .init::<TestBackend>(&device)
             .unwrap()
             .load_safetensors(&dir.path().join("model.safetensors"))
             .unwrap();
-        let batch = Batcher::<Flex, _, _>::batch(&PixelBatcher, images.valid().to_vec(), &device).images;
+        let batch = Batcher::<TestBackend, _, _>::batch(&PixelBatcher, images.valid().to_vec(), &device).images;
         assert_eq!(
             model.encode(batch.clone()).unwrap().into_data(),
             loaded.encode(batch).unwrap().into_data()
@@ -447,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let weights = dir.path().join("model.safetensors");
         let mut saved = Vec::new();
-        let result = train_tokenizer::<Autodiff<Flex>>(&config, &images, dir.path(), &Default::default(), |e| {
+        let result = train_tokenizer::<Autodiff<TestBackend>>(&config, &images, dir.path(), &Default::default(), |e| {
             if let TokenizerEvent::Validation(_) = e {
                 saved = std::fs::read(&weights).unwrap();
             }

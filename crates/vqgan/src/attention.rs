@@ -68,17 +68,17 @@ impl<B: Backend> AttnBlock<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::tensor::Distribution;
+    use token_shuffle_test_support::TestBackend;
 
     /// LlamaGen's attention written out with matmuls; the fused kernel must agree with it.
     #[test]
     fn matches_attention_written_out() {
         let device = Default::default();
-        let block = AttnBlockConfig::new(8).with_norm_groups(2).init::<Flex>(&device);
-        let x = Tensor::<Flex, 4>::random([2, 8, 3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let block = AttnBlockConfig::new(8).with_norm_groups(2).init::<TestBackend>(&device);
+        let x = Tensor::<TestBackend, 4>::random([2, 8, 3, 4], Distribution::Normal(0.0, 1.0), &device);
         let h = block.norm.forward(x.clone());
-        let flat = |t: Tensor<Flex, 4>| t.reshape([2, 8, 12]);
+        let flat = |t: Tensor<TestBackend, 4>| t.reshape([2, 8, 12]);
         let (q, k, v) = (
             flat(block.q.forward(h.clone())),
             flat(block.k.forward(h.clone())),

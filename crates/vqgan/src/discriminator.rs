@@ -113,8 +113,8 @@ pub fn hinge_generator_loss<B: Backend>(fake_logits: Tensor<B, 4>) -> Tensor<B, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::tensor::TensorData;
+    use token_shuffle_test_support::TestBackend;
 
     #[test]
     fn patch_logits_have_taming_sizes() {
@@ -122,7 +122,7 @@ mod tests {
         let disc = PatchDiscriminatorConfig::new()
             .with_channels(8)
             .with_norm_groups(4)
-            .init::<Flex>(&device)
+            .init::<TestBackend>(&device)
             .unwrap();
         assert_eq!(
             disc.forward(Tensor::zeros([2, 3, 64, 64], &device)).dims(),
@@ -143,15 +143,16 @@ mod tests {
             .with_channels(8)
             .with_layers(2)
             .with_norm_groups(4);
-        let disc = config.init::<Autodiff<Flex>>(&device).unwrap();
+        let disc = config.init::<Autodiff<TestBackend>>(&device).unwrap();
         let images = Tensor::random([2, 3, 16, 16], Distribution::Uniform(-1.0, 1.0), &device);
-        crate::tests::assert_every_parameter_has_gradient(&disc, disc.forward(images).square().mean());
+        token_shuffle_test_support::assert_every_parameter_has_gradient(&disc, disc.forward(images).square().mean());
     }
 
     #[test]
     fn hinge_losses_on_known_logits() {
         let device = Default::default();
-        let logits = |v: [f32; 2]| Tensor::<Flex, 4>::from_data(TensorData::new(v.to_vec(), [1, 1, 1, 2]), &device);
+        let logits =
+            |v: [f32; 2]| Tensor::<TestBackend, 4>::from_data(TensorData::new(v.to_vec(), [1, 1, 1, 2]), &device);
         // real: relu(1 − 2) = 0, relu(1 − 0.5) = 0.5 → 0.25; fake: relu(1 − 3) = 0, relu(1 + 1) = 2 → 1.
         let d: f32 = hinge_discriminator_loss(logits([2.0, 0.5]), logits([-3.0, 1.0])).into_scalar();
         assert!((d - 0.625).abs() < 1e-6, "{d}");
@@ -164,7 +165,7 @@ mod tests {
         let err = PatchDiscriminatorConfig::new()
             .with_channels(12)
             .with_norm_groups(16)
-            .init::<Flex>(&Default::default());
+            .init::<TestBackend>(&Default::default());
         assert!(err.unwrap_err().to_string().contains("norm_groups = 16"));
     }
 }

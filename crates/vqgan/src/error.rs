@@ -9,18 +9,35 @@ pub enum VqError {
          resize or crop images to a multiple of {factor} (e.g. {}×{})",
         height.div_ceil(*factor) * factor, width.div_ceil(*factor) * factor
     )]
-    ImageSize { height: usize, width: usize, factor: usize },
+    ImageSize {
+        /// Image height.
+        height: usize,
+        /// Image width.
+        width: usize,
+        /// The model's downsample factor.
+        factor: usize,
+    },
     /// The model configuration cannot be built.
     #[error("VQ model config: {0}")]
     Config(String),
     /// Weights could not be read or written.
     #[error("{}: {message}", path.display())]
-    Weights { path: PathBuf, message: String },
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A weights file lacks tensors the model needs (a different model, or a truncated file).
     #[error(
         "{}: the file has no tensor {}{} ({} missing in all); was it saved from a model with this config?",
         path.display(), missing[..missing.len().min(5)].join(", "), if missing.len() > 5 { ", …" } else { "" },
         missing.len()
     )]
-    MissingTensors { path: PathBuf, missing: Vec<String> },
+    MissingTensors {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensors it lacks.
+        missing: Vec<String>,
+    },
 }

@@ -113,11 +113,11 @@ pub const IGNORED_KEYS: [&str; 1] = ["quantize.codebook_used"];
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::Tensor;
     use safetensors::tensor::{Dtype, TensorView};
     use std::collections::HashMap;
+    use token_shuffle_test_support::TestBackend;
 
     /// The keys and PyTorch shapes of LlamaGen's `VQModel.state_dict()` for `config`, written out from its Python
     /// constructors (`Encoder`, `Decoder`, `ResnetBlock`, `AttnBlock`, `VectorQuantizer`), independently of the
@@ -260,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vq.safetensors");
         write_checkpoint(&path, &keys, &[]);
-        let model = load_llamagen::<Flex>(&config, &path, &Default::default()).unwrap();
+        let model = load_llamagen::<TestBackend>(&config, &path, &Default::default()).unwrap();
 
         // Every parameter holds the constant of the LlamaGen tensor it was mapped from.
         struct Check<'a> {
@@ -268,14 +268,14 @@ mod tests {
             path: Vec<String>,
             seen: usize,
         }
-        impl ModuleVisitor<Flex> for Check<'_> {
+        impl ModuleVisitor<TestBackend> for Check<'_> {
             fn enter_module(&mut self, name: &str, _: &str) {
                 self.path.push(name.to_string());
             }
             fn exit_module(&mut self, _: &str, _: &str) {
                 self.path.pop();
             }
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Flex, D>>) {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<TestBackend, D>>) {
                 let key = llamagen_key(&self.path.join("."));
                 let expected = self.index[key.as_str()] as f32;
                 let values: Vec<f32> = param.val().into_data().to_vec().unwrap();
@@ -304,7 +304,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vq.safetensors");
         write_checkpoint(&path, &keys, &["decoder.mid.1.q.weight", "encoder.norm_out.weight"]);
-        let message = load_llamagen::<Flex>(&config, &path, &Default::default())
+        let message = load_llamagen::<TestBackend>(&config, &path, &Default::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -320,7 +320,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vq.safetensors");
         write_checkpoint(&path, &keys, &[]);
-        let message = load_llamagen::<Flex>(&small_config(), &path, &Default::default())
+        let message = load_llamagen::<TestBackend>(&small_config(), &path, &Default::default())
             .unwrap_err()
             .to_string();
         assert!(message.contains("have no place in this model"), "{message}");

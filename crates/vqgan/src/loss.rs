@@ -156,9 +156,10 @@ mod tests {
     /// tokenizer parameter afterwards.
     #[test]
     fn with_the_gan_on_gradients_reach_the_whole_tokenizer_and_discriminator() {
-        use burn::backend::{Autodiff, Flex};
+        use burn::backend::Autodiff;
         use burn::tensor::Distribution;
-        type A = Autodiff<Flex>;
+        use token_shuffle_test_support::TestBackend;
+        type A = Autodiff<TestBackend>;
         let device = Default::default();
         let model = crate::VqModelConfig::new(16)
             .with_code_dim(4)
@@ -195,7 +196,7 @@ mod tests {
             "{}",
             loss.adaptive_weight
         );
-        crate::tests::assert_every_parameter_has_gradient(&model, loss.total);
+        token_shuffle_test_support::assert_every_parameter_has_gradient(&model, loss.total);
         // Near initialisation all logits sit inside the hinge margins: the loss is ½·(1 + 1) give or take.
         let d_loss: f32 = config
             .discriminator(&discriminator, images, out.reconstruction)
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn reconstruction_losses_on_a_known_offset() {
-        type B = burn::backend::Flex;
+        type B = token_shuffle_test_support::TestBackend;
         let device = Default::default();
         let images = Tensor::<B, 4>::zeros([1, 3, 2, 2], &device);
         let shifted = Tensor::<B, 4>::from_data(TensorData::new(vec![0.5f32; 12], [1, 3, 2, 2]), &device);

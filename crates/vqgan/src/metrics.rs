@@ -156,13 +156,13 @@ impl CodebookUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::tensor::TensorData;
+    use token_shuffle_test_support::TestBackend;
 
     #[test]
     fn psnr_of_a_known_offset_and_of_identical_images() {
         let device = Default::default();
-        let images = Tensor::<Flex, 4>::zeros([2, 3, 4, 4], &device);
+        let images = Tensor::<TestBackend, 4>::zeros([2, 3, 4, 4], &device);
         // An offset of 0.2 in [−1, 1] is 0.1 on the 0–1 scale: MSE 0.01, PSNR 20 dB.
         let offset = images.clone() + 0.2;
         let values = psnr(images.clone(), offset);
@@ -173,14 +173,15 @@ mod tests {
     #[test]
     fn psnr_clamps_the_reconstruction() {
         let device = Default::default();
-        let white = Tensor::<Flex, 4>::ones([1, 3, 2, 2], &device);
+        let white = Tensor::<TestBackend, 4>::ones([1, 3, 2, 2], &device);
         assert!(psnr(white.clone(), white * 3.0)[0].is_infinite());
     }
 
     #[test]
     fn ssim_of_identical_images_of_a_constant_offset_and_of_inverted_structure() {
         let device = Default::default();
-        let images = Tensor::<Flex, 4>::random([2, 3, 16, 16], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        let images =
+            Tensor::<TestBackend, 4>::random([2, 3, 16, 16], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
         assert!(
             ssim(images.clone(), images.clone())
                 .iter()
@@ -188,7 +189,7 @@ mod tests {
         );
         // Constant images a and b (0–1 scale): no variance, so SSIM = (2ab + C1) / (a² + b² + C1).
         let (a, b) = (0.5f64, 0.6f64);
-        let constant = |v: f64| Tensor::<Flex, 4>::full([1, 3, 12, 12], v * 2.0 - 1.0, &device);
+        let constant = |v: f64| Tensor::<TestBackend, 4>::full([1, 3, 12, 12], v * 2.0 - 1.0, &device);
         let expected = (2.0 * a * b + 1e-4) / (a * a + b * b + 1e-4);
         let measured = ssim(constant(a), constant(b))[0] as f64;
         assert!((measured - expected).abs() < 1e-6, "{measured} vs {expected}");
@@ -202,7 +203,7 @@ mod tests {
         let device = Default::default();
         let mut usage = CodebookUsage::new(8);
         // Codes 0 and 1, twice each: 2 of 8 used, two equally likely codes → perplexity 2.
-        usage.add(Tensor::<Flex, 2, Int>::from_data(
+        usage.add(Tensor::<TestBackend, 2, Int>::from_data(
             TensorData::from([[0i64, 1], [1, 0]]),
             &device,
         ));

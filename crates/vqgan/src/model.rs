@@ -9,8 +9,10 @@ use burn_store::{ApplyResult, ModuleSnapshot, SafetensorsStore};
 use crate::resnet::conv1x1;
 use crate::{Decoder, Encoder, Quantized, VectorQuantizer, VectorQuantizerConfig, VqError};
 
-/// Configuration of a [`VqModel`]. Defaults are LlamaGen's VQ-16 (`configs/llamagen-vq16.json`).
-#[derive(Config, Debug)]
+/// Configuration of a [`VqModel`]. Defaults are LlamaGen's VQ-16 (`configs/llamagen-vq16.json`). Presets:
+/// [`micro`](Self::micro), [`tiny`](Self::tiny), [`vq8`](Self::vq8), [`llamagen_vq16`](Self::llamagen_vq16); the files
+/// in `configs/` are tested equal to them.
+#[derive(Config, Debug, PartialEq)]
 pub struct VqModelConfig {
     /// Codebook entries K.
     pub codebook_size: usize,
@@ -45,6 +47,41 @@ pub struct VqModelConfig {
 }
 
 impl VqModelConfig {
+    /// `vq-micro`: 8 base channels × (1, 2, 2), f = 4, K = 32, code dim 4, one residual block: the tokenizer of
+    /// `configs/run-tiny.json`, for tests and smoke runs.
+    pub fn micro() -> Self {
+        Self::new(32)
+            .with_code_dim(4)
+            .with_channels(8)
+            .with_channel_multipliers(vec![1, 2, 2])
+            .with_res_blocks(1)
+            .with_z_channels(8)
+            .with_norm_groups(4)
+    }
+
+    /// `vq-tiny` (`configs/vq-tiny.json`): 16 base channels × (1, 1, 2), f = 4 (64 px → 16×16 codes), K = 256, one
+    /// residual block per level. CPU tests and the demo.
+    pub fn tiny() -> Self {
+        Self::new(256)
+            .with_channels(16)
+            .with_channel_multipliers(vec![1, 1, 2])
+            .with_res_blocks(1)
+            .with_z_channels(32)
+            .with_norm_groups(8)
+    }
+
+    /// `vq8` (`configs/vq8.json`): f = 8, K = 8192, LlamaGen's widths (128 base channels × 1, 2, 2, 4): the paper's
+    /// main setting, for GPU training.
+    pub fn vq8() -> Self {
+        Self::new(8192).with_channel_multipliers(vec![1, 2, 2, 4])
+    }
+
+    /// LlamaGen's VQ-16 (`configs/llamagen-vq16.json`): f = 16, K = 16384, code dim 8, multipliers 1, 1, 2, 2, 4 —
+    /// the layout of its published checkpoints (`llamagen::load_llamagen`).
+    pub fn llamagen_vq16() -> Self {
+        Self::new(16384)
+    }
+
     /// How many times smaller the code grid is than the image, per side.
     pub fn downsample_factor(&self) -> usize {
         1 << self.channel_multipliers.len().saturating_sub(1)
@@ -248,11 +285,12 @@ pub(crate) fn check_applied(result: &ApplyResult, path: &Path, name: impl Fn(&st
 mod tests {
     use super::*;
     use crate::VqLossConfig;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
     use burn::tensor::Distribution;
+    use token_shuffle_test_support::TestBackend;
 
-    type B = Flex;
+    type B = TestBackend;
 
     /// A model small enough for unit tests, with `levels` resolution levels (f = 2^(levels − 1)).
     pub(crate) fn small_config(levels: usize) -> VqModelConfig {
@@ -300,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
-        type A = Autodiff<Flex>;
+        type A = Autodiff<TestBackend>;
         let device = Default::default();
         let mut model = small_config(3).init::<A>(&device).unwrap();
         let loss = VqLossConfig::new();
@@ -319,13 +357,13 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient_through_the_straight_through_estimator() {
-        type A = Autodiff<Flex>;
+        type A = Autodiff<TestBackend>;
         let device = Default::default();
         let model = small_config(2).init::<A>(&device).unwrap();
         let images = Tensor::<A, 4>::random([2, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &device);
         let out = model.forward(images.clone()).unwrap();
         let total = VqLossConfig::new().generator(&model, None, images, &out, 0).total;
-        crate::tests::assert_every_parameter_has_gradient(&model, total);
+        token_shuffle_test_support::assert_every_parameter_has_gradient(&model, total);
     }
 
     #[test]
@@ -356,5 +394,25 @@ mod tests {
             message.contains("has no tensor decoder.conv_blocks.0.attn.2.k.bias") && message.contains("68 missing"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn preset_files_equal_the_rust_presets() {
+        let load = |json: &str| serde_json::from_str::<VqModelConfig>(json).unwrap();
+        assert_eq!(
+            load(include_str!("../../../configs/vq-tiny.json")),
+            VqModelConfig::tiny()
+        );
+        assert_eq!(load(include_str!("../../../configs/vq8.json")), VqModelConfig::vq8());
+        assert_eq!(
+            load(include_str!("../../../configs/llamagen-vq16.json")),
+            VqModelConfig::llamagen_vq16()
+        );
+        for preset in [VqModelConfig::micro(), VqModelConfig::tiny(), VqModelConfig::vq8()] {
+            preset.check().unwrap();
+        }
+        assert_eq!(VqModelConfig::tiny().downsample_factor(), 4);
+        assert_eq!(VqModelConfig::vq8().downsample_factor(), 8);
+        assert_eq!(VqModelConfig::llamagen_vq16().downsample_factor(), 16);
     }
 }

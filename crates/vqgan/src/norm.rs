@@ -85,23 +85,23 @@ impl<B: Backend> GroupNorm<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::module::Param;
     use burn::tensor::Distribution;
+    use token_shuffle_test_support::TestBackend;
 
     /// Same numbers as burn's GroupNorm (the straightforward formula) with non-trivial γ and β.
     #[test]
     fn matches_burn_group_norm() {
         let device = Default::default();
-        let x = Tensor::<Flex, 4>::random([3, 6, 4, 5], Distribution::Normal(1.0, 2.0), &device);
-        let gamma = Tensor::<Flex, 1>::random([6], Distribution::Normal(1.0, 0.5), &device);
-        let beta = Tensor::<Flex, 1>::random([6], Distribution::Normal(0.0, 0.5), &device);
-        let mut ours = GroupNormConfig::new(2, 6).init::<Flex>(&device);
+        let x = Tensor::<TestBackend, 4>::random([3, 6, 4, 5], Distribution::Normal(1.0, 2.0), &device);
+        let gamma = Tensor::<TestBackend, 1>::random([6], Distribution::Normal(1.0, 0.5), &device);
+        let beta = Tensor::<TestBackend, 1>::random([6], Distribution::Normal(0.0, 0.5), &device);
+        let mut ours = GroupNormConfig::new(2, 6).init::<TestBackend>(&device);
         ours.gamma = Param::from_tensor(gamma.clone());
         ours.beta = Param::from_tensor(beta.clone());
         let mut theirs = burn::nn::GroupNormConfig::new(2, 6)
             .with_epsilon(1e-6)
-            .init::<Flex>(&device);
+            .init::<TestBackend>(&device);
         theirs.gamma = Some(Param::from_tensor(gamma));
         theirs.beta = Some(Param::from_tensor(beta));
         ours.forward(x.clone())

@@ -145,11 +145,12 @@ fn entropy_loss<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
+    use burn::backend::Autodiff;
     use burn::module::Param;
     use burn::tensor::{Distribution, TensorData};
+    use token_shuffle_test_support::TestBackend;
 
-    type B = Flex;
+    type B = TestBackend;
 
     /// A codebook of the four unit axes of the plane (given unnormalised, to check the normalisation too).
     fn axes_quantizer(device: &burn::tensor::Device<B>) -> VectorQuantizer<B> {
@@ -213,7 +214,7 @@ mod tests {
 
     #[test]
     fn gradients_pass_straight_through_and_the_codebook_learns_from_its_loss() {
-        type A = Autodiff<Flex>;
+        type A = Autodiff<TestBackend>;
         let device = Default::default();
         let quantizer = VectorQuantizerConfig::new(16, 4).init::<A>(&device);
         let z = Tensor::<A, 4>::random([2, 4, 3, 3], Distribution::Normal(0.0, 1.0), &device).require_grad();

@@ -73,13 +73,14 @@ pub(crate) fn upsample_nearest_2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
     use burn::tensor::TensorData;
+    use token_shuffle_test_support::TestBackend;
 
     #[test]
     fn nearest_upsampling_repeats_each_pixel_in_a_2x2_block() {
         let device = Default::default();
-        let x = Tensor::<Flex, 4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
+        let x =
+            Tensor::<TestBackend, 4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
         let expected = [
             [1.0f32, 1.0, 2.0, 2.0],
             [1.0, 1.0, 2.0, 2.0],
@@ -95,9 +96,12 @@ mod tests {
     fn resampling_halves_and_doubles_the_size() {
         let device = Default::default();
         let config = ResampleConfig::new(4);
-        let x = Tensor::<Flex, 4>::ones([1, 4, 8, 6], &device);
-        let down = config.init_down::<Flex>(&device).forward(x);
+        let x = Tensor::<TestBackend, 4>::ones([1, 4, 8, 6], &device);
+        let down = config.init_down::<TestBackend>(&device).forward(x);
         assert_eq!(down.dims(), [1, 4, 4, 3]);
-        assert_eq!(config.init_up::<Flex>(&device).forward(down).dims(), [1, 4, 8, 6]);
+        assert_eq!(
+            config.init_up::<TestBackend>(&device).forward(down).dims(),
+            [1, 4, 8, 6]
+        );
     }
 }

@@ -96,16 +96,20 @@ pub(crate) fn residual_stack<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
+    use token_shuffle_test_support::TestBackend;
 
     #[test]
     fn a_block_with_new_width_gets_a_shortcut_and_keeps_the_spatial_size() {
         let device = Default::default();
-        let same = ResnetBlockConfig::new(8, 8).with_norm_groups(4).init::<Flex>(&device);
-        let wider = ResnetBlockConfig::new(8, 16).with_norm_groups(4).init::<Flex>(&device);
+        let same = ResnetBlockConfig::new(8, 8)
+            .with_norm_groups(4)
+            .init::<TestBackend>(&device);
+        let wider = ResnetBlockConfig::new(8, 16)
+            .with_norm_groups(4)
+            .init::<TestBackend>(&device);
         assert!(same.nin_shortcut.is_none());
         assert!(wider.nin_shortcut.is_some());
-        let x = Tensor::<Flex, 4>::ones([2, 8, 5, 3], &device);
+        let x = Tensor::<TestBackend, 4>::ones([2, 8, 5, 3], &device);
         assert_eq!(wider.forward(x).dims(), [2, 16, 5, 3]);
     }
 }

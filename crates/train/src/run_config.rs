@@ -1,0 +1,178 @@
+//! The run config: everything a `cargo xtask train` run does, in one file, with its presets and its reader.
+
+use std::path::Path;
+
+use burn::config::Config;
+use token_shuffle_lm::LmArchitecture;
+use token_shuffle_vqgan::VqModelConfig;
+
+use crate::config_file::{migrate_run, parse_with_defaults};
+use crate::{LmTrainingConfig, Stage, TokenizerTrainingConfig, TrainError};
+
+/// Everything a `cargo xtask train` run does, in one file.
+#[derive(Config, Debug)]
+pub struct RunConfig {
+    /// Images: `scenes`, `twemoji`, or a folder of images with captions.
+    pub data: String,
+    /// Scenes encoded for LM training (scenes are endless; loaded corpora use all their training images).
+    /// Default: 4000.
+    #[config(default = 4000)]
+    pub lm_images: usize,
+    /// Largest id count of the text BPE (at least 256). Default: 512.
+    #[config(default = 512)]
+    pub text_vocab_size: usize,
+    /// Tokenizer training.
+    pub tokenizer: TokenizerTrainingConfig,
+    /// LM training (its `model.text_vocab` must cover `text_vocab_size`, its `model.codebook` the tokenizer's K).
+    pub lm: LmTrainingConfig,
+}
+
+impl RunConfig {
+    /// The demo (`cargo xtask demo`, `configs/run-demo.json`): vq-tiny trained 300 steps and lm-tiny 400 steps at
+    /// s = 2 on 64 px scenes; ~15 minutes on 2 CPU cores.
+    pub fn demo() -> Self {
+        let tokenizer = TokenizerTrainingConfig::new(VqModelConfig::tiny())
+            .with_resolution(64)
+            .with_batch_size(8)
+            .with_steps(300)
+            .with_learning_rate(0.002)
+            .with_warmup_steps(50)
+            .with_valid_every(100)
+            .with_valid_images(128)
+            .with_log_every(20);
+        let lm = LmTrainingConfig::new(LmArchitecture::tiny(), vec![Stage::new(64, 2, 400, 0.002)])
+            .with_batch_size(16)
+            .with_warmup_steps(50)
+            .with_log_every(50);
+        Self::new("scenes".into(), tokenizer, lm)
+    }
+
+    /// The tiniest whole run (`configs/run-tiny.json`): vq-micro and lm-micro, 2 steps each, on 32 px scenes.
+    /// Tests and smoke runs.
+    pub fn tiny() -> Self {
+        let tokenizer = TokenizerTrainingConfig::new(VqModelConfig::micro())
+            .with_resolution(32)
+            .with_batch_size(4)
+            .with_steps(2)
+            .with_learning_rate(0.002)
+            .with_warmup_steps(1)
+            .with_valid_every(2)
+            .with_valid_images(4)
+            .with_log_every(1);
+        let lm = LmTrainingConfig::new(LmArchitecture::micro(), vec![Stage::new(32, 2, 2, 0.001)])
+            .with_batch_size(4)
+            .with_warmup_steps(1)
+            .with_valid_every(2)
+            .with_checkpoint_every(2)
+            .with_log_every(1);
+        Self::new("scenes".into(), tokenizer, lm)
+            .with_lm_images(12)
+            .with_text_vocab_size(256)
+    }
+
+    /// Reads a run config file: its fields over [`demo`](Self::demo)'s (a file may give only what it changes),
+    /// unknown fields refused by path. Run directories written before the LM's `grid`, `window` and
+    /// `decoder.max_seq_len` left the format (and with the LM under `lm.lm`) still load.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the file and the field, or [`TrainError::Io`].
+    pub fn load_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|why| TrainError::Config(format!("{}: {why}", path.display())))
+    }
+
+    /// [`load_file`](Self::load_file) for a string.
+    ///
+    /// # Errors
+    /// A message naming the field at fault.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        parse_with_defaults(text, &Self::demo(), migrate_run)
+    }
+
+    /// Checks, before anything is written, that every stage can be built and that the parts fit together.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] (or the tokenizer's [`TrainError::Vq`]) naming the field and the fix.
+    pub fn check(&self) -> Result<(), TrainError> {
+        self.tokenizer.check()?;
+        self.lm.check()?;
+        let fail = |m: String| Err(TrainError::Config(m));
+        let model = &self.lm.model;
+        if model.codebook != self.tokenizer.model.codebook_size {
+            return fail(format!(
+                "lm.model.codebook = {} but the tokenizer has {} codes (tokenizer.model.codebook_size); make them equal",
+                model.codebook, self.tokenizer.model.codebook_size
+            ));
+        }
+        if model.text_vocab < self.text_vocab_size {
+            return fail(format!(
+                "lm.model.text_vocab = {} is below text_vocab_size = {}; raise it",
+                model.text_vocab, self.text_vocab_size
+            ));
+        }
+        if self.text_vocab_size < 256 {
+            return fail(format!(
+                "text_vocab_size = {} is below 256: the byte-level BPE needs an id for every byte",
+                self.text_vocab_size
+            ));
+        }
+        if self.lm_images == 0 {
+            return fail("lm_images is 0: encode at least one image for the LM".into());
+        }
+        let factor = self.tokenizer.model.downsample_factor();
+        for (i, stage) in self.lm.stages.iter().enumerate() {
+            let stage_error = |e: &dyn std::fmt::Display| TrainError::Config(format!("stage {i}: {e}"));
+            self.tokenizer
+                .model
+                .check_image_size(stage.resolution, stage.resolution)
+                .map_err(|e| stage_error(&e))?;
+            let lm = self.lm.stage_lm(i, factor);
+            let grid = lm.grid[0];
+            lm.check().map_err(|e| {
+                stage_error(&format!(
+                    "{} px through the tokenizer's downsample {factor} is a {grid}×{grid} grid: {e}",
+                    stage.resolution
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_files_in_configs_are_the_rust_presets_and_every_field_is_read() {
+        for (file, preset) in [
+            (include_str!("../../../configs/run-demo.json"), RunConfig::demo()),
+            (include_str!("../../../configs/run-tiny.json"), RunConfig::tiny()),
+        ] {
+            // Parsed over the defaults, an unknown (unread) field is an error; read alone, a missing one is.
+            let over_defaults = RunConfig::parse(file).unwrap();
+            let alone: RunConfig = serde_json::from_str(file).unwrap();
+            let expected = serde_json::to_value(&preset).unwrap();
+            assert_eq!(serde_json::to_value(&over_defaults).unwrap(), expected);
+            assert_eq!(serde_json::to_value(&alone).unwrap(), expected);
+            preset.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn every_stage_size_is_checked_before_anything_runs() {
+        let mut config = RunConfig::tiny();
+        config.lm.model.decoder.n_heads = 3;
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("decoder.n_heads 3"), "{err}");
+        let mut config = RunConfig::tiny();
+        config.lm_images = 0;
+        assert!(config.check().unwrap_err().to_string().contains("lm_images is 0"));
+        let mut config = RunConfig::tiny();
+        config.text_vocab_size = 10;
+        assert!(config.check().unwrap_err().to_string().contains("text_vocab_size = 10"));
+    }
+}
