@@ -300,7 +300,7 @@ impl BackendTask for GenerateBench {
                 let mut marks = Vec::with_capacity(config.windows() + 1);
                 let start = Instant::now();
                 marks.push(start);
-                model.generate(&prompt, &options, &device, &mut |_, _| marks.push(Instant::now()))?;
+                model.generate(&prompt, &options, &device, &mut |_| marks.push(Instant::now()))?;
                 if repetition == 0 {
                     continue; // warm-up
                 }

@@ -29,7 +29,7 @@ pub struct Count {
 impl Count {
     pub fn run(self) -> Result<()> {
         let resolution = self.resolution;
-        if self.downsample == 0 || resolution % self.downsample != 0 {
+        if self.downsample == 0 || !resolution.is_multiple_of(self.downsample) {
             bail!(
                 "--resolution {resolution} is not divisible by --downsample {}",
                 self.downsample
@@ -84,7 +84,7 @@ fn group(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -84,10 +84,10 @@ impl PipelineLog {
     }
 
     pub fn print(&mut self, event: &PipelineEvent) {
-        if let PipelineEvent::Progress { what, done, total } = event {
-            if !self.tenths.is_new(what, *done, *total) {
-                return;
-            }
+        if let PipelineEvent::Progress { what, done, total } = event
+            && !self.tenths.is_new(what, *done, *total)
+        {
+            return;
         }
         print_event(event, self.started, self.tokenizer_steps, self.lm_steps)
     }

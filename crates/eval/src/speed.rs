@@ -231,7 +231,7 @@ impl SpeedBench {
                 }
                 let inference = models[i].as_ref().expect("present").valid();
                 let (time, peak) = measure(&mut || {
-                    inference.generate(&texts[..1], &options, device, &mut |_, _| {})?;
+                    inference.generate(&texts[..1], &options, device, &mut |_| {})?;
                     Ok(())
                 })?;
                 if timed {

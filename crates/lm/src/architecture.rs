@@ -90,20 +90,20 @@ impl LmArchitecture {
                 return fail(format!("{name} is 0; it must be at least 1"));
             }
         }
-        if d.d_model % d.n_heads != 0 {
+        if !d.d_model.is_multiple_of(d.n_heads) {
             return fail(format!(
                 "decoder.d_model {} is not divisible by decoder.n_heads {}: choose a head count that divides it",
                 d.d_model, d.n_heads
             ));
         }
-        if (d.d_model / d.n_heads) % 2 != 0 {
+        if !(d.d_model / d.n_heads).is_multiple_of(2) {
             return fail(format!(
                 "the head width decoder.d_model / decoder.n_heads = {} is odd; rotary positions need it even",
                 d.d_model / d.n_heads
             ));
         }
         if let Some(kv) = d.n_kv_heads
-            && (kv == 0 || d.n_heads % kv != 0)
+            && (kv == 0 || !d.n_heads.is_multiple_of(kv))
         {
             return fail(format!(
                 "decoder.n_kv_heads {kv} does not divide decoder.n_heads {}: use a divisor, or null for n_heads",

@@ -105,13 +105,13 @@ impl CausalSelfAttentionConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> CausalSelfAttention<B> {
         let n_kv_heads = self.n_kv_heads.unwrap_or(self.n_heads);
         assert!(
-            self.d_model % self.n_heads == 0,
+            self.d_model.is_multiple_of(self.n_heads),
             "d_model {} is not divisible by n_heads {}",
             self.d_model,
             self.n_heads
         );
         assert!(
-            self.n_heads % n_kv_heads == 0,
+            self.n_heads.is_multiple_of(n_kv_heads),
             "n_heads {} is not divisible by n_kv_heads {n_kv_heads}",
             self.n_heads
         );

@@ -37,7 +37,7 @@
 //!
 //! let prompts = vec![vec![5, 6, 7]];
 //! let options = GenerateOptions { cfg_scale: 7.5, schedule: CfgSchedule::HalfLinear, sampler: Sampler::default(), seed: 1 };
-//! let (codes, _) = model.generate(&prompts, &options, &device, &mut |_, _| {})?;
+//! let codes = model.generate(&prompts, &options, &device, &mut |_| {})?;
 //! assert_eq!(codes.dims(), [1, 8, 8]); // ready for the VQ decoder
 //! # Ok::<(), token_shuffle_lm::LmError>(())
 //! ```
@@ -65,6 +65,6 @@ pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 pub use cfg::{CfgSchedule, drop_prompts, guide};
 pub use count::ModelCount;
 pub use decoder::{Decoder, DecoderCache, DecoderConfig, DecoderLayer};
-pub use model::{GenerateOptions, LmError, LmLoss, TokenShuffleLm, TokenShuffleLmConfig};
+pub use model::{GenerateOptions, GenerateStep, LmError, LmLoss, TokenShuffleLm, TokenShuffleLmConfig};
 pub use sampling::{Sampler, seeded_rng};
 pub use vocab::VocabLayout;

@@ -18,6 +18,17 @@ pub enum LmError {
     /// The window does not fit the code grid, or the model width does not split into s² parts.
     #[error(transparent)]
     Shuffle(#[from] ShuffleError),
+    /// Generation met a window whose logits are all NaN or infinite.
+    #[error(
+        "window {step} of {total}: every logit is NaN or infinite, so no code can be sampled; the LM's weights are \
+         corrupt or diverged: load another checkpoint or retrain"
+    )]
+    NonFiniteLogits {
+        /// The window (counting from 1).
+        step: usize,
+        /// Windows per image.
+        total: usize,
+    },
     /// Code grids of another size than the model was built for.
     #[error(
         "code grids of {got:?} do not match the model's {expected:?} grid: encode images at the resolution the LM was configured for"
@@ -141,6 +152,19 @@ pub struct LmLoss<B: Backend> {
     pub text_ce: Option<Tensor<B, 1>>,
     /// `image_ce + z_loss_weight · z_loss + text_loss_weight · text_ce`: what is minimised.
     pub total: Tensor<B, 1>,
+}
+
+/// One step of [`TokenShuffleLm::generate`], as its `on_step` callback sees it.
+#[derive(Debug)]
+pub struct GenerateStep<'a, B: Backend> {
+    /// Windows sampled so far (counting this one).
+    pub done: usize,
+    /// Windows per image.
+    pub total: usize,
+    /// The guided logits this window's codes were sampled from, `[B, s², K]`. Borrowed: a caller that wants them
+    /// (tests, analysis) clones them; nothing keeps them otherwise, so generation's memory does not grow with the
+    /// image.
+    pub logits: &'a Tensor<B, 3>,
 }
 
 /// How to generate.
@@ -326,16 +350,20 @@ impl<B: Backend> TokenShuffleLm<B> {
     /// With `cfg_scale != 1`, every prompt also runs as an unconditional row (the empty prompt) in the same
     /// batch, and the logits are mixed as `u + w(t)·(c − u)` with `w` from the schedule.
     ///
-    /// `on_step(done, total)` is called after each window is sampled (for progress bars and timing).
+    /// `on_step` is called after each window is sampled (for progress bars and timing), with the logits it was
+    /// sampled from ([`GenerateStep`]).
     ///
-    /// Returns the code grids `[B, H', W']` and, per step, the guided logits `[B, s², K]` it sampled from.
+    /// Returns the code grids `[B, H', W']`.
+    ///
+    /// # Errors
+    /// [`LmError::NonFiniteLogits`] naming the window when its logits hold no finite value (corrupt weights).
     pub fn generate(
         &self,
         texts: &[Vec<u32>],
         options: &GenerateOptions,
         device: &B::Device,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<(Tensor<B, 3, Int>, Vec<Tensor<B, 3>>), LmError> {
+        on_step: &mut dyn FnMut(&GenerateStep<'_, B>),
+    ) -> Result<Tensor<B, 3, Int>, LmError> {
         let batch = texts.len();
         let guided = options.cfg_scale != 1.0;
         let mut rows: Vec<Vec<u32>> = texts.to_vec();
@@ -358,7 +386,6 @@ impl<B: Backend> TokenShuffleLm<B> {
             .narrow(1, p - 1, 1);
         let mut rng = seeded_rng(options.seed);
         let mut codes: Vec<i64> = Vec::with_capacity(batch * windows * s * s);
-        let mut step_logits = Vec::with_capacity(windows);
         for step in 0..windows {
             let logits = self.window_logits(hidden.clone())?; // [R, 1, s², K]
             let [_, _, s2, k] = logits.dims();
@@ -382,12 +409,19 @@ impl<B: Backend> TokenShuffleLm<B> {
             let window: Vec<i64> = options
                 .sampler
                 .sample_rows(&values, k, &mut rng)
+                .ok_or(LmError::NonFiniteLogits {
+                    step: step + 1,
+                    total: windows,
+                })?
                 .into_iter()
                 .map(|c| c as i64)
                 .collect();
-            step_logits.push(logits);
             codes.extend_from_slice(&window);
-            on_step(step + 1, windows);
+            on_step(&GenerateStep {
+                done: step + 1,
+                total: windows,
+                logits: &logits,
+            });
             if step + 1 < windows {
                 let window = Tensor::<B, 3, Int>::from_data(TensorData::new(window, [batch, s, s]), device);
                 let window = if guided {
@@ -406,8 +440,14 @@ impl<B: Backend> TokenShuffleLm<B> {
         let merged =
             Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [windows, batch, s * s]), device).swap_dims(0, 1);
         let grid = window_split(merged, [h, w], s)?.reshape([batch, h, w]);
-        Ok((grid, step_logits))
+        Ok(grid)
     }
+}
+
+/// `log Σ exp(x)` over the last axis of `[rows, classes]`, shifted by the (constant) row maximum for stability.
+fn log_sum_exp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let max = x.clone().max_dim(1).detach();
+    (x - max.clone()).exp().sum_dim(1).log() + max
 }
 
 #[cfg(test)]
@@ -510,7 +550,10 @@ mod tests {
                 sampler: Sampler::argmax(),
                 seed: 0,
             };
-            let (grid, steps) = model.generate(&texts(), &options, &device, &mut |_, _| {}).unwrap();
+            let mut steps = Vec::new();
+            let grid = model
+                .generate(&texts(), &options, &device, &mut |step| steps.push(step.logits.clone()))
+                .unwrap();
             assert_eq!(grid.dims(), [2, 4, 4]);
             let full = model.forward(model.prompt_ids(&texts(), &device), grid).unwrap();
             for (n, step) in steps.into_iter().enumerate() {
@@ -522,6 +565,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn corrupt_weights_stop_generation_with_an_error_naming_the_window() {
+        use burn::module::{ModuleMapper, Param};
+        struct Poison;
+        impl<BB: Backend> ModuleMapper<BB> for Poison {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<BB, D>>) -> Param<Tensor<BB, D>> {
+                param.map(|t| t.mul_scalar(f32::NAN))
+            }
+        }
+        let device = Default::default();
+        let model = config(2).init::<B>(&device).unwrap().map(&mut Poison);
+        let options = GenerateOptions {
+            cfg_scale: 3.0,
+            schedule: CfgSchedule::Constant,
+            sampler: Sampler::default(),
+            seed: 0,
+        };
+        let err = model.generate(&texts(), &options, &device, &mut |_| {}).unwrap_err();
+        assert_eq!(err, LmError::NonFiniteLogits { step: 1, total: 4 });
+        assert!(err.to_string().contains("window 1 of 4"), "{err}");
     }
 
     #[test]
@@ -570,9 +635,8 @@ mod tests {
         };
         let run = |seed| {
             model
-                .generate(&texts(), &options(seed), &device, &mut |_, _| {})
+                .generate(&texts(), &options(seed), &device, &mut |_| {})
                 .unwrap()
-                .0
                 .into_data()
         };
         assert_eq!(run(1), run(1));
@@ -619,10 +683,4 @@ mod tests {
             );
         }
     }
-}
-
-/// `log Σ exp(x)` over the last axis of `[rows, classes]`, shifted by the (constant) row maximum for stability.
-fn log_sum_exp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let max = x.clone().max_dim(1).detach();
-    (x - max.clone()).exp().sum_dim(1).log() + max
 }

@@ -41,20 +41,17 @@ impl Sampler {
         }
     }
 
-    /// Picks one index of `logits`.
-    ///
-    /// Non-finite logits count as impossible; a row with no finite logit is a bug upstream and panics.
-    pub fn sample(&self, logits: &[f32], rng: &mut StdRng) -> usize {
+    /// Picks one index of `logits`, or `None` when no logit is finite (non-finite logits count as impossible;
+    /// a row without a finite one comes from corrupt or diverged weights, which the caller reports).
+    pub fn sample(&self, logits: &[f32], rng: &mut StdRng) -> Option<usize> {
         let mut order: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite()).collect();
-        assert!(
-            !order.is_empty(),
-            "no finite logit among {} to sample from",
-            logits.len()
-        );
+        if order.is_empty() {
+            return None;
+        }
         // Most likely first; ties keep the lower index first, so argmax is the first maximum.
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
         if self.temperature <= 0.0 || self.top_k == Some(1) {
-            return order[0];
+            return Some(order[0]);
         }
         if let Some(k) = self.top_k {
             order.truncate(k.max(1));
@@ -81,14 +78,18 @@ impl Sampler {
         for (i, w) in weights.iter().enumerate() {
             target -= w;
             if target < 0.0 {
-                return order[i];
+                return Some(order[i]);
             }
         }
-        order[weights.len() - 1]
+        Some(order[weights.len() - 1])
     }
 
-    /// Picks one index per row of a row-major `[rows, vocab]` block of logits.
-    pub fn sample_rows(&self, logits: &[f32], vocab: usize, rng: &mut StdRng) -> Vec<usize> {
+    /// Picks one index per row of a row-major `[rows, vocab]` block of logits; `None` when a row has no finite
+    /// logit.
+    ///
+    /// # Panics
+    /// When `logits` is not a whole number of rows of `vocab` (a caller's bug).
+    pub fn sample_rows(&self, logits: &[f32], vocab: usize, rng: &mut StdRng) -> Option<Vec<usize>> {
         assert_eq!(
             logits.len() % vocab,
             0,
@@ -114,8 +115,8 @@ mod tests {
             top_p: None,
         };
         for _ in 0..20 {
-            assert_eq!(top1.sample(&LOGITS, &mut rng), 1, "the first of the tied maxima");
-            assert_eq!(Sampler::argmax().sample(&LOGITS, &mut rng), 1);
+            assert_eq!(top1.sample(&LOGITS, &mut rng), Some(1), "the first of the tied maxima");
+            assert_eq!(Sampler::argmax().sample(&LOGITS, &mut rng), Some(1));
         }
     }
 
@@ -145,7 +146,7 @@ mod tests {
         let n = 40_000;
         let mut counts = [0usize; 5];
         for _ in 0..n {
-            counts[sampler.sample(&LOGITS, &mut rng)] += 1;
+            counts[sampler.sample(&LOGITS, &mut rng).unwrap()] += 1;
         }
         let z: f64 = LOGITS.iter().map(|l| (*l as f64).exp()).sum();
         for (i, &count) in counts.iter().enumerate() {
@@ -169,9 +170,9 @@ mod tests {
             top_p: Some(0.5),
         };
         for _ in 0..500 {
-            assert!([1, 3].contains(&top2.sample(&LOGITS, &mut rng)));
+            assert!([1, 3].contains(&top2.sample(&LOGITS, &mut rng).unwrap()));
             // The tied maxima hold 0.35 each: the first alone is below 0.5, so the nucleus is exactly the pair.
-            assert!([1, 3].contains(&nucleus.sample(&LOGITS, &mut rng)));
+            assert!([1, 3].contains(&nucleus.sample(&LOGITS, &mut rng).unwrap()));
         }
         assert_eq!(
             Sampler {
@@ -180,7 +181,7 @@ mod tests {
                 top_p: Some(0.0)
             }
             .sample(&LOGITS, &mut rng),
-            1
+            Some(1)
         );
     }
 
@@ -193,6 +194,11 @@ mod tests {
             top_p: None,
         };
         let mut rng = seeded_rng(3);
-        assert!((0..200).all(|_| [1, 3].contains(&sampler.sample(&logits, &mut rng))));
+        assert!((0..200).all(|_| [1, 3].contains(&sampler.sample(&logits, &mut rng).unwrap())));
+        assert_eq!(
+            sampler.sample(&[f32::NAN, f32::INFINITY], &mut rng),
+            None,
+            "nothing finite to pick"
+        );
     }
 }

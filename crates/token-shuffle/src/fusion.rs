@@ -24,6 +24,8 @@ pub enum Fusion {
 }
 
 /// The channel mixing of a merged token: residual MLP blocks, or one linear layer.
+// Built once per model, so the size of the enum does not matter; burn's `Module` derive has no boxed variant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum WindowFusion<B: Backend> {
     /// A stack of residual MLP blocks (possibly empty: then the fusion is the identity).

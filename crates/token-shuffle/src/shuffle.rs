@@ -59,7 +59,7 @@ pub fn check_width(d_model: usize, window: usize) -> Result<(), ShuffleError> {
     if window == 0 {
         return Err(ShuffleError::ZeroWindow);
     }
-    if d_model % (window * window) != 0 {
+    if !d_model.is_multiple_of(window * window) {
         return Err(ShuffleError::WidthNotDivisible { d_model, window });
     }
     Ok(())

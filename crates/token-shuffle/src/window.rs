@@ -12,7 +12,7 @@ pub fn check_grid(height: usize, width: usize, window: usize) -> Result<(), Shuf
     if window == 0 {
         return Err(ShuffleError::ZeroWindow);
     }
-    if height % window != 0 || width % window != 0 {
+    if !height.is_multiple_of(window) || !width.is_multiple_of(window) {
         return Err(ShuffleError::GridNotDivisible { height, width, window });
     }
     Ok(())

@@ -368,7 +368,9 @@ impl<B: Backend> TrainedRun<B> {
                 ids.len()
             )));
         }
-        let (codes, _) = self.lm.generate(&texts, options, device, on_step)?;
+        let codes = self
+            .lm
+            .generate(&texts, options, device, &mut |step| on_step(step.done, step.total))?;
         Ok(tensor_to_images(self.vq.decode(codes)))
     }
 

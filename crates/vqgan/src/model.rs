@@ -250,7 +250,7 @@ impl<B: Backend> VqModel<B> {
 }
 
 fn check_image_size(height: usize, width: usize, factor: usize) -> Result<(), VqError> {
-    if height % factor != 0 || width % factor != 0 || height == 0 || width == 0 {
+    if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) || height == 0 || width == 0 {
         return Err(VqError::ImageSize { height, width, factor });
     }
     Ok(())

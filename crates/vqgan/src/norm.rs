@@ -40,7 +40,7 @@ impl GroupNormConfig {
     /// If `num_groups` does not divide `num_channels` (model configs check this first and return an error).
     pub fn init<B: Backend>(&self, device: &B::Device) -> GroupNorm<B> {
         assert!(
-            self.num_groups > 0 && self.num_channels % self.num_groups == 0,
+            self.num_groups > 0 && self.num_channels.is_multiple_of(self.num_groups),
             "{} groups do not divide {} channels",
             self.num_groups,
             self.num_channels

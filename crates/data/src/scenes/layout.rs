@@ -328,10 +328,10 @@ fn place_objects(spec: &PromptSpec, split: Split, rng: &mut SplitMix64) -> Vec<S
                 None => continue 'attempt,
             }
         }
-        if let PromptSpec::Position { relation, .. } = spec {
-            if !relation.holds(objects[0].center, objects[1].center, RELATION_MARGIN) {
-                continue 'attempt;
-            }
+        if let PromptSpec::Position { relation, .. } = spec
+            && !relation.holds(objects[0].center, objects[1].center, RELATION_MARGIN)
+        {
+            continue 'attempt;
         }
         return objects;
     }
