@@ -1,4 +1,9 @@
-//! # data — everything the tokenizer and the LM are fed
+//! # token-shuffle-data — everything the tokenizer and the LM are fed
+//!
+//! ```toml
+//! [dependencies]
+//! token-shuffle-data = { git = "https://github.com/token-shuffle-rs/token-shuffle-rs" }
+//! ```
 //!
 //! - [`scenes`]: the synthetic scene corpus, the embedded default data set, with GenEval's categories and a
 //!   held-out set for evaluation.
@@ -9,6 +14,22 @@
 //! - [`cache`]: the code cache LM training reads (code grids + caption ids), with fingerprints and atomic writes.
 //! - [`files`]: atomic writes (through a `.partial` name and a rename) and PNG saving.
 //! - [`batch`]: burn `Dataset`s and `Batcher`s for pixel batches (tokenizer) and code batches (LM).
+//!
+//! ## Example
+//! ```
+//! use token_shuffle_data::scenes::{SceneCorpus, Split};
+//! use token_shuffle_data::text::TextTokenizer;
+//!
+//! // Generated scenes (nothing is downloaded): image, caption and ground truth of scene 3.
+//! let corpus = SceneCorpus::new(42, Split::Train, 1000);
+//! let scene = corpus.scene(3);
+//! assert_eq!(scene.render(64)?.dimensions(), (64, 64));
+//! // A byte-level BPE trained on captions turns a prompt into ids for the LM.
+//! let captions: Vec<String> = (0..200).map(|i| corpus.scene(i).caption).collect();
+//! let text = TextTokenizer::train(captions.iter().map(String::as_str), 300)?;
+//! assert!(!text.encode(&scene.caption)?.is_empty());
+//! # Ok::<(), token_shuffle_data::DataError>(())
+//! ```
 
 pub mod batch;
 pub mod cache;

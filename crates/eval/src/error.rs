@@ -6,6 +6,9 @@ pub enum EvalError {
     /// A setting that cannot work, with what to change.
     #[error("{0}")]
     Config(String),
+    /// The backend failed (a device error while synchronising).
+    #[error("backend: {0}")]
+    Backend(String),
     /// The image generator under test misbehaved.
     #[error("the generator under test: {0}")]
     Generator(String),

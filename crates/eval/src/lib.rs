@@ -1,4 +1,9 @@
-//! # eval — is it working, and how fast
+//! # token-shuffle-eval — is it working, and how fast
+//!
+//! ```toml
+//! [dependencies]
+//! token-shuffle-eval = { git = "https://github.com/token-shuffle-rs/token-shuffle-rs" }
+//! ```
 //!
 //! - [`detector`]: a detector for synthetic-scene images that knows no model: colour clustering, connected
 //!   components, shape from geometry.

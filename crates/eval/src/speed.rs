@@ -196,7 +196,7 @@ impl SpeedBench {
             seed: 0,
         };
 
-        let sync = || B::sync(device).map_err(|e| EvalError::Config(format!("backend sync failed: {e:?}")));
+        let sync = || B::sync(device).map_err(|e| EvalError::Backend(format!("sync failed: {e:?}")));
         let measure =
             |work: &mut dyn FnMut() -> Result<(), EvalError>| -> Result<(Duration, Option<usize>), EvalError> {
                 let start = Instant::now();

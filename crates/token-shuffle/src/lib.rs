@@ -1,5 +1,11 @@
 //! # token-shuffle
 //!
+//! ```toml
+//! [dependencies]
+//! token-shuffle = { git = "https://github.com/token-shuffle-rs/token-shuffle-rs" }
+//! burn = { version = "=0.21.0", features = ["flex"] }
+//! ```
+//!
 //! The operation at the heart of Token-Shuffle (Ma et al., 2025): an autoregressive multimodal LLM embeds each
 //! VQ image code in its wide hidden size d, which is redundant for ~8-dimensional codes. So before the
 //! Transformer, each s×s window of image tokens is merged into **one** token of width d, and after it each

@@ -27,6 +27,22 @@ pub enum TrainError {
         /// What is wrong, and what to do.
         message: String,
     },
+    /// A directory that is not (or not yet) a finished run.
+    #[error("{}: {why}", dir.display())]
+    NotARun {
+        /// The directory given as a run.
+        dir: PathBuf,
+        /// What is missing or wrong, and what to do.
+        why: String,
+    },
+    /// LM weights that could not be written or read.
+    #[error("LM weights {}: {message}", path.display())]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What went wrong, and what to do.
+        message: String,
+    },
     /// The LM failed (a configuration it cannot build).
     #[error(transparent)]
     Lm(#[from] token_shuffle_lm::LmError),

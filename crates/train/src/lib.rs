@@ -1,4 +1,10 @@
-//! # train — training loops, generic over the burn backend
+//! # token-shuffle-train — training loops, generic over the burn backend
+//!
+//! ```toml
+//! [dependencies]
+//! token-shuffle-train = { git = "https://github.com/token-shuffle-rs/token-shuffle-rs" }
+//! burn = { version = "=0.21.0", features = ["flex", "autodiff"] }
+//! ```
 //!
 //! - [`train_tokenizer`]: the VQ tokenizer of crate `vqgan` on [`TrainingImages`] (synthetic scenes, Twemoji or an
 //!   image folder), with [`evaluate_reconstruction`] for PSNR and codebook use. `cargo xtask train-tokenizer` runs

@@ -297,7 +297,7 @@ fn save_lm<B: Backend>(lm: &TokenShuffleLm<B>, dir: &Path) -> Result<(), TrainEr
         // The recorder sets the `.mpk` extension itself; the partial name keeps it.
         lm.clone()
             .save_file(partial, &Recorder::new())
-            .map_err(|e| TrainError::Checkpoint {
+            .map_err(|e| TrainError::Weights {
                 path: partial.to_path_buf(),
                 message: e.to_string(),
             })
@@ -320,18 +320,15 @@ impl<B: Backend> TrainedRun<B> {
     /// Loads the run in `dir` (made by [`run_pipeline`]).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
         let run_path = dir.join("run.json");
-        let config = RunConfig::load_file(&run_path).map_err(|e| TrainError::Checkpoint {
-            path: run_path.clone(),
-            message: format!(
-                "not a run config ({e}); is {} a run directory made by `cargo xtask train`?",
-                dir.display()
-            ),
+        let config = RunConfig::load_file(&run_path).map_err(|e| TrainError::NotARun {
+            dir: dir.to_path_buf(),
+            why: format!("not a run directory made by `cargo xtask train` ({e})"),
         })?;
-        let lm_path = dir.join("lm/model.mpk");
-        if !lm_path.exists() {
-            return Err(TrainError::Checkpoint {
-                path: lm_path,
-                message: "missing: the run has not finished training; run `cargo xtask train` on it again to finish"
+        if !dir.join("lm/model.mpk").exists() {
+            return Err(TrainError::NotARun {
+                dir: dir.to_path_buf(),
+                why: "the run has not finished training (no lm/model.mpk); run `cargo xtask train` on it again to \
+                      finish"
                     .into(),
             });
         }
@@ -345,9 +342,9 @@ impl<B: Backend> TrainedRun<B> {
         let lm = lm_config
             .init::<B>(device)?
             .load_file(dir.join("lm/model"), &Recorder::new(), device)
-            .map_err(|e| TrainError::Checkpoint {
+            .map_err(|e| TrainError::Weights {
                 path: dir.join("lm/model.mpk"),
-                message: format!("unreadable ({e})"),
+                message: format!("unreadable ({e}); run `cargo xtask train` on the run again to rewrite it"),
             })?;
         Ok(Self { config, vq, text, lm })
     }

@@ -1,4 +1,10 @@
-//! # vqgan — the VQ image tokenizer
+//! # token-shuffle-vqgan — the VQ image tokenizer
+//!
+//! ```toml
+//! [dependencies]
+//! token-shuffle-vqgan = { git = "https://github.com/token-shuffle-rs/token-shuffle-rs" }
+//! burn = { version = "=0.21.0", features = ["flex"] }
+//! ```
 //!
 //! A VQGAN in the taming / LlamaGen design turns images into grids of code ids and back; the LM only ever sees
 //! codes from this crate.
