@@ -1,9 +1,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 /// Configuration of [`CausalSelfAttention`].
 #[derive(Config, Debug)]
@@ -137,9 +138,92 @@ impl<B: Backend> CausalSelfAttention<B> {
         self.query.weight.dims()[1] / self.n_heads
     }
 
+    /// Number of query heads.
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
+    }
+
     /// Number of key/value heads (the KV cache's head count).
     pub fn n_kv_heads(&self) -> usize {
         self.n_kv_heads
+    }
+
+    /// Queries, keys and values of `x`, split into heads, with rotary positions from `start`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d]`
+    /// - output: `[B, h, T, hd]`, `[B, kv, T, hd]`, `[B, kv, T, hd]`
+    fn project(&self, x: Tensor<B, 3>, start: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [batch, t, _] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim());
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
+        let q = heads(self.rotate(self.query.forward(x.clone()), h, start), h);
+        let k = heads(self.rotate(self.key.forward(x.clone()), kv, start), kv);
+        let v = heads(self.value.forward(x), kv);
+        (q, k, v)
+    }
+
+    /// Rotary positions `start..start + T` on `x` before its heads are split: each pair `(a, b)` of a head's
+    /// channels becomes `(a·cos − b·sin, b·cos + a·sin)` with the angles of burn's `RotaryEncoding` (whose table
+    /// this reads). Written as `x ⊙ C + (x·R) ⊙ S` on contiguous `[B, T·width]` rows, with `R` the pair rotation,
+    /// so that both products take Flex's shared-row SIMD path; `RotaryEncoding::apply` multiplies a
+    /// `[N, T, hd, 2]` tensor by a broadcast `[1, T, hd, 2]` one, which Flex walks element by element.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, heads·hd]`
+    /// - output: the same
+    fn rotate(&self, x: Tensor<B, 3>, heads: usize, start: usize) -> Tensor<B, 3> {
+        let [batch, t, width] = x.dims();
+        let hd = width / heads;
+        let device = x.device();
+        let freq = self.rope.freq_complex.clone().slice([start..start + t]); // [t, hd, 2]: (cos, sin)
+        let table = |part: usize| {
+            freq.clone()
+                .narrow(2, part, 1)
+                .reshape([t, 1, hd])
+                .repeat_dim(1, heads)
+                .reshape([1, t * width])
+        };
+        // (x·R)[2i] = −x[2i+1], (x·R)[2i+1] = x[2i].
+        let mut rotation = vec![0.0f32; hd * hd];
+        for i in 0..hd / 2 {
+            rotation[(2 * i + 1) * hd + 2 * i] = -1.0;
+            rotation[2 * i * hd + 2 * i + 1] = 1.0;
+        }
+        let rotation = Tensor::<B, 2>::from_data(TensorData::new(rotation, [hd, hd]), &device);
+        let rotated = x
+            .clone()
+            .reshape([batch * t * heads, hd])
+            .matmul(rotation)
+            .reshape([batch, t * width]);
+        (x.reshape([batch, t * width]) * table(0) + rotated * table(1)).reshape([batch, t, width])
+    }
+
+    /// Merges the heads of the attention context and applies the output projection.
+    fn merge(&self, context: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, _, t, _] = context.dims();
+        let d = self.query.weight.dims()[0];
+        self.output.forward(context.swap_dims(1, 2).reshape([batch, t, d]))
+    }
+
+    /// Attends each position of a whole sequence `x` to itself and everything before it, with `mask` (from
+    /// [`full_sequence_mask`]: causal and key padding, one additive tensor) added to the scores.
+    ///
+    /// This is the training path. It is written out (scores, one same-shape add, softmax, context) rather than
+    /// calling burn's fused `attention`, whose autodiff fallback masks with 4-D broadcasts (the causal mask, the
+    /// expanded key bias) that Flex walks element by element: on lm-tiny at s = 1 that was most of a training step.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d]`
+    /// - `mask`: `[B, h, T, T]`
+    /// - output: `[B, T, d]`
+    pub fn forward_full(&self, x: Tensor<B, 3>, mask: Tensor<B, 4>) -> Tensor<B, 3> {
+        let (q, k, v) = self.project(x, 0);
+        let repeats = self.n_heads / self.n_kv_heads;
+        let (k, v) = (repeat_kv(k, repeats), repeat_kv(v, repeats));
+        let scale = (self.head_dim() as f64).sqrt().recip();
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + mask;
+        self.merge(softmax(scores, 3).matmul(v))
     }
 
     /// Attends each of `x`'s positions to itself and everything before it (in the cache, then in `x`).
@@ -152,28 +236,29 @@ impl<B: Backend> CausalSelfAttention<B> {
     /// - `x`: `[B, T, d]`
     /// - `key_bias`: `[B, cached + T]`
     /// - output: `[B, T, d]`
+    ///
+    /// # Panics
+    /// When a cached call after the prefill gives more than one position.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         cache: Option<&mut KvCache<B>>,
         key_bias: Option<Tensor<B, 2>>,
     ) -> Tensor<B, 3> {
-        let [batch, t, d] = x.dims();
-        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim());
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
+        let [batch, t, _] = x.dims();
+        let h = self.n_heads;
         let start = cache.as_ref().map_or(0, |c| c.len());
         assert!(
             t == 1 || start == 0,
             "a cached forward takes one position at a time after the prefill"
         );
-        let q = self.rope.apply(heads(self.query.forward(x.clone()), h), start);
-        let k = self.rope.apply(heads(self.key.forward(x.clone()), kv), start);
-        let v = heads(self.value.forward(x), kv);
+        let (q, k, v) = self.project(x, start);
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
-        let (k, v) = (repeat_kv(k, h / kv), repeat_kv(v, h / kv));
+        let repeats = h / self.n_kv_heads;
+        let (k, v) = (repeat_kv(k, repeats), repeat_kv(v, repeats));
         // Causal masking aligns the last query with the last key; a cached step of one position needs none.
         let options = AttentionModuleOptions {
             scale: None,
@@ -184,9 +269,36 @@ impl<B: Backend> CausalSelfAttention<B> {
             let keys = bias.dims()[1];
             bias.reshape([batch, 1, 1, keys]).expand([batch, h, t, keys])
         });
-        let context = attention(q, k, v, None, bias, options);
-        self.output.forward(context.swap_dims(1, 2).reshape([batch, t, d]))
+        self.merge(attention(q, k, v, None, bias, options))
     }
+}
+
+/// The additive attention mask of a whole sequence of `t` positions for `heads` heads: −∞ where a key lies in the
+/// future of its query (causal), `key_bias` added (−10⁹ hides a padding key), 0 elsewhere. Built once per
+/// forward pass and shared by every layer, as one contiguous tensor, so that each layer adds it with a plain
+/// same-shape add.
+///
+/// # Shapes
+/// - `key_bias`: `[B, t]`
+/// - output: `[B, heads, t, t]`
+pub fn full_sequence_mask<B: Backend>(
+    key_bias: Option<Tensor<B, 2>>,
+    batch: usize,
+    heads: usize,
+    t: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let rows = Tensor::<B, 1, Int>::arange(0..t as i64, device).reshape([t, 1]);
+    let cols = Tensor::<B, 1, Int>::arange(0..t as i64, device).reshape([1, t]);
+    // −∞ rather than a large finite value: the diagonal is never masked, so every row keeps a finite maximum, and
+    // exp(−∞) is libm's fast path where exp(−10⁹) takes its slow underflow path (measured: ~4% of a step).
+    let causal = Tensor::<B, 2>::zeros([t, t], device).mask_fill(cols.greater(rows), f32::NEG_INFINITY); // [t, t]
+    let mask = match key_bias {
+        Some(bias) => causal.reshape([1, t, t]) + bias.reshape([batch, 1, t]),
+        None => causal.reshape([1, t, t]).expand([batch, t, t]),
+    };
+    // `repeat_dim` writes a contiguous copy, which the per-layer add needs to take Flex's fast path.
+    mask.reshape([batch, 1, t, t]).repeat_dim(1, heads)
 }
 
 /// Repeats each key/value head for the query heads that share it.
@@ -249,5 +361,23 @@ mod tests {
                 .all_close(b.clone().narrow(1, 0, 5), None, Some(1e-6))
         );
         assert!(!a.narrow(1, 5, 3).all_close(b.narrow(1, 5, 3), None, Some(1e-3)));
+    }
+
+    #[test]
+    fn rotary_positions_match_burns_rotary_encoding() {
+        let device = Default::default();
+        let attention = layer(Some(2));
+        let (batch, t, heads, hd) = (2, 5, 4, 8);
+        let x = Tensor::<B, 3>::random([batch, t, heads * hd], Distribution::Normal(0.0, 1.0), &device);
+        for start in [0, 3] {
+            let ours = attention.rotate(x.clone(), heads, start);
+            let split = x.clone().reshape([batch, t, heads, hd]).swap_dims(1, 2);
+            let burns = attention
+                .rope
+                .apply(split, start)
+                .swap_dims(1, 2)
+                .reshape([batch, t, heads * hd]);
+            assert!(ours.all_close(burns, None, Some(1e-5)), "start {start}");
+        }
     }
 }

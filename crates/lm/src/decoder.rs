@@ -3,6 +3,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig, SwiGlu, SwiGluConfig};
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::attention::full_sequence_mask;
 use crate::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 
 /// Configuration of a [`Decoder`]: a stack of Llama-style layers.
@@ -98,8 +99,13 @@ impl DecoderConfig {
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    fn forward(&self, x: Tensor<B, 3>, cache: Option<&mut KvCache<B>>, key_bias: Option<Tensor<B, 2>>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attention.forward(self.attention_norm.forward(x), cache, key_bias);
+    /// One layer; `attention` runs the attention sub-layer on the normalised input (cached or whole-sequence).
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        attention: impl FnOnce(&CausalSelfAttention<B>, Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let x = x.clone() + attention(&self.attention, self.attention_norm.forward(x));
         x.clone() + self.mlp_down.forward(self.mlp_up.forward(self.mlp_norm.forward(x)))
     }
 }
@@ -129,15 +135,17 @@ impl<B: Backend> Decoder<B> {
         key_bias: Option<Tensor<B, 2>>,
     ) -> Tensor<B, 3> {
         let x = match cache {
-            Some(cache) => self
-                .layers
-                .iter()
-                .zip(&mut cache.layers)
-                .fold(x, |x, (layer, kv)| layer.forward(x, Some(kv), key_bias.clone())),
-            None => self
-                .layers
-                .iter()
-                .fold(x, |x, layer| layer.forward(x, None, key_bias.clone())),
+            Some(cache) => self.layers.iter().zip(&mut cache.layers).fold(x, |x, (layer, kv)| {
+                layer.forward(x, |attention, x| attention.forward(x, Some(kv), key_bias.clone()))
+            }),
+            None => {
+                let [batch, t, _] = x.dims();
+                let heads = self.layers.first().map_or(1, |l| l.attention.n_heads());
+                let mask = full_sequence_mask(key_bias, batch, heads, t, &x.device());
+                self.layers.iter().fold(x, |x, layer| {
+                    layer.forward(x, |attention, x| attention.forward_full(x, mask.clone()))
+                })
+            }
         };
         self.norm.forward(x)
     }
