@@ -480,7 +480,7 @@ impl BackendTask for LmBench {
             backend.name(),
             g = self.grid
         );
-        let mut report = bench.run::<Autodiff<B>>(backend.name(), &device, heap, |done, total| {
+        let mut report = bench.run::<Autodiff<B>, _>(backend.name(), &device, heap, |done, total| {
             eprintln!("  repetition {done}/{total}")
         })?;
         report.counted =

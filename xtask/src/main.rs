@@ -12,9 +12,14 @@ use clap::{Parser, Subcommand};
 
 use backend::{BackendKind, BackendTask, run_on};
 
-/// Counts heap bytes, so that `cargo xtask bench` can report peak memory on CPU backends.
+/// mimalloc, counting heap bytes so that `cargo xtask bench` can report peak memory on CPU backends.
+///
+/// mimalloc rather than the system allocator: Flex allocates a fresh buffer for most tensor ops, and glibc's malloc
+/// returns large blocks to the kernel on free (mmap/munmap), so every step page-faults its memory in again; with
+/// mimalloc a training step of lm-tiny at s = 2 took ~25% less time (docs/BENCHMARKS.md).
 #[global_allocator]
-pub static HEAP: token_shuffle_eval::memory::PeakAlloc = token_shuffle_eval::memory::PeakAlloc::new();
+pub static HEAP: token_shuffle_eval::memory::PeakAlloc<mimalloc::MiMalloc> =
+    token_shuffle_eval::memory::PeakAlloc::wrapping(mimalloc::MiMalloc);
 
 /// token-shuffle-rs: Token-Shuffle for autoregressive image generation, in Rust on burn.
 #[derive(Parser)]

@@ -17,17 +17,26 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The system allocator, counting the bytes in use and their peak.
+/// An allocator (`A`, the system's by default), counting the bytes in use and their peak.
 #[derive(Debug, Default)]
-pub struct PeakAlloc {
+pub struct PeakAlloc<A = System> {
+    inner: A,
     current: AtomicUsize,
     peak: AtomicUsize,
 }
 
 impl PeakAlloc {
-    /// A counter at zero.
+    /// The system allocator, its counter at zero.
     pub const fn new() -> Self {
+        Self::wrapping(System)
+    }
+}
+
+impl<A> PeakAlloc<A> {
+    /// `inner`, its counter at zero.
+    pub const fn wrapping(inner: A) -> Self {
         Self {
+            inner,
             current: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
         }
@@ -66,10 +75,10 @@ impl PeakAlloc {
     }
 }
 
-// SAFETY: every call is forwarded to the system allocator unchanged; only counters are updated around it.
-unsafe impl GlobalAlloc for PeakAlloc {
+// SAFETY: every call is forwarded to the inner allocator unchanged; only counters are updated around it.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for PeakAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
             self.grew(layout.size());
         }
@@ -77,7 +86,7 @@ unsafe impl GlobalAlloc for PeakAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
             self.grew(layout.size());
         }
@@ -85,12 +94,12 @@ unsafe impl GlobalAlloc for PeakAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { self.inner.dealloc(ptr, layout) };
         self.shrank(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             self.shrank(layout.size());
             self.grew(new_size);

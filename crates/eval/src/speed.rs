@@ -139,11 +139,11 @@ impl SpeedBench {
     /// # Errors
     /// [`EvalError::Config`] for a window that does not divide the grid (or the width), no window, or no
     /// repetition; errors of the LM.
-    pub fn run<B: AutodiffBackend>(
+    pub fn run<B: AutodiffBackend, A>(
         &self,
         backend: &str,
         device: &B::Device,
-        heap: Option<&PeakAlloc>,
+        heap: Option<&PeakAlloc<A>>,
         mut on_progress: impl FnMut(usize, usize),
     ) -> Result<SpeedReport, EvalError> {
         if self.windows.is_empty() || self.repeats == 0 || self.batch_size == 0 {
@@ -366,7 +366,7 @@ mod tests {
         };
         let mut calls = 0;
         let report = bench
-            .run::<Autodiff<TestBackend>>("flex", &Default::default(), None, |_, _| calls += 1)
+            .run::<Autodiff<TestBackend>, std::alloc::System>("flex", &Default::default(), None, |_, _| calls += 1)
             .unwrap();
         assert_eq!(calls, 3);
         let positions: Vec<usize> = report.rows.iter().map(|r| r.image_positions).collect();
@@ -386,7 +386,7 @@ mod tests {
             ..bench
         };
         let err = bad
-            .run::<Autodiff<TestBackend>>("flex", &Default::default(), None, |_, _| {})
+            .run::<Autodiff<TestBackend>, std::alloc::System>("flex", &Default::default(), None, |_, _| {})
             .unwrap_err();
         assert!(err.to_string().contains("s = 3"), "{err}");
     }

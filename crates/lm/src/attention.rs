@@ -176,7 +176,7 @@ impl<B: Backend> CausalSelfAttention<B> {
         let [batch, t, width] = x.dims();
         let hd = width / heads;
         let device = x.device();
-        let freq = self.rope.freq_complex.clone().slice([start..start + t]); // [t, hd, 2]: (cos, sin)
+        let freq = self.rope.freq_complex.clone().narrow(0, start, t); // [t, hd, 2]: (cos, sin)
         let table = |part: usize| {
             freq.clone()
                 .narrow(2, part, 1)
