@@ -5,6 +5,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use token_shuffle::on_rows;
 
 /// Configuration of [`CausalSelfAttention`].
 #[derive(Config, Debug)]
@@ -157,9 +158,10 @@ impl<B: Backend> CausalSelfAttention<B> {
         let [batch, t, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim());
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
-        let q = heads(self.rotate(self.query.forward(x.clone()), h, start), h);
-        let k = heads(self.rotate(self.key.forward(x.clone()), kv, start), kv);
-        let v = heads(self.value.forward(x), kv);
+        let linear = |layer: &Linear<B>, x: Tensor<B, 3>| on_rows(x, |x| layer.forward(x));
+        let q = heads(self.rotate(linear(&self.query, x.clone()), h, start), h);
+        let k = heads(self.rotate(linear(&self.key, x.clone()), kv, start), kv);
+        let v = heads(linear(&self.value, x), kv);
         (q, k, v)
     }
 
@@ -203,7 +205,9 @@ impl<B: Backend> CausalSelfAttention<B> {
     fn merge(&self, context: Tensor<B, 4>) -> Tensor<B, 3> {
         let [batch, _, t, _] = context.dims();
         let d = self.query.weight.dims()[0];
-        self.output.forward(context.swap_dims(1, 2).reshape([batch, t, d]))
+        on_rows(context.swap_dims(1, 2).reshape([batch, t, d]), |x| {
+            self.output.forward(x)
+        })
     }
 
     /// Attends each position of a whole sequence `x` to itself and everything before it, with `mask` (from

@@ -3,6 +3,8 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig, SwiGlu, SwiGluConfig};
 use burn::tensor::{Tensor, backend::Backend};
 
+use token_shuffle::on_rows;
+
 use crate::attention::full_sequence_mask;
 use crate::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 
@@ -106,7 +108,10 @@ impl<B: Backend> DecoderLayer<B> {
         attention: impl FnOnce(&CausalSelfAttention<B>, Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> Tensor<B, 3> {
         let x = x.clone() + attention(&self.attention, self.attention_norm.forward(x));
-        x.clone() + self.mlp_down.forward(self.mlp_up.forward(self.mlp_norm.forward(x)))
+        let mlp = on_rows(self.mlp_norm.forward(x.clone()), |x| {
+            self.mlp_down.forward(self.mlp_up.forward(x))
+        });
+        x + mlp
     }
 }
 

@@ -4,7 +4,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use thiserror::Error;
 use token_shuffle::{
     ShuffleError, TokenShuffle, TokenShuffleConfig, TokenUnshuffle, TokenUnshuffleConfig, check_grid, check_width,
-    window_merge, window_split,
+    on_rows, window_merge, window_split,
 };
 
 use crate::{CfgSchedule, Decoder, LmArchitecture, Sampler, VocabLayout, guide, seeded_rng};
@@ -297,7 +297,7 @@ impl<B: Backend> TokenShuffleLm<B> {
 
     /// Unshuffles decoder outputs and applies the image head.
     fn window_logits(&self, hidden: Tensor<B, 3>) -> Result<Tensor<B, 4>, ShuffleError> {
-        Ok(self.image_head.forward(self.unshuffle.forward(hidden)?))
+        Ok(on_rows(self.unshuffle.forward(hidden)?, |x| self.image_head.forward(x)))
     }
 
     /// The training loss of a batch, part by part.

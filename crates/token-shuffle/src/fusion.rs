@@ -62,7 +62,7 @@ impl<B: Backend> WindowFusion<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Self::ResidualMlp(blocks) => blocks.iter().fold(x, |x, block| block.forward(x)),
-            Self::Linear(linear) => linear.forward(x),
+            Self::Linear(linear) => crate::on_rows(x, |x| linear.forward(x)),
         }
     }
 }

@@ -63,6 +63,7 @@
 mod error;
 mod fusion;
 mod mlp;
+mod rows;
 mod shuffle;
 mod unshuffle;
 mod window;
@@ -70,6 +71,7 @@ mod window;
 pub use error::ShuffleError;
 pub use fusion::{Fusion, WindowFusion};
 pub use mlp::{ResidualMlp, ResidualMlpConfig};
+pub use rows::on_rows;
 pub use shuffle::{TokenShuffle, TokenShuffleConfig, check_width};
 pub use unshuffle::{TokenUnshuffle, TokenUnshuffleConfig};
 pub use window::{check_grid, window_merge, window_split};

@@ -48,10 +48,12 @@ impl<B: Backend> ResidualMlp<B> {
     /// - `x`: `[..., d_model]`
     /// - output: `[..., d_model]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let update = self
-            .project
-            .forward(gelu(self.expand.forward(self.norm.forward(x.clone()))));
-        x + update
+        crate::on_rows(x, |x| {
+            let update = self
+                .project
+                .forward(gelu(self.expand.forward(self.norm.forward(x.clone()))));
+            x + update
+        })
     }
 }
 

@@ -116,7 +116,7 @@ impl<B: Backend> TokenShuffle<B> {
         }
         let s = self.window;
         let merged = match (&self.compress, self.fusion) {
-            (Some(compress), _) => window_merge(compress.forward(tokens), s)?,
+            (Some(compress), _) => window_merge(crate::on_rows(tokens, |t| compress.forward(t)), s)?,
             (None, Fusion::LastToken) if s > 1 => {
                 let windows = (height / s) * (width / s);
                 window_merge(tokens, s)?

@@ -126,7 +126,7 @@ impl<B: Backend> TokenUnshuffle<B> {
         };
         let split = mixed.reshape([batch, windows, s2, d / s2]);
         Ok(match &self.expand {
-            Some(expand) => expand.forward(split),
+            Some(expand) => crate::on_rows(split, |t| expand.forward(t)),
             None => split,
         })
     }
