@@ -242,6 +242,7 @@ pub fn run_ablation<B: AutodiffBackend>(
             .check()
             .map_err(|e| EvalError::Config(format!("variant {}: {e}", variant.name())))?;
     }
+    let _lock = token_shuffle_train::RunLock::acquire(dir)?;
     let shared = dir.join(variants[0].name());
     let mut results: Vec<VariantResult> = Vec::new();
     let (mut train_curves, mut valid_curves) = (Vec::new(), Vec::new());

@@ -182,12 +182,34 @@ impl CompositionalBenchmark {
         .collect()
     }
 
+    /// Checks the sizes: at least one prompt per category and one image per prompt.
+    ///
+    /// # Errors
+    /// [`EvalError::Config`] naming the count that is 0.
+    pub fn check(&self) -> Result<(), EvalError> {
+        for (name, value) in [
+            (
+                "prompts per category (--prompts-per-category)",
+                self.prompts_per_category,
+            ),
+            ("images per prompt (--images-per-prompt)", self.images_per_prompt),
+        ] {
+            if value == 0 {
+                return Err(EvalError::Config(format!(
+                    "{name} is 0; the benchmark needs at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the benchmark: asks `generate` for images of batches of at most `batch_size` captions (a caption
     /// repeated once per image it needs, in the order of [`Self::prompts`]), detects and judges each image.
     /// `on_progress(done, total)` counts images.
     ///
     /// # Errors
-    /// Whatever `generate` returns, or [`EvalError::Generator`] when it returns the wrong number of images.
+    /// [`EvalError::Config`] before any image is asked for when a prompt or image count is 0; whatever
+    /// `generate` returns; [`EvalError::Generator`] when it returns the wrong number of images.
     pub fn run<E: From<EvalError>>(
         &self,
         detector: &DetectorConfig,
@@ -195,6 +217,7 @@ impl CompositionalBenchmark {
         mut generate: impl FnMut(&[String]) -> Result<Vec<RgbImage>, E>,
         mut on_progress: impl FnMut(usize, usize),
     ) -> Result<BenchmarkReport, E> {
+        self.check()?;
         let prompts = self.prompts();
         let requests: Vec<(usize, String)> = prompts
             .iter()
@@ -595,6 +618,17 @@ mod tests {
             .run(&DetectorConfig::default(), 4, short, |_, _| {})
             .unwrap_err();
         assert!(err.to_string().contains("asked for 4 images, got 0"), "{err}");
+
+        let none = CompositionalBenchmark {
+            images_per_prompt: 0,
+            ..benchmark
+        };
+        let never = |_: &[String]| -> Result<Vec<RgbImage>, EvalError> { panic!("nothing is generated") };
+        let err = none.run(&DetectorConfig::default(), 4, never, |_, _| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("images per prompt (--images-per-prompt) is 0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub enum TrainError {
     /// A loss became NaN or infinite; the last good weights on disk are untouched.
     #[error(
         "the {part} loss is {value} at step {step}: training stopped, the last saved weights are untouched; \
-         lower the learning rate or check the data"
+         to try a lower learning rate, start a new run directory (this one's checkpoints belong to its config), \
+         or check the data"
     )]
     NonFiniteLoss {
         /// The step (counting from 1).
@@ -26,6 +27,18 @@ pub enum TrainError {
         path: PathBuf,
         /// What is wrong, and what to do.
         message: String,
+    },
+    /// Another process is writing into the run directory.
+    #[error(
+        "{} is already in use by process {owner}: wait for it to finish or stop it (a killed process releases \
+         the directory by itself), or use another directory",
+        dir.display()
+    )]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+        /// The id of the process that holds it, as it wrote it.
+        owner: String,
     },
     /// A directory that is not (or not yet) a finished run.
     #[error("{}: {why}", dir.display())]

@@ -91,7 +91,7 @@ pub fn run_pipeline<B: AutodiffBackend>(
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
     config.check()?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let _lock = crate::RunLock::acquire(dir)?;
     config.save(dir.join("run.json")).map_err(io(&dir.join("run.json")))?;
     let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
     let tokenizer = &config.tokenizer;
@@ -360,8 +360,15 @@ impl<B: Backend> TrainedRun<B> {
         let texts: Vec<Vec<u32>> = prompts.iter().map(|p| self.text.encode(p)).collect::<Result<_, _>>()?;
         let max_text = self.config.lm.model.max_text_len;
         if let Some((prompt, ids)) = prompts.iter().zip(&texts).find(|(_, ids)| ids.len() > max_text) {
+            // Quote the start only: a prompt pasted by mistake may be thousands of words long.
+            let words: Vec<&str> = prompt.split_whitespace().collect();
+            let quoted = if words.len() > 12 {
+                format!("\"{} …\" ({} words)", words[..12].join(" "), words.len())
+            } else {
+                format!("{prompt:?}")
+            };
             return Err(TrainError::Config(format!(
-                "the prompt {prompt:?} is {} text ids long; this LM takes at most {max_text}: shorten it",
+                "the prompt {quoted} is {} text ids long; this LM takes at most {max_text}: shorten it",
                 ids.len()
             )));
         }
@@ -463,6 +470,28 @@ mod tests {
             .generate(&too_long, &options, 1, &device, &mut |_, _| {})
             .unwrap_err();
         assert!(err.to_string().contains("at most 80"), "{err}");
+        let pasted = ["a red circle ".repeat(400)];
+        let err = run
+            .generate(&pasted, &options, 1, &device, &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(1200 words)") && err.len() < 300, "{err}");
+    }
+
+    #[test]
+    fn a_second_process_on_the_same_run_directory_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = crate::RunLock::acquire(dir.path()).unwrap();
+        let err = run_pipeline::<Autodiff<TestBackend>>(&tiny_run(), dir.path(), &Default::default(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already in use by process"), "{err}");
+        let written: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(written, [".lock"], "nothing but the lock file");
+        drop(held);
     }
 
     #[test]

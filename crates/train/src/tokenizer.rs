@@ -246,7 +246,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
     };
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    let _lock = crate::RunLock::acquire(out)?;
     config
         .save(out.join("config.json"))
         .map_err(io(&out.join("config.json")))?;
