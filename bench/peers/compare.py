@@ -2,7 +2,7 @@
 `--rounds` rounds (each with its own warm-up), on the same machine, and the ratios are printed as a Markdown table.
 
 Run from the repository root after bench/peers/setup.sh:
-    bench/peers/.venv/bin/python bench/peers/compare.py [--preset lm-tiny|lm-small] [--rounds 3] [--repeats 3]
+    bench/peers/.venv/bin/python bench/peers/compare.py [--preset lm-tiny|lm-small|vq-tiny] [--rounds 3] [--repeats 3]
 
 `cargo xtask` must be on a built tree (the first build takes ~15 min); CARGO_TARGET_DIR is passed through.
 """
@@ -47,15 +47,46 @@ def theirs(args, preset):
     return {row["window"]: row for row in rows}
 
 
+def vq(args):
+    """The VQ tokenizer (vq-tiny at 64 px, batch 8): training step, encode, decode, interleaved rounds."""
+    samples, params = {}, {}
+    for round_ in range(args.rounds):
+        print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
+        ours = subprocess.run(["cargo", "xtask", "bench", "tokenizer", "--backend", args.backend, "--resolutions",
+                               "64", "--batch", "8", "--repeats", str(args.repeats), "--json"],
+                              check=True, capture_output=True, text=True).stdout
+        theirs = subprocess.run([sys.executable, os.path.join(HERE, "vq_peer.py"), "--resolutions", "64",
+                                 "--batch", "8", "--repeats", str(args.repeats)],
+                                check=True, capture_output=True, text=True).stdout
+        for side, out in (("ours", ours), ("torch", theirs)):
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    row = json.loads(line)
+                    params[side] = row["parameters"]
+                    for what in ("train", "encode", "decode"):
+                        samples.setdefault((side, what), []).append(statistics.median(row[f"{what}_ms"]))
+    print(f"vq-tiny (configs/vq-tiny.json) at 64 px, batch 8, on {args.backend} vs PyTorch eager CPU; {args.rounds} "
+          f"interleaved rounds of 1 warm-up + {args.repeats} timed repetitions; parameters {params['ours']:,} / "
+          f"{params['torch']:,}; ms per batch (range of the rounds' medians); ratio = ours / PyTorch.\n")
+    print("| part | ours | PyTorch | ratio |")
+    print("|---|---|---|---|")
+    for what in ("train", "encode", "decode"):
+        a, b = samples[("ours", what)], samples[("torch", what)]
+        print(f"| {what} | {min(a):.1f}–{max(a):.1f} | {min(b):.1f}–{max(b):.1f} | "
+              f"{statistics.median(a) / statistics.median(b):.2f}× |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=PRESETS, default="lm-tiny")
+    parser.add_argument("--preset", choices=[*PRESETS, "vq-tiny"], default="lm-tiny")
     parser.add_argument("--backend", default="flex")
     parser.add_argument("--windows", default="1,2,4")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.preset == "vq-tiny":
+        return vq(args)
 
     samples = {}  # (window, side, what) -> per-round medians
     params = {}

@@ -355,6 +355,9 @@ pub struct TokenizerBench {
     /// Timed repetitions (after one warm-up); medians are reported.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// Also print one JSON line per resolution (for bench/peers/compare_vq.py).
+    #[arg(long)]
+    json: bool,
 }
 
 impl BackendTask for TokenizerBench {
@@ -362,9 +365,15 @@ impl BackendTask for TokenizerBench {
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         use burn::config::Config;
+        use burn::module::{AutodiffModule, Module};
+        use burn::optim::Optimizer;
         let config = token_shuffle_vqgan::VqModelConfig::load(&self.config)
             .with_context(|| format!("{}: not a VQ model config", self.config.display()))?;
-        let model = config.init::<B>(&device)?;
+        let mut model = config.init::<Autodiff<B>>(&device)?;
+        let mut optimizer =
+            burn::optim::AdamWConfig::new().init::<Autodiff<B>, token_shuffle_vqgan::VqModel<Autodiff<B>>>();
+        // The generator loss alone (L2 + codebook + commitment, the model's entropy weight): no GAN.
+        let loss_config = token_shuffle_vqgan::VqLossConfig::new();
         if self.repeats == 0 || self.batch == 0 {
             bail!("--repeats and --batch must be at least 1");
         }
@@ -378,35 +387,61 @@ impl BackendTask for TokenizerBench {
             self.repeats
         );
         println!(
-            "{:>10} {:>14} {:>14} {:>18}",
-            "resolution", "encode img/s", "decode img/s", "encode+decode img/s"
+            "{:>10} {:>14} {:>14} {:>14} {:>18}",
+            "resolution", "train img/s", "encode img/s", "decode img/s", "encode+decode img/s"
         );
         for &resolution in &self.resolutions {
             config.check_image_size(resolution, resolution)?;
-            let images = Tensor::<B, 4>::random(
+            let images = Tensor::<Autodiff<B>, 4>::random(
                 [self.batch, 3, resolution, resolution],
                 Distribution::Uniform(-1.0, 1.0),
                 &device,
             );
             let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
-            let (mut encode_times, mut decode_times) = (Vec::new(), Vec::new());
+            let (mut train_times, mut encode_times, mut decode_times) = (Vec::new(), Vec::new(), Vec::new());
             for repetition in 0..=self.repeats {
                 let start = Instant::now();
-                let codes = model.encode(images.clone())?;
+                let forward = model.forward(images.clone())?;
+                let loss = loss_config.generator(&model, None, images.clone(), &forward, 0);
+                let grads = burn::optim::GradientsParams::from_grads(loss.total.backward(), &model);
+                model = optimizer.step(1e-4, model, grads);
+                sync()?;
+                let trained = Instant::now();
+                let inference = model.valid();
+                let codes = inference.encode(images.clone().inner())?;
                 sync()?;
                 let encoded = Instant::now();
-                let decoded = model.decode(codes);
+                let decoded = inference.decode(codes);
                 sync()?;
                 drop(decoded);
                 if repetition > 0 {
-                    encode_times.push(encoded - start);
+                    train_times.push(trained - start);
+                    encode_times.push(encoded - trained);
                     decode_times.push(encoded.elapsed());
                 }
             }
             let rate = |t: Duration| self.batch as f64 / t.as_secs_f64();
-            let (encode, decode) = (median(&mut encode_times), median(&mut decode_times));
+            let ms = |times: &[Duration]| times.iter().map(|t| t.as_secs_f64() * 1e3).collect::<Vec<_>>();
+            if self.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "resolution": resolution,
+                        "parameters": model.num_params(),
+                        "train_ms": ms(&train_times),
+                        "encode_ms": ms(&encode_times),
+                        "decode_ms": ms(&decode_times),
+                    })
+                );
+            }
+            let (train, encode, decode) = (
+                median(&mut train_times),
+                median(&mut encode_times),
+                median(&mut decode_times),
+            );
             println!(
-                "{resolution:>10} {:>14.1} {:>14.1} {:>18.1}",
+                "{resolution:>10} {:>14.1} {:>14.1} {:>14.1} {:>18.1}",
+                rate(train),
                 rate(encode),
                 rate(decode),
                 rate(encode + decode)
