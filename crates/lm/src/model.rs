@@ -376,12 +376,14 @@ impl<B: Backend> TokenShuffleLm<B> {
         let prompt = self.prompt_ids(&rows, device);
         let p = prompt.dims()[1];
         let mut cache = self.decoder.new_cache(rows.len(), p + windows - 1, device);
+        // The key bias of the whole generation, built once; each step reads the prefix it has reached.
+        let key_bias = self.key_bias(prompt.clone(), p + windows - 1);
         let mut hidden = self
             .decoder
             .forward(
-                self.embedding.forward(prompt.clone()),
+                self.embedding.forward(prompt),
                 Some(&mut cache),
-                Some(self.key_bias(prompt.clone(), p)),
+                Some(key_bias.clone().narrow(1, 0, p)),
             )
             .narrow(1, p - 1, 1);
         let mut rng = seeded_rng(options.seed);
@@ -429,7 +431,7 @@ impl<B: Backend> TokenShuffleLm<B> {
                 } else {
                     window
                 };
-                let bias = self.key_bias(prompt.clone(), p + step + 1);
+                let bias = key_bias.clone().narrow(1, 0, p + step + 1);
                 hidden = self
                     .decoder
                     .forward(self.image_tokens(window)?, Some(&mut cache), Some(bias));
