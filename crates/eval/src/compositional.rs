@@ -87,6 +87,23 @@ pub struct CategoryScore {
 }
 
 impl CategoryScore {
+    /// The 95% Wilson score interval of the pass rate (`[0, 1]` when nothing was judged): the benchmark is small
+    /// (32 images per category by default), so a score is read with its interval.
+    pub fn interval(&self) -> (f64, f64) {
+        if self.total == 0 {
+            return (0.0, 1.0);
+        }
+        const Z: f64 = 1.959_964;
+        let (n, p) = (self.total as f64, self.score());
+        let centre = p + Z * Z / (2.0 * n);
+        let spread = Z * (p * (1.0 - p) / n + Z * Z / (4.0 * n * n)).sqrt();
+        let scale = 1.0 + Z * Z / n;
+        (
+            ((centre - spread) / scale).max(0.0),
+            ((centre + spread) / scale).min(1.0),
+        )
+    }
+
     /// Fraction of images that passed (0 when none were judged).
     pub fn score(&self) -> f64 {
         if self.total == 0 {
@@ -115,6 +132,8 @@ pub struct BenchmarkReport {
     pub categories: Vec<CategoryScore>,
     /// Mean of the category scores.
     pub overall: f64,
+    /// 95% interval of `overall`: a seeded bootstrap over prompts (resampled within each category, 2000 times).
+    pub overall_interval: (f64, f64),
     /// Every prompt's verdicts.
     pub prompts: Vec<PromptResult>,
 }
@@ -138,9 +157,11 @@ impl BenchmarkReport {
             })
             .collect();
         let overall = categories.iter().map(CategoryScore::score).sum::<f64>() / categories.len() as f64;
+        let overall_interval = bootstrap_overall(&prompts);
         Self {
             categories,
             overall,
+            overall_interval,
             prompts,
         }
     }
@@ -153,10 +174,22 @@ impl BenchmarkReport {
             .map_or(0.0, CategoryScore::score)
     }
 
-    /// A Markdown table: one row, a column per category and the overall score.
+    /// A Markdown table: one row, a column per category and the overall score, each with its 95% interval.
     pub fn markdown_row(&self, name: &str) -> String {
-        let cells: Vec<String> = self.categories.iter().map(|c| format!("{:.2}", c.score())).collect();
-        format!("| {name} | {} | **{:.3}** |", cells.join(" | "), self.overall)
+        let cells: Vec<String> = self
+            .categories
+            .iter()
+            .map(|c| {
+                let (low, high) = c.interval();
+                format!("{:.2} ({low:.2}–{high:.2})", c.score())
+            })
+            .collect();
+        let (low, high) = self.overall_interval;
+        format!(
+            "| {name} | {} | **{:.3}** ({low:.2}–{high:.2}) |",
+            cells.join(" | "),
+            self.overall
+        )
     }
 
     /// The header matching [`Self::markdown_row`].
@@ -168,6 +201,45 @@ impl BenchmarkReport {
             "---|".repeat(names.len())
         )
     }
+}
+
+/// The 2.5th and 97.5th percentiles of the overall score over 2000 bootstrap resamples of the prompts, drawn with
+/// replacement within each category (so every resample keeps the benchmark's design: the mean of six categories).
+/// Seeded: the same verdicts give the same interval.
+fn bootstrap_overall(prompts: &[PromptResult]) -> (f64, f64) {
+    const RESAMPLES: usize = 2000;
+    // Per category, each prompt's (passed, judged).
+    let groups: Vec<Vec<(usize, usize)>> = Category::ALL
+        .iter()
+        .map(|&category| {
+            prompts
+                .iter()
+                .filter(|p| p.spec.category() == category)
+                .map(|p| (p.passed.iter().filter(|&&v| v).count(), p.passed.len()))
+                .collect()
+        })
+        .collect();
+    let mut rng = token_shuffle_data::rng::SplitMix64::new(0x5EED, 0);
+    let mut overall: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            let scores = groups.iter().map(|group| {
+                let (mut passed, mut judged) = (0, 0);
+                for _ in 0..group.len() {
+                    let (p, j) = group[rng.below(group.len())];
+                    passed += p;
+                    judged += j;
+                }
+                if judged == 0 {
+                    0.0
+                } else {
+                    passed as f64 / judged as f64
+                }
+            });
+            scores.sum::<f64>() / groups.len() as f64
+        })
+        .collect();
+    overall.sort_by(f64::total_cmp);
+    (overall[RESAMPLES * 25 / 1000], overall[RESAMPLES * 975 / 1000 - 1])
 }
 
 impl CompositionalBenchmark {
@@ -582,10 +654,35 @@ mod tests {
         );
         assert!((report.overall - 0.75 / 6.0).abs() < 1e-12);
         assert!(
-            report.markdown_row("x").starts_with("| x | 0.75 | 0.00 |"),
+            report
+                .markdown_row("x")
+                .starts_with("| x | 0.75 (0.30–0.95) | 0.00 (0.00–0.49) |"),
             "{}",
             report.markdown_row("x")
         );
+        let (low, high) = report.overall_interval;
+        assert!(
+            low <= report.overall && report.overall <= high && high > low,
+            "{low} {high}"
+        );
+    }
+
+    #[test]
+    fn wilson_intervals_match_the_textbook_values() {
+        let score = |passed, total| {
+            CategoryScore {
+                category: Category::Colours,
+                passed,
+                total,
+            }
+            .interval()
+        };
+        let close = |(a, b): (f64, f64), (c, d): (f64, f64)| (a - c).abs() < 5e-4 && (b - d).abs() < 5e-4;
+        // Wilson (1927) 95% intervals, as statsmodels' proportion_confint(method="wilson") gives them.
+        assert!(close(score(16, 32), (0.3364, 0.6636)), "{:?}", score(16, 32));
+        assert!(close(score(0, 32), (0.0, 0.1072)), "{:?}", score(0, 32));
+        assert!(close(score(32, 32), (0.8928, 1.0)), "{:?}", score(32, 32));
+        assert_eq!(score(0, 0), (0.0, 1.0));
     }
 
     #[test]

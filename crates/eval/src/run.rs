@@ -261,11 +261,11 @@ mod tests {
         );
         let markdown = evaluation.markdown("fake");
         assert!(
-            markdown.contains("| fake | 0.75 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.125** |"),
+            markdown.contains("| fake | 0.75 (0.30–0.95) | 0.00 (0.00–1.00) |") && markdown.contains("**0.125**"),
             "{markdown}"
         );
         assert!(
-            markdown.contains("| tokenizer ceiling | 1.00 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | **0.167** |"),
+            markdown.contains("| tokenizer ceiling | 1.00 (0.21–1.00) |") && markdown.contains("**0.167**"),
             "{markdown}"
         );
         assert!(markdown.contains("4 images, 12.5 ms each"), "{markdown}");
