@@ -71,6 +71,10 @@ pub struct Eval {
     /// Run directory made by `cargo xtask train` (or `demo`, or one variant of `ablate`).
     #[arg(long)]
     run: PathBuf,
+    /// Evaluate the LM checkpoint after this many steps (in `lm/checkpoints/`) instead of the final LM; the report
+    /// goes to `eval/step-<N>/`. Follows a run's score over training, or reads one before it finishes.
+    #[arg(long)]
+    checkpoint: Option<usize>,
     #[command(flatten)]
     benchmark: BenchmarkArgs,
     /// Backend to generate on.
@@ -81,30 +85,44 @@ pub struct Eval {
 impl Eval {
     pub fn run(self) -> Result<()> {
         let options = self.benchmark.options()?;
-        run_on(self.backend, EvalTask { run: self.run, options })
+        run_on(
+            self.backend,
+            EvalTask {
+                run: self.run,
+                checkpoint: self.checkpoint,
+                options,
+            },
+        )
     }
 }
 
 struct EvalTask {
     run: PathBuf,
+    checkpoint: Option<usize>,
     options: EvalOptions,
 }
 
 impl BackendTask for EvalTask {
     type Output = ();
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        let run = TrainedRun::<B>::load(&self.run, &device)?;
+        let run = TrainedRun::<B>::load_at(&self.run, self.checkpoint, &device)?;
         let started = Instant::now();
-        eprintln!("eval {} on {}", self.run.display(), backend.name());
+        let (out, lm) = match self.checkpoint {
+            Some(step) => (
+                self.run.join("eval").join(format!("step-{step}")),
+                format!("checkpoint after {step} steps"),
+            ),
+            None => (self.run.join("eval"), "final LM".to_string()),
+        };
+        eprintln!("eval {} ({lm}) on {}", self.run.display(), backend.name());
         let evaluation = token_shuffle_eval::evaluate_run(&run, &self.options, &device, progress_printer(started))?;
-        let out = self.run.join("eval");
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let name = self
             .run
             .file_name()
             .map_or("run".into(), |n| n.to_string_lossy().into_owned());
         let markdown = format!(
-            "# Evaluation of {}\n\nCFG {} ({:?}), sampling seed {}; `samples.png`: the first image of each prompt, one \
+            "# Evaluation of {} ({lm})\n\nCFG {} ({:?}), sampling seed {}; `samples.png`: the first image of each prompt, one \
              column per category in the table's order.\n\n{}",
             self.run.display(),
             self.options.generate.cfg_scale,

@@ -8,8 +8,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use token_shuffle_data::scenes::{SceneCorpus, Split};
+use token_shuffle_eval::EvalOptions;
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
-use token_shuffle_train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline};
+use token_shuffle_train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline_probed};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
 
@@ -54,7 +55,10 @@ impl BackendTask for TrainTask {
         eprintln!("run {} on {}", self.dir.display(), backend.name());
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.config);
-        run_pipeline::<Autodiff<B>>(&self.config, &self.dir, &device, |event| log.print(event))?;
+        let mut probe = token_shuffle_eval::benchmark_probe::<B>(EvalOptions::during_training(), device.clone());
+        run_pipeline_probed::<Autodiff<B>>(&self.config, &self.dir, &device, Some(&mut probe), |event| {
+            log.print(event)
+        })?;
         eprintln!(
             "done in {:.1} min: {}",
             started.elapsed().as_secs_f32() / 60.0,
@@ -152,6 +156,15 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             eprintln!(
                 "[{t:>6.0} s]   lm valid {:>5}  image CE {:.4}  perplexity {:.1}",
                 v.step, v.image_ce, v.perplexity
+            )
+        }
+        PipelineEvent::Lm(LmEvent::Benchmark { step, result }) => {
+            let interval = &result["overall_interval"];
+            eprintln!(
+                "[{t:>6.0} s]   lm benchmark {step:>5}  overall {:.3} ({:.2}–{:.2}) on validation-seed prompts",
+                result["overall"].as_f64().unwrap_or(f64::NAN),
+                interval[0].as_f64().unwrap_or(f64::NAN),
+                interval[1].as_f64().unwrap_or(f64::NAN)
             )
         }
         PipelineEvent::Lm(LmEvent::Checkpoint { step, path }) => {

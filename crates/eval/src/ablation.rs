@@ -15,7 +15,7 @@ use serde::Serialize;
 use token_shuffle::Fusion;
 use token_shuffle_data::scenes::Category;
 use token_shuffle_train::report::{Curve, PALETTE, PALETTE_NAMES, plot, read_metric};
-use token_shuffle_train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline};
+use token_shuffle_train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline_probed};
 
 use crate::EvalError;
 use crate::run::{EvalOptions, RunEvaluation, evaluate_run};
@@ -259,7 +259,8 @@ pub fn run_ablation<B: AutodiffBackend>(
             copy_missing_dir(&shared.join(part), &run_dir.join(part))?;
         }
         let config = variant.apply(base);
-        run_pipeline::<B>(&config, &run_dir, device, |e| {
+        let mut probe = crate::benchmark_probe::<B::InnerBackend>(EvalOptions::during_training(), device.clone());
+        run_pipeline_probed::<B>(&config, &run_dir, device, Some(&mut probe), |e| {
             on_event(&AblationEvent::Pipeline(e.clone()))
         })?;
 

@@ -51,5 +51,5 @@ pub use ablation::{AblationReport, Variant, run_ablation, variants};
 pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, calibrate_through, judge};
 pub use detector::{Detection, DetectorConfig, detect};
 pub use error::EvalError;
-pub use run::{EvalOptions, RunEvaluation, evaluate_run, held_out_images};
+pub use run::{EvalOptions, RunEvaluation, benchmark_probe, benchmark_run, evaluate_run, held_out_images};
 pub use speed::{SpeedBench, SpeedReport, count_paper_shape};

@@ -10,8 +10,10 @@ use serde::Serialize;
 use token_shuffle_data::ImageCaption;
 use token_shuffle_data::imaging::tile;
 use token_shuffle_data::scenes::{Category, Scene, SceneCorpus, Split};
-use token_shuffle_lm::GenerateOptions;
-use token_shuffle_train::{ImageSource, ReconstructionReport, TrainedRun, TrainingImages, evaluate_reconstruction};
+use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
+use token_shuffle_train::{
+    ImageSource, ReconstructionReport, TrainError, TrainedRun, TrainingImages, evaluate_reconstruction,
+};
 
 use crate::{BenchmarkReport, CompositionalBenchmark, DetectorConfig, EvalError};
 
@@ -28,6 +30,31 @@ pub struct EvalOptions {
     pub reconstruction_images: usize,
     /// The detector's thresholds.
     pub detector: DetectorConfig,
+}
+
+impl EvalOptions {
+    /// The benchmark taken during training (`cargo xtask train`, `ablate`): 4 prompts × 2 images per category
+    /// drawn with prompt seed 1, not the report's seed 0, so that a run's curve is read off prompts of the same
+    /// kind that the reported score does not use; CFG 3 half-linear, the library's sampler; no reconstruction.
+    /// 48 images: a coarse curve (its intervals are wide), cheap enough to take every few hundred steps.
+    pub fn during_training() -> Self {
+        Self {
+            benchmark: CompositionalBenchmark {
+                seed: 1,
+                prompts_per_category: 4,
+                images_per_prompt: 2,
+            },
+            generate: GenerateOptions {
+                cfg_scale: 3.0,
+                schedule: CfgSchedule::HalfLinear,
+                sampler: Sampler::default(),
+                seed: 0,
+            },
+            batch_size: 16,
+            reconstruction_images: 0,
+            detector: DetectorConfig::default(),
+        }
+    }
 }
 
 /// What [`evaluate_run`] measured.
@@ -72,14 +99,14 @@ pub fn held_out_images(
     }
 }
 
-/// Runs the benchmark on images `run` generates, and the reconstruction metrics on held-out images.
-/// `on_progress(what, done, total)` reports each phase.
-pub fn evaluate_run<B: Backend>(
+/// The benchmark on images `run` generates, with the first image of each prompt (one column per category) and
+/// the generation time per image in ms.
+pub fn benchmark_run<B: Backend>(
     run: &TrainedRun<B>,
     options: &EvalOptions,
     device: &B::Device,
-    mut on_progress: impl FnMut(&str, usize, usize),
-) -> Result<RunEvaluation, EvalError> {
+    mut on_progress: impl FnMut(usize, usize),
+) -> Result<(BenchmarkReport, RgbImage, f64), EvalError> {
     // The benchmark asks for images in prompt order, `images_per_prompt` in a row: image n belongs to prompt
     // n / images_per_prompt. (Captions may repeat across prompts, so they cannot be the key.)
     let per_prompt = options.benchmark.images_per_prompt.max(1);
@@ -107,9 +134,48 @@ pub fn evaluate_run<B: Backend>(
             generated += images.len();
             Ok(images)
         },
-        |done, total| on_progress("generating and judging", done, total),
+        &mut on_progress,
     )?;
     let samples = tile(&first_images, Category::ALL.len() as u32);
+    let ms_per_image = generating.as_secs_f64() * 1e3 / generated.max(1) as f64;
+    Ok((benchmark, samples, ms_per_image))
+}
+
+/// A probe for [`token_shuffle_train::run_pipeline_probed`]: the benchmark of `options` on the run as it stands,
+/// as JSON (overall score, its interval, and the score per category).
+pub fn benchmark_probe<B: Backend>(
+    options: EvalOptions,
+    device: B::Device,
+) -> impl FnMut(usize, &TrainedRun<B>) -> Result<serde_json::Value, TrainError> {
+    move |step, run| {
+        let (report, _, _) = benchmark_run(run, &options, &device, |_, _| {}).map_err(|e| TrainError::Probe {
+            step,
+            message: e.to_string(),
+        })?;
+        let categories: serde_json::Map<String, serde_json::Value> = report
+            .categories
+            .iter()
+            .map(|c| (c.category.name().to_string(), c.score().into()))
+            .collect();
+        Ok(serde_json::json!({
+            "overall": report.overall,
+            "overall_interval": report.overall_interval,
+            "categories": categories,
+        }))
+    }
+}
+
+/// Runs the benchmark on images `run` generates, and the reconstruction metrics on held-out images.
+/// `on_progress(what, done, total)` reports each phase.
+pub fn evaluate_run<B: Backend>(
+    run: &TrainedRun<B>,
+    options: &EvalOptions,
+    device: &B::Device,
+    mut on_progress: impl FnMut(&str, usize, usize),
+) -> Result<RunEvaluation, EvalError> {
+    let (benchmark, samples, generate_ms_per_image) = benchmark_run(run, options, device, |done, total| {
+        on_progress("generating and judging", done, total)
+    })?;
 
     // The same prompts, drawn perfectly and passed through the tokenizer. Captions name their spec (the prompt's
     // words are in them), so any scene with the caption is a fair drawing of it.
@@ -168,7 +234,7 @@ pub fn evaluate_run<B: Backend>(
         benchmark,
         tokenizer_ceiling,
         reconstruction,
-        generate_ms_per_image: generating.as_secs_f64() * 1e3 / generated.max(1) as f64,
+        generate_ms_per_image,
         samples,
     })
 }

@@ -56,6 +56,12 @@ impl LmArchitecture {
         Self::new(512, 256, 32, DecoderConfig::new(128, 4, 4, 344))
     }
 
+    /// `lm-mini`: 6 layers, d = 256, 8 heads, SwiGLU 688, over a 256-code VQ and 512 text ids (~5.6M parameters
+    /// at s = 2 on 16×16 codes; ~4× lm-tiny's training time per image). `configs/run-small.json`.
+    pub fn mini() -> Self {
+        Self::new(512, 256, 32, DecoderConfig::new(256, 6, 8, 688))
+    }
+
     /// `lm-small`: 12 layers, d = 768, 12 heads, SwiGLU 2048 (~110M parameters), over an 8192-code VQ. GPU
     /// training.
     pub fn small() -> Self {

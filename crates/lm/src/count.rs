@@ -176,6 +176,7 @@ mod tests {
         let load = |json: &str| serde_json::from_str::<LmArchitecture>(json).unwrap();
         let presets = [
             (include_str!("../../../configs/lm-tiny.json"), LmArchitecture::tiny()),
+            (include_str!("../../../configs/lm-mini.json"), LmArchitecture::mini()),
             (include_str!("../../../configs/lm-small.json"), LmArchitecture::small()),
             (
                 include_str!("../../../configs/lm-2.7b.json"),

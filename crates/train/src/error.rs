@@ -48,6 +48,18 @@ pub enum TrainError {
         /// What is missing or wrong, and what to do.
         why: String,
     },
+    /// The measurement taken during training (see [`crate::LmTrainingConfig::benchmark_every`]) failed; the
+    /// checkpoints on disk are untouched.
+    #[error(
+        "the benchmark during training failed after step {step}: {message}; the checkpoints are untouched: fix it, \
+         or set lm.benchmark_every to 0, and run again"
+    )]
+    Probe {
+        /// The step it measured.
+        step: usize,
+        /// What went wrong.
+        message: String,
+    },
     /// LM weights that could not be written or read.
     #[error("LM weights {}: {message}", path.display())]
     Weights {

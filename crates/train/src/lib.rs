@@ -63,9 +63,11 @@ mod tokenizer;
 pub use checkpoint::{CheckpointState, Checkpoints};
 pub use error::TrainError;
 pub use images::{ImageSource, TrainingImages};
-pub use lm::{LmData, LmEvent, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm};
+pub use lm::{
+    LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm, train_lm_probed,
+};
 pub use lock::RunLock;
-pub use pipeline::{PipelineEvent, TrainedRun, run_dir, run_pipeline};
+pub use pipeline::{PipelineEvent, RunProbe, TrainedRun, run_dir, run_pipeline, run_pipeline_probed};
 pub use run_config::RunConfig;
 pub use schedule::WarmupCosine;
 pub use tokenizer::{

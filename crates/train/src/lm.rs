@@ -74,6 +74,11 @@ pub struct LmTrainingConfig {
     /// Checkpoints kept. Default: 2.
     #[config(default = 2)]
     pub keep_checkpoints: usize,
+    /// Measure the LM with the caller's probe (the compositional benchmark on a few validation-seed prompts, when
+    /// `cargo xtask train` runs it) every this many steps and at the end; 0 never does. Logged to `metrics.jsonl`
+    /// as `{"benchmark": …}`, so a run shows its score over training, not only its loss. Default: 0.
+    #[config(default = 0)]
+    pub benchmark_every: usize,
     /// Log training losses every this many steps. Default: 10.
     #[config(default = 10)]
     pub log_every: usize,
@@ -203,6 +208,13 @@ pub enum LmEvent {
     Step(LmStep),
     /// A validation pass.
     Validation(LmValidation),
+    /// The probe measured the LM (see [`LmTrainingConfig::benchmark_every`]).
+    Benchmark {
+        /// Steps it was measured after.
+        step: usize,
+        /// What the probe returned (also logged to `metrics.jsonl`).
+        result: serde_json::Value,
+    },
     /// A checkpoint was written.
     Checkpoint {
         /// Steps it covers.
@@ -213,6 +225,11 @@ pub enum LmEvent {
 }
 
 type ModelRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// A measurement of the LM after a given step, taken during training every
+/// [`LmTrainingConfig::benchmark_every`] steps; its JSON goes to `metrics.jsonl`. The eval crate's compositional
+/// benchmark is the one `cargo xtask train` uses (train cannot depend on eval, so it arrives as this callback).
+pub type LmProbe<'a, B> = dyn FnMut(usize, &TokenShuffleLm<B>) -> Result<serde_json::Value, TrainError> + 'a;
 
 /// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`: code grids and captions.
 fn micro_batch<B: Backend>(
@@ -305,6 +322,23 @@ pub fn train_lm<B: AutodiffBackend>(
     out: &Path,
     resume: bool,
     device: &B::Device,
+    on_event: impl FnMut(&LmEvent),
+) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
+    train_lm_probed::<B>(config, data, out, resume, device, None, on_event)
+}
+
+/// [`train_lm`] with a probe that measures the LM every [`LmTrainingConfig::benchmark_every`] steps (and after
+/// the last). The probe sees the weights only; what it does with its own randomness cannot change the training.
+///
+/// # Errors
+/// As [`train_lm`]; an error of the probe stops the run (checkpoints on disk are untouched).
+pub fn train_lm_probed<B: AutodiffBackend>(
+    config: &LmTrainingConfig,
+    data: &BTreeMap<usize, LmData>,
+    out: &Path,
+    resume: bool,
+    device: &B::Device,
+    mut probe: Option<&mut LmProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&LmEvent),
 ) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
     config.check()?;
@@ -510,6 +544,14 @@ pub fn train_lm<B: AutodiffBackend>(
             on_event(&LmEvent::Validation(entry));
             since_log = (Instant::now(), 0, 0);
         }
+        if let Some(probe) = probe.as_mut().filter(|_| config.benchmark_every > 0)
+            && (done % config.benchmark_every == 0 || done == config.total_steps())
+        {
+            let result = probe(done, &lm.valid())?;
+            record(serde_json::json!({ "benchmark": { "step": done, "result": result } }))?;
+            on_event(&LmEvent::Benchmark { step: done, result });
+            since_log = (Instant::now(), 0, 0);
+        }
         if done % config.checkpoint_every == 0 || stage_end {
             let state = CheckpointState {
                 step: done,
@@ -660,6 +702,55 @@ mod tests {
             6,
             "{metrics}"
         );
+    }
+
+    #[test]
+    fn the_probe_measures_every_n_steps_and_at_the_end_without_changing_the_training() {
+        let _turn = one_at_a_time();
+        let config = config(vec![Stage::new(16, 2, 5, 1e-2)]).with_benchmark_every(2);
+        let device = Default::default();
+        let plain_dir = tempfile::tempdir().unwrap();
+        let mut plain = Vec::new();
+        train_lm::<A>(&config, &data(), plain_dir.path(), false, &device, |e| {
+            plain.push(e.clone())
+        })
+        .unwrap();
+
+        let probed_dir = tempfile::tempdir().unwrap();
+        let mut probed = Vec::new();
+        let mut measured = Vec::new();
+        let probe_data = data();
+        let mut probe = |step: usize, lm: &TokenShuffleLm<TestBackend>| {
+            // Uses the weights (and burn's random generator, as sampling might) and reports something of them.
+            let ce = evaluate_lm(lm, &probe_data[&16].valid, 2, &device)?;
+            let _noise = Tensor::<TestBackend, 1>::random([4], burn::tensor::Distribution::Default, &device);
+            measured.push(step);
+            Ok(serde_json::json!({ "valid_ce": ce }))
+        };
+        train_lm_probed::<A>(
+            &config,
+            &data(),
+            probed_dir.path(),
+            false,
+            &device,
+            Some(&mut probe),
+            |e| probed.push(e.clone()),
+        )
+        .unwrap();
+        assert_eq!(measured, vec![2, 4, 5], "every 2 steps and after the last");
+        let losses = |s: &[LmStep]| s.iter().map(|s| (s.step, s.image_ce, s.z_loss)).collect::<Vec<_>>();
+        assert_eq!(losses(&steps(&probed)), losses(&steps(&plain)));
+        let metrics = std::fs::read_to_string(probed_dir.path().join("metrics.jsonl")).unwrap();
+        let logged: Vec<u64> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["benchmark"]["step"].as_u64())
+            .collect();
+        assert_eq!(logged, vec![2, 4, 5], "{metrics}");
+        let events = probed
+            .iter()
+            .filter(|e| matches!(e, LmEvent::Benchmark { result, .. } if result["valid_ce"].is_number()))
+            .count();
+        assert_eq!(events, 3);
     }
 
     #[test]

@@ -29,7 +29,8 @@ use token_shuffle_vqgan::VqModel;
 use crate::config_file::migrate_lm_training;
 use crate::images::tensor_to_images;
 use crate::{
-    ImageSource, LmData, LmEvent, RunConfig, TokenizerEvent, TrainError, TrainingImages, train_lm, train_tokenizer,
+    ImageSource, LmData, LmEvent, RunConfig, TokenizerEvent, TrainError, TrainingImages, train_lm_probed,
+    train_tokenizer,
 };
 
 /// What the pipeline reports as it goes.
@@ -88,6 +89,24 @@ pub fn run_pipeline<B: AutodiffBackend>(
     config: &RunConfig,
     dir: &Path,
     device: &B::Device,
+    on_event: impl FnMut(&PipelineEvent),
+) -> Result<(), TrainError> {
+    run_pipeline_probed::<B>(config, dir, device, None, on_event)
+}
+
+/// A measurement of the run as it stands after a given LM step (the LM so far, with the run's tokenizers), taken
+/// every [`crate::LmTrainingConfig::benchmark_every`] steps: the compositional benchmark, in practice.
+pub type RunProbe<'a, B> = dyn FnMut(usize, &TrainedRun<B>) -> Result<serde_json::Value, TrainError> + 'a;
+
+/// [`run_pipeline`] with a probe of the run during LM training (see [`RunProbe`]).
+///
+/// # Errors
+/// As [`run_pipeline`]; an error of the probe stops the LM step (its checkpoints are untouched).
+pub fn run_pipeline_probed<B: AutodiffBackend>(
+    config: &RunConfig,
+    dir: &Path,
+    device: &B::Device,
+    mut probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
     config.check()?;
@@ -242,9 +261,32 @@ pub fn run_pipeline<B: AutodiffBackend>(
             }
             None => false,
         };
-        let lm = train_lm::<B>(&config.lm, &caches, &lm_dir, resume, device, |e| {
-            on_event(&PipelineEvent::Lm(e.clone()))
-        })?;
+        let probing = probe.is_some();
+        let mut lm_probe = |step: usize, lm: &TokenShuffleLm<B::InnerBackend>| match probe.as_mut() {
+            Some(probe) => probe(
+                step,
+                &TrainedRun {
+                    config: config.clone(),
+                    vq: vq.clone(),
+                    text: text.clone(),
+                    lm: lm.clone(),
+                },
+            ),
+            None => Ok(serde_json::Value::Null),
+        };
+        let lm = train_lm_probed::<B>(
+            &config.lm,
+            &caches,
+            &lm_dir,
+            resume,
+            device,
+            if probing {
+                Some(&mut lm_probe as &mut crate::LmProbe<'_, B::InnerBackend>)
+            } else {
+                None
+            },
+            |e| on_event(&PipelineEvent::Lm(e.clone())),
+        )?;
         save_lm(&lm, &lm_dir)?;
         let done = lm_dir.join("done.json");
         std::fs::write(&done, b"{}").map_err(io(&done))?;
@@ -317,33 +359,64 @@ pub struct TrainedRun<B: Backend> {
 }
 
 impl<B: Backend> TrainedRun<B> {
-    /// Loads the run in `dir` (made by [`run_pipeline`]).
+    /// Loads the run in `dir` (made by [`run_pipeline`]) with its final LM.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
+        Self::load_at(dir, None, device)
+    }
+
+    /// Loads the run in `dir` with the LM of its checkpoint after `step` steps (`None`: the final LM), so that a
+    /// run's score can be followed over training, or read before it finishes.
+    pub fn load_at(dir: &Path, step: Option<usize>, device: &B::Device) -> Result<Self, TrainError> {
         let run_path = dir.join("run.json");
         let config = RunConfig::load_file(&run_path).map_err(|e| TrainError::NotARun {
             dir: dir.to_path_buf(),
             why: format!("not a run directory made by `cargo xtask train` ({e})"),
         })?;
-        if !dir.join("lm/model.mpk").exists() {
-            return Err(TrainError::NotARun {
-                dir: dir.to_path_buf(),
-                why: "the run has not finished training (no lm/model.mpk); run `cargo xtask train` on it again to \
-                      finish"
-                    .into(),
-            });
-        }
+        let checkpoints = crate::Checkpoints::new(dir.join("lm/checkpoints"), 1);
+        let (weights, stage) = match step {
+            None => {
+                if !dir.join("lm/model.mpk").exists() {
+                    return Err(TrainError::NotARun {
+                        dir: dir.to_path_buf(),
+                        why: "the run has not finished training (no lm/model.mpk); run `cargo xtask train` on it \
+                              again to finish, or name one of its checkpoints"
+                            .into(),
+                    });
+                }
+                (dir.join("lm/model"), config.lm.stages.len() - 1)
+            }
+            Some(step) => {
+                let path = checkpoints.path(step);
+                if !path.exists() {
+                    let steps: Vec<String> = checkpoints.list().iter().map(|(s, _)| s.to_string()).collect();
+                    return Err(TrainError::NotARun {
+                        dir: dir.to_path_buf(),
+                        why: format!(
+                            "has no LM checkpoint after {step} steps; it has: {}",
+                            if steps.is_empty() {
+                                "none".into()
+                            } else {
+                                steps.join(", ")
+                            }
+                        ),
+                    });
+                }
+                let lm_json = serde_json::to_value(&config.lm).expect("the config serialises");
+                (path.join("model"), checkpoints.state(&path, &lm_json)?.stage)
+            }
+        };
         let vq = config
             .tokenizer
             .model
             .init::<B>(device)?
             .load_safetensors(&dir.join("tokenizer/model.safetensors"))?;
         let text = TextTokenizer::load(&dir.join("text/tokenizer.json"))?;
-        let lm_config = config.lm.stage_lm(config.lm.stages.len() - 1, vq.downsample_factor());
+        let lm_config = config.lm.stage_lm(stage, vq.downsample_factor());
         let lm = lm_config
             .init::<B>(device)?
-            .load_file(dir.join("lm/model"), &Recorder::new(), device)
+            .load_file(&weights, &Recorder::new(), device)
             .map_err(|e| TrainError::Weights {
-                path: dir.join("lm/model.mpk"),
+                path: weights.with_extension("mpk"),
                 message: format!("unreadable ({e}); run `cargo xtask train` on the run again to rewrite it"),
             })?;
         Ok(Self { config, vq, text, lm })
@@ -476,6 +549,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("(1200 words)") && err.len() < 300, "{err}");
+
+        // A checkpoint loads in place of the final LM (tiny keeps the one after step 2, its last, which equals
+        // the final weights); one that does not exist is named with the ones that do.
+        let at_2 = TrainedRun::<TestBackend>::load_at(dir.path(), Some(2), &device).unwrap();
+        let final_codes = |run: &TrainedRun<TestBackend>| {
+            run.generate(&prompts, &options, 2, &device, &mut |_, _| {})
+                .unwrap()
+                .into_raw()
+        };
+        assert_eq!(final_codes(&at_2), final_codes(&run));
+        let err = TrainedRun::<TestBackend>::load_at(dir.path(), Some(7), &device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no LM checkpoint after 7 steps; it has: 2"), "{err}");
     }
 
     #[test]

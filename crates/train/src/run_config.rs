@@ -46,8 +46,27 @@ impl RunConfig {
             .with_warmup_steps(50)
             .with_valid_every(500)
             .with_checkpoint_every(500)
+            .with_benchmark_every(500)
             .with_log_every(100);
         Self::new("scenes".into(), tokenizer, lm).with_lm_images(16000)
+    }
+
+    /// `configs/run-small.json`, the ≤ 2 h recipe on 2 cores: the demo's tokenizer trained 1,500 steps, 48,000
+    /// scenes, and lm-mini (d = 256, 6 layers; ~5.6M parameters) at s = 2 for 4,500 steps × 32 (lr 1e-3, warm-up
+    /// 200), all checkpoints of the run kept and the benchmark taken every 500 steps, so its score over training
+    /// can be read off.
+    pub fn small() -> Self {
+        let demo = Self::demo();
+        let tokenizer = demo.tokenizer.with_steps(1500).with_valid_every(250).with_log_every(50);
+        let lm = LmTrainingConfig::new(LmArchitecture::mini(), vec![Stage::new(64, 2, 4500, 0.001)])
+            .with_batch_size(32)
+            .with_warmup_steps(200)
+            .with_valid_every(500)
+            .with_checkpoint_every(500)
+            .with_keep_checkpoints(10)
+            .with_benchmark_every(500)
+            .with_log_every(50);
+        Self::new("scenes".into(), tokenizer, lm).with_lm_images(48000)
     }
 
     /// The tiniest whole run (`configs/run-tiny.json`): vq-micro and lm-micro, 2 steps each, on 32 px scenes.
@@ -153,6 +172,7 @@ mod tests {
     fn the_files_in_configs_are_the_rust_presets_and_every_field_is_read() {
         for (file, preset) in [
             (include_str!("../../../configs/run-demo.json"), RunConfig::demo()),
+            (include_str!("../../../configs/run-small.json"), RunConfig::small()),
             (include_str!("../../../configs/run-tiny.json"), RunConfig::tiny()),
         ] {
             // Parsed over the defaults, an unknown (unread) field is an error; read alone, a missing one is.
