@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use token_shuffle_data::ImageCaption;
 use token_shuffle_eval::ablation::{AblationEvent, parse_fusion};
-use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, calibrate_through};
+use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, LmBudget, calibrate_through};
 use token_shuffle_train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
@@ -251,8 +251,12 @@ pub struct Ablate {
     #[arg(long, value_delimiter = ',')]
     mlp_blocks: Vec<usize>,
     /// LM training steps of every stage (default: the config's).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "minutes")]
     lm_steps: Option<usize>,
+    /// Give every variant the same LM training time instead of the same steps: its steps are these minutes over
+    /// its own step time, measured before it trains (the paper's equal-compute question).
+    #[arg(long)]
+    minutes: Option<f64>,
     /// Directory of the ablation (one run directory per variant inside).
     #[arg(long, default_value = "runs/ablate")]
     run: PathBuf,
@@ -287,6 +291,7 @@ impl Ablate {
             AblateTask {
                 base,
                 variants,
+                budget: self.minutes.map_or(LmBudget::Steps, LmBudget::Minutes),
                 dir: self.run,
                 options,
             },
@@ -297,6 +302,7 @@ impl Ablate {
 struct AblateTask {
     base: RunConfig,
     variants: Vec<token_shuffle_eval::Variant>,
+    budget: LmBudget,
     dir: PathBuf,
     options: EvalOptions,
 }
@@ -318,6 +324,7 @@ impl BackendTask for AblateTask {
             &self.base,
             &self.variants,
             &self.dir,
+            self.budget,
             &self.options,
             &device,
             |event| match event {
@@ -326,6 +333,13 @@ impl BackendTask for AblateTask {
                         "[{:>6.0} s] variant {}/{total}: {name}",
                         started.elapsed().as_secs_f32(),
                         index + 1
+                    )
+                }
+                AblationEvent::Budget { step_ms, steps } => {
+                    log.set_lm_steps(*steps);
+                    eprintln!(
+                        "[{:>6.0} s]   budget: {step_ms:.0} ms per training step measured, so {steps} LM steps",
+                        started.elapsed().as_secs_f32()
                     )
                 }
                 AblationEvent::Pipeline(event) => log.print(event),

@@ -87,6 +87,11 @@ impl PipelineLog {
         }
     }
 
+    /// The LM's steps changed (an ablation variant's time budget set them).
+    pub fn set_lm_steps(&mut self, steps: usize) {
+        self.lm_steps = steps;
+    }
+
     pub fn print(&mut self, event: &PipelineEvent) {
         if let PipelineEvent::Progress { what, done, total } = event
             && !self.tenths.is_new(what, *done, *total)

@@ -19,6 +19,7 @@ use token_shuffle_train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline_pro
 
 use crate::EvalError;
 use crate::run::{EvalOptions, RunEvaluation, evaluate_run};
+use crate::speed::SpeedBench;
 
 /// One variant of the LM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -97,6 +98,72 @@ pub fn parse_fusion(name: &str) -> Result<Fusion, String> {
     }
 }
 
+/// How much LM training each variant gets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum LmBudget {
+    /// The base config's steps for every variant: equal steps, so s = 4 sees as many images as s = 1 in a
+    /// fraction of its time.
+    Steps,
+    /// The same training wall-clock time for every variant, in minutes: each variant's steps are these minutes
+    /// divided by its own training step time, measured on the device right before it trains (the paper's
+    /// question: which s is better at equal compute?). The steps are fixed in the variant's `run.json`, so a
+    /// rerun resumes instead of measuring again.
+    Minutes(f64),
+}
+
+impl LmBudget {
+    /// `config` with its LM steps set by this budget. For [`LmBudget::Minutes`], a variant whose `run.json`
+    /// exists keeps its steps; otherwise its step time is measured with the [`SpeedBench`] (random codes at its
+    /// grid, captions of 16 ids, one warm-up and five timed steps, median), and each stage gets its share of the
+    /// budget in proportion to its steps in `config`.
+    ///
+    /// # Errors
+    /// [`EvalError::Config`] for a budget that is not a positive finite number of minutes; errors of the bench.
+    pub fn apply<B: AutodiffBackend>(
+        &self,
+        config: RunConfig,
+        run_dir: &Path,
+        device: &B::Device,
+    ) -> Result<(RunConfig, Option<f64>), EvalError> {
+        let LmBudget::Minutes(minutes) = *self else {
+            return Ok((config, None));
+        };
+        if !(minutes.is_finite() && minutes > 0.0) {
+            return Err(EvalError::Config(format!(
+                "--minutes {minutes} must be a positive number of minutes"
+            )));
+        }
+        let mut config = config;
+        if let Ok(saved) = RunConfig::load_file(&run_dir.join("run.json")) {
+            for (stage, saved) in config.lm.stages.iter_mut().zip(&saved.lm.stages) {
+                stage.steps = saved.steps;
+            }
+            return Ok((config, None));
+        }
+        let downsample = config.tokenizer.model.downsample_factor();
+        let total_steps = config.lm.total_steps().max(1) as f64;
+        let micro_batches = config.lm.gradient_accumulation.max(1) as f64;
+        let mut step_ms_mean = 0.0;
+        for stage in &mut config.lm.stages {
+            let bench = SpeedBench {
+                lm: config.lm.model.clone(),
+                grid: stage.resolution / downsample,
+                windows: vec![stage.window],
+                batch_size: config.lm.batch_size,
+                text_len: 16.min(config.lm.model.max_text_len),
+                warmup: 1,
+                repeats: 5,
+            };
+            let report = bench.run::<B, std::alloc::System>("budget", device, None, |_, _| {})?;
+            let step_ms = report.rows[0].train_step_ms * micro_batches;
+            let share = stage.steps as f64 / total_steps;
+            step_ms_mean += share * step_ms;
+            stage.steps = ((minutes * 60e3 * share / step_ms).floor() as usize).max(1);
+        }
+        Ok((config, Some(step_ms_mean)))
+    }
+}
+
 /// What the runner reports as it goes.
 #[derive(Debug, Clone)]
 pub enum AblationEvent {
@@ -108,6 +175,13 @@ pub enum AblationEvent {
         total: usize,
         /// Its name (`s2-mlp2`).
         name: String,
+    },
+    /// Its LM steps were set from its measured step time (see [`LmBudget::Minutes`]).
+    Budget {
+        /// Measured training step time, ms (mean over stages, weighted by their steps).
+        step_ms: f64,
+        /// LM steps it gets in all.
+        steps: usize,
     },
     /// Its training pipeline.
     Pipeline(PipelineEvent),
@@ -137,6 +211,11 @@ pub struct VariantResult {
     pub final_valid_ce: f64,
     /// Median training images per second over the logged steps.
     pub train_images_per_s: f64,
+    /// LM training steps it got (all stages).
+    pub lm_steps: usize,
+    /// Its LM training time, minutes: the images it trained on at its median training speed (validation and
+    /// checkpoints not counted), so that an equal-time budget can be checked.
+    pub train_minutes: f64,
     /// The benchmark, reconstruction and generation time.
     pub evaluation: RunEvaluation,
     /// The colour of its curves in `loss.png`.
@@ -155,9 +234,10 @@ impl AblationReport {
     pub fn markdown(&self) -> String {
         let categories: Vec<&str> = Category::ALL.iter().map(|c| c.name()).collect();
         let mut out = format!(
-            "| variant | curve | params | train CE | valid CE | train img/s | generate ms / image | {} | overall |\n|{}\n",
+            "| variant | curve | params | LM steps | train min | train CE | valid CE | train img/s | generate ms / image | \
+             {} | overall (95%) |\n|{}\n",
             categories.join(" | "),
-            "---|".repeat(7 + categories.len() + 1)
+            "---|".repeat(9 + categories.len() + 1)
         );
         for v in &self.variants {
             let scores: Vec<String> = v
@@ -167,11 +247,14 @@ impl AblationReport {
                 .iter()
                 .map(|c| format!("{:.2}", c.score()))
                 .collect();
+            let (low, high) = v.evaluation.benchmark.overall_interval;
             out += &format!(
-                "| {} | {} | {} | {:.4} | {:.4} | {:.1} | {:.1} | {} | **{:.3}** |\n",
+                "| {} | {} | {} | {} | {:.1} | {:.4} | {:.4} | {:.1} | {:.1} | {} | **{:.3}** ({low:.2}–{high:.2}) |\n",
                 v.name,
                 v.colour,
                 v.parameters,
+                v.lm_steps,
+                v.train_minutes,
                 v.final_train_ce,
                 v.final_valid_ce,
                 v.train_images_per_s,
@@ -225,6 +308,7 @@ pub fn run_ablation<B: AutodiffBackend>(
     base: &RunConfig,
     variants: &[Variant],
     dir: &Path,
+    budget: LmBudget,
     eval: &EvalOptions,
     device: &B::Device,
     mut on_event: impl FnMut(&AblationEvent),
@@ -258,7 +342,13 @@ pub fn run_ablation<B: AutodiffBackend>(
         for part in ["tokenizer", "text", "codes"] {
             copy_missing_dir(&shared.join(part), &run_dir.join(part))?;
         }
-        let config = variant.apply(base);
+        let (config, measured) = budget.apply::<B>(variant.apply(base), &run_dir, device)?;
+        if let Some(step_ms) = measured {
+            on_event(&AblationEvent::Budget {
+                step_ms,
+                steps: config.lm.total_steps(),
+            });
+        }
         let mut probe = crate::benchmark_probe::<B::InnerBackend>(EvalOptions::during_training(), device.clone());
         run_pipeline_probed::<B>(&config, &run_dir, device, Some(&mut probe), |e| {
             on_event(&AblationEvent::Pipeline(e.clone()))
@@ -298,13 +388,18 @@ pub fn run_ablation<B: AutodiffBackend>(
             .map(|p| p.1)
             .collect();
         speeds.sort_by(f64::total_cmp);
+        let train_images_per_s = speeds.get(speeds.len() / 2).copied().unwrap_or(f64::NAN);
+        let lm_steps = config.lm.total_steps();
+        let images = (lm_steps * config.lm.batch_size * config.lm.gradient_accumulation.max(1)) as f64;
         results.push(VariantResult {
             variant: *variant,
             name,
             parameters: run.lm.num_params(),
             final_train_ce: last(&train_ce),
             final_valid_ce: last(&valid_ce),
-            train_images_per_s: speeds.get(speeds.len() / 2).copied().unwrap_or(f64::NAN),
+            train_images_per_s,
+            lm_steps,
+            train_minutes: images / train_images_per_s / 60.0,
             evaluation,
             colour: PALETTE_NAMES[index],
         });
@@ -319,10 +414,17 @@ pub fn run_ablation<B: AutodiffBackend>(
     }
     let report = AblationReport { variants: results };
     token_shuffle_data::save_png(&plot(&[train_curves, valid_curves]), &dir.join("loss.png"))?;
+    let budget_text = match budget {
+        LmBudget::Steps => "the same LM steps".to_string(),
+        LmBudget::Minutes(m) => format!(
+            "the same LM training time ({m} min; each variant's steps are the budget over its step time, measured \
+             before it trained)"
+        ),
+    };
     let markdown = format!(
-        "# Ablation\n\nEach variant trained with the same data, steps and batch; scores from the compositional benchmark \
-         ({} held-out prompts per category, {} images each). `loss.png`: training (left) and validation (right) image \
-         cross-entropy against steps, one colour per variant.\n\n{}",
+        "# Ablation\n\nEach variant trained with the same data and batch and {budget_text}; scores from the \
+         compositional benchmark ({} held-out prompts per category, {} images each), with 95% intervals. `loss.png`: \
+         training (left) and validation (right) image cross-entropy against steps, one colour per variant.\n\n{}",
         eval.benchmark.prompts_per_category,
         eval.benchmark.images_per_prompt,
         report.markdown()
@@ -337,6 +439,7 @@ pub fn run_ablation<B: AutodiffBackend>(
 mod tests {
     use super::*;
     use burn::backend::Autodiff;
+    use burn::config::Config;
     use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
     use token_shuffle_test_support::TestBackend;
 
@@ -369,6 +472,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_time_budget_sets_the_steps_from_the_measured_step_time_once() {
+        let base = RunConfig::tiny();
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let steps = |minutes: f64| {
+            let (config, step_ms) = LmBudget::Minutes(minutes)
+                .apply::<Autodiff<TestBackend>>(base.clone(), dir.path(), &device)
+                .unwrap();
+            let step_ms = step_ms.expect("measured: no run.json yet");
+            let steps = config.lm.total_steps();
+            let expected = (minutes * 60e3 / step_ms).floor().max(1.0) as usize;
+            assert_eq!(steps, expected, "{minutes} min at {step_ms} ms per step");
+            steps
+        };
+        // Ten times the budget buys about ten times the steps (two measurements: noisy, hence the wide band).
+        let (short, long) = (steps(0.02), steps(0.2));
+        assert!(long >= 3 * short && long <= 30 * short.max(1), "{short} vs {long}");
+
+        // A variant that has a run.json keeps its steps: a rerun resumes rather than measuring again.
+        let mut saved = base.clone();
+        saved.lm.stages[0].steps = 1234;
+        saved.save(dir.path().join("run.json")).unwrap();
+        let (config, measured) = LmBudget::Minutes(5.0)
+            .apply::<Autodiff<TestBackend>>(base.clone(), dir.path(), &device)
+            .unwrap();
+        assert_eq!((config.lm.total_steps(), measured), (1234, None));
+
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = LmBudget::Minutes(bad)
+                .apply::<Autodiff<TestBackend>>(base.clone(), dir.path(), &device)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("positive number of minutes"), "{err}");
+        }
+        assert_eq!(
+            LmBudget::Steps
+                .apply::<Autodiff<TestBackend>>(base.clone(), dir.path(), &device)
+                .unwrap()
+                .0
+                .lm
+                .total_steps(),
+            2
+        );
+    }
+
     /// Two variants of the tiniest run, a few steps each: both are trained (the tokenizer once), evaluated, and
     /// reported in the table, the JSON and the plot.
     #[test]
@@ -393,8 +542,14 @@ mod tests {
         };
         let chosen = variants(&[1, 2], &[Fusion::ResidualMlp], &[1]);
         let mut trained_tokenizers = 0;
-        let report =
-            run_ablation::<Autodiff<TestBackend>>(&base, &chosen, dir.path(), &eval, &Default::default(), |e| {
+        let report = run_ablation::<Autodiff<TestBackend>>(
+            &base,
+            &chosen,
+            dir.path(),
+            LmBudget::Steps,
+            &eval,
+            &Default::default(),
+            |e| {
                 if let AblationEvent::Pipeline(PipelineEvent::Phase {
                     name: "tokenizer",
                     skipped: false,
@@ -403,8 +558,9 @@ mod tests {
                 {
                     trained_tokenizers += 1;
                 }
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         assert_eq!(
             trained_tokenizers, 1,
             "the second variant reuses the first one's tokenizer"

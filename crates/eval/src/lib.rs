@@ -47,7 +47,7 @@ pub mod memory;
 pub mod run;
 pub mod speed;
 
-pub use ablation::{AblationReport, Variant, run_ablation, variants};
+pub use ablation::{AblationReport, LmBudget, Variant, run_ablation, variants};
 pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, calibrate_through, judge};
 pub use detector::{Detection, DetectorConfig, detect};
 pub use error::EvalError;
