@@ -10,6 +10,7 @@ use clap::Args;
 use token_shuffle_data::scenes::{SceneCorpus, Split};
 use token_shuffle_eval::EvalOptions;
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
+use token_shuffle_train::stage::StageName;
 use token_shuffle_train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline_probed};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
@@ -26,6 +27,10 @@ pub struct Train {
     /// Backend to train on.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
+    /// Delete this step of the run directory and every step after it, then train them again (tokenizer, text,
+    /// codes, lm): the way to change a finished step's config in place.
+    #[arg(long)]
+    restart_from: Option<StageName>,
 }
 
 impl Train {
@@ -39,7 +44,14 @@ impl Train {
         let dir = self
             .run
             .unwrap_or_else(|| token_shuffle_train::run_dir(name.trim_start_matches("run-")));
-        run_on(self.backend, TrainTask { config, dir })?;
+        run_on(
+            self.backend,
+            TrainTask {
+                config,
+                dir,
+                restart_from: self.restart_from,
+            },
+        )?;
         Ok(())
     }
 }
@@ -47,6 +59,7 @@ impl Train {
 struct TrainTask {
     config: RunConfig,
     dir: PathBuf,
+    restart_from: Option<StageName>,
 }
 
 impl BackendTask for TrainTask {
@@ -56,9 +69,14 @@ impl BackendTask for TrainTask {
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.config);
         let mut probe = token_shuffle_eval::benchmark_probe::<B>(EvalOptions::during_training(), device.clone());
-        run_pipeline_probed::<Autodiff<B>>(&self.config, &self.dir, &device, Some(&mut probe), |event| {
-            log.print(event)
-        })?;
+        run_pipeline_probed::<Autodiff<B>>(
+            &self.config,
+            &self.dir,
+            &device,
+            self.restart_from,
+            Some(&mut probe),
+            |event| log.print(event),
+        )?;
         eprintln!(
             "done in {:.1} min: {}",
             started.elapsed().as_secs_f32() / 60.0,
@@ -170,6 +188,21 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
                 result["overall"].as_f64().unwrap_or(f64::NAN),
                 interval[0].as_f64().unwrap_or(f64::NAN),
                 interval[1].as_f64().unwrap_or(f64::NAN)
+            )
+        }
+        PipelineEvent::Lm(LmEvent::SkippedCheckpoint { path, why }) => {
+            eprintln!("[{t:>6.0} s]   skipping checkpoint {}: {why}", path.display())
+        }
+        PipelineEvent::Restarted { from, deleted } => {
+            let deleted: Vec<String> = deleted.iter().map(|d| d.display().to_string()).collect();
+            eprintln!(
+                "[{t:>6.0} s] restarting from the {} step: deleted {}",
+                from.name(),
+                if deleted.is_empty() {
+                    "nothing (none existed)".into()
+                } else {
+                    deleted.join(", ")
+                }
             )
         }
         PipelineEvent::Lm(LmEvent::Checkpoint { step, path }) => {
@@ -355,6 +388,10 @@ pub struct Demo {
     /// Run directory.
     #[arg(long, default_value = "runs/demo")]
     run: PathBuf,
+    /// Delete this step of the run directory and every step after it, then train them again (tokenizer, text,
+    /// codes, lm).
+    #[arg(long)]
+    restart_from: Option<StageName>,
 }
 
 impl Demo {
@@ -367,6 +404,7 @@ impl Demo {
             TrainTask {
                 config,
                 dir: self.run.clone(),
+                restart_from: self.restart_from,
             },
         )?;
         run_on(BackendKind::Flex, DemoReport { run: self.run, started })

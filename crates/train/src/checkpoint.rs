@@ -8,6 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 
+impl CheckpointState {
+    /// Checks each file of the checkpoint in `dir` against its recorded checksum.
+    ///
+    /// # Errors
+    /// What is wrong with the first file that fails.
+    pub fn verify(&self, dir: &Path) -> Result<(), String> {
+        for (name, sum) in &self.files {
+            match std::fs::read(dir.join(name)) {
+                Err(e) => return Err(format!("{name} cannot be read ({e})")),
+                Ok(bytes) if &token_shuffle_data::cache::fingerprint(&bytes) != sum => {
+                    return Err(format!("{name} does not match its checksum (altered or truncated)"));
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a checkpoint records besides the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
@@ -17,6 +36,10 @@ pub struct CheckpointState {
     pub stage: usize,
     /// The run config as JSON: a checkpoint resumes only the run it was written by.
     pub config: serde_json::Value,
+    /// BLAKE3 (hex) of each file of the checkpoint, by name, filled in by [`Checkpoints::save`] and checked on
+    /// resume. (Empty in checkpoints written before checksums existed; those are not checked.)
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 /// The checkpoints of one run, in `dir`.
@@ -77,8 +100,18 @@ impl Checkpoints {
         token_shuffle_data::replace_atomically(&target, |partial| {
             std::fs::create_dir_all(partial).map_err(io(partial))?;
             write(partial)?;
+            let mut state = state.clone();
+            for entry in std::fs::read_dir(partial).map_err(io(partial))? {
+                let path = entry.map_err(io(partial))?.path();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                state.files.insert(name, token_shuffle_data::cache::fingerprint(&bytes));
+            }
             let state_path = partial.join("state.json");
-            let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
+            let json = serde_json::to_vec_pretty(&state).expect("checkpoint state serialises");
             std::fs::write(&state_path, json).map_err(io(&state_path))
         })?;
         let all = self.list();
@@ -86,6 +119,38 @@ impl Checkpoints {
             std::fs::remove_dir_all(old).map_err(io(old))?;
         }
         Ok(target)
+    }
+
+    /// The newest checkpoint whose state reads and whose files match their checksums, with its state, and the
+    /// newer ones skipped (each with why). A checkpoint of another config is an error, not skipped.
+    ///
+    /// # Errors
+    /// [`TrainError::Checkpoint`] for a checkpoint written by another config.
+    #[allow(clippy::type_complexity)]
+    pub fn latest_valid(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<(Option<(PathBuf, CheckpointState)>, Vec<(PathBuf, String)>), TrainError> {
+        let mut skipped = Vec::new();
+        for (_, path) in self.list().into_iter().rev() {
+            let state = match self.state(&path, config) {
+                Ok(state) => state,
+                Err(TrainError::Checkpoint { message, .. }) if message.starts_with("unreadable state") => {
+                    skipped.push((path, message));
+                    continue;
+                }
+                Err(TrainError::Io { source, .. }) => {
+                    skipped.push((path, format!("its state.json cannot be read ({source})")));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match state.verify(&path) {
+                Err(why) => skipped.push((path, why)),
+                Ok(()) => return Ok((Some((path, state)), skipped)),
+            }
+        }
+        Ok((None, skipped))
     }
 
     /// Reads a checkpoint's state and checks that it belongs to the run `config`.
@@ -167,6 +232,7 @@ mod tests {
                 step,
                 stage: 0,
                 config: config.clone(),
+                files: Default::default(),
             };
             checkpoints
                 .save(&state, |d| {
@@ -192,6 +258,7 @@ mod tests {
             step: 5,
             stage: 0,
             config: json!({ "lm": { "window": 2 }, "seed": 0 }),
+            files: Default::default(),
         };
         let path = checkpoints.save(&state, |_| Ok(())).unwrap();
         let err = checkpoints

@@ -60,6 +60,28 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
+    /// A step already in the run directory was made from another config; nothing was written.
+    #[error(
+        "{}: its {stage} step is from another config: {difference}. Nothing was changed. Use a new --run \
+         directory, or `--restart-from {stage}` to delete that step and the ones after it and make them again",
+        dir.display()
+    )]
+    ChangedConfig {
+        /// The run directory.
+        dir: PathBuf,
+        /// The first step that differs (tokenizer, text, codes, lm).
+        stage: &'static str,
+        /// The first differing field and its two values.
+        difference: String,
+    },
+    /// A file of the run that fails its integrity check.
+    #[error("{}: {why}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        why: String,
+    },
     /// LM weights that could not be written or read.
     #[error("LM weights {}: {message}", path.display())]
     Weights {

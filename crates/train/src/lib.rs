@@ -58,6 +58,7 @@ mod pipeline;
 pub mod report;
 mod run_config;
 mod schedule;
+pub mod stage;
 mod tokenizer;
 
 pub use checkpoint::{CheckpointState, Checkpoints};

@@ -215,6 +215,13 @@ pub enum LmEvent {
         /// What the probe returned (also logged to `metrics.jsonl`).
         result: serde_json::Value,
     },
+    /// A checkpoint that failed its integrity check was passed over on resume (it stays on disk).
+    SkippedCheckpoint {
+        /// Its directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A checkpoint was written.
     Checkpoint {
         /// Steps it covers.
@@ -392,9 +399,17 @@ pub fn train_lm_probed<B: AutodiffBackend>(
     let mut optimizer = optimizer_config.init::<B, TokenShuffleLm<B>>();
     let metrics_path = out.join("metrics.jsonl");
     let mut kept_metrics = String::new();
-    let (mut lm, mut current_stage, start_step) = match checkpoints.latest().filter(|_| resume) {
-        Some((_, path)) => {
-            let state = checkpoints.state(&path, &config_json)?;
+    let resume_from = if resume {
+        let (found, skipped) = checkpoints.latest_valid(&config_json)?;
+        for (path, why) in skipped {
+            on_event(&LmEvent::SkippedCheckpoint { path, why });
+        }
+        found
+    } else {
+        None
+    };
+    let (mut lm, mut current_stage, start_step) = match resume_from {
+        Some((path, state)) => {
             let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
                 path: path.clone(),
                 message: format!("unreadable {what} ({e}); delete this checkpoint to resume from the one before"),
@@ -436,7 +451,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         }
         None if resume => {
             return Err(TrainError::Config(format!(
-                "--resume: no checkpoint in {}",
+                "resuming: no valid checkpoint in {} (each was skipped, see above): delete them to start over",
                 out.join("checkpoints").display()
             )));
         }
@@ -557,6 +572,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
                 step: done,
                 stage: stage_index,
                 config: config_json.clone(),
+                files: Default::default(),
             };
             let path = checkpoints.save(&state, |dir| {
                 let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
@@ -702,6 +718,54 @@ mod tests {
             6,
             "{metrics}"
         );
+    }
+
+    #[test]
+    fn resume_passes_over_a_corrupt_checkpoint_to_the_newest_valid_one() {
+        let _turn = one_at_a_time();
+        let config = config(vec![Stage::new(16, 2, 6, 1e-2)]);
+        let device = Default::default();
+        let straight_dir = tempfile::tempdir().unwrap();
+        let mut events = Vec::new();
+        train_lm::<A>(&config, &data(), straight_dir.path(), false, &device, |e| {
+            events.push(e.clone())
+        })
+        .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let killed = catch_unwind(AssertUnwindSafe(|| {
+            train_lm::<A>(&config, &data(), dir.path(), false, &device, |e| {
+                if matches!(e, LmEvent::Checkpoint { step: 4, .. }) {
+                    panic!("killed");
+                }
+            })
+        }));
+        assert!(killed.is_err());
+        // Zero 64 bytes of the newest checkpoint's weights (the step-2 one stays good).
+        let weights = dir.path().join("checkpoints/step-00000004/model.mpk");
+        let mut bytes = std::fs::read(&weights).unwrap();
+        bytes[100..164].fill(0);
+        std::fs::write(&weights, bytes).unwrap();
+
+        let mut after = Vec::new();
+        train_lm::<A>(&config, &data(), dir.path(), true, &device, |e| after.push(e.clone())).unwrap();
+        let skipped: Vec<String> = after
+            .iter()
+            .filter_map(|e| match e {
+                LmEvent::SkippedCheckpoint { path, why } => Some(format!("{} {why}", path.display())),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            skipped.len() == 1
+                && skipped[0].contains("step-00000004")
+                && skipped[0].contains("model.mpk does not match"),
+            "{skipped:?}"
+        );
+        let resumed = steps(&after);
+        assert_eq!(resumed[0].step, 3, "resumed after step 2");
+        let losses = |s: &[LmStep]| s.iter().map(|s| (s.step, s.image_ce)).collect::<Vec<_>>();
+        assert_eq!(losses(&resumed), losses(&steps(&events)[2..]));
     }
 
     #[test]

@@ -26,8 +26,8 @@ use token_shuffle_data::text::TextTokenizer;
 use token_shuffle_lm::{GenerateOptions, TokenShuffleLm};
 use token_shuffle_vqgan::VqModel;
 
-use crate::config_file::migrate_lm_training;
 use crate::images::tensor_to_images;
+use crate::stage::{self, StageName};
 use crate::{
     ImageSource, LmData, LmEvent, RunConfig, TokenizerEvent, TrainError, TrainingImages, train_lm_probed,
     train_tokenizer,
@@ -58,6 +58,13 @@ pub enum PipelineEvent {
     Tokenizer(TokenizerEvent),
     /// LM training.
     Lm(LmEvent),
+    /// `--restart-from` deleted these step directories before the run.
+    Restarted {
+        /// The first step deleted.
+        from: StageName,
+        /// The directories deleted (only those that existed).
+        deleted: Vec<PathBuf>,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -65,22 +72,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Whether `dir/config.json` holds exactly `config` (after `migrate` has updated old field names) and
-/// `dir/done.json` marks the step finished. (Both sides go through the config type: f32 fields read back from
-/// text differ from their in-memory f64 widening.)
-fn finished<C: Config>(dir: &Path, config: &C, migrate: fn(&mut serde_json::Value)) -> bool {
-    let saved = std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|mut value| {
-            migrate(&mut value);
-            serde_json::from_value::<C>(value).ok()
-        })
-        .and_then(|c| serde_json::to_value(c).ok());
-    saved.is_some_and(|saved| serde_json::to_value(config).is_ok_and(|expected| saved == expected))
-        && dir.join("done.json").exists()
 }
 
 /// Runs every step of `config` in `dir` on backend `B`, skipping the steps that are up to date. An interrupted LM
@@ -91,14 +82,16 @@ pub fn run_pipeline<B: AutodiffBackend>(
     device: &B::Device,
     on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
-    run_pipeline_probed::<B>(config, dir, device, None, on_event)
+    run_pipeline_probed::<B>(config, dir, device, None, None, on_event)
 }
 
 /// A measurement of the run as it stands after a given LM step (the LM so far, with the run's tokenizers), taken
 /// every [`crate::LmTrainingConfig::benchmark_every`] steps: the compositional benchmark, in practice.
 pub type RunProbe<'a, B> = dyn FnMut(usize, &TrainedRun<B>) -> Result<serde_json::Value, TrainError> + 'a;
 
-/// [`run_pipeline`] with a probe of the run during LM training (see [`RunProbe`]).
+/// [`run_pipeline`] with a probe of the run during LM training (see [`RunProbe`]), and optionally restarted
+/// from a stage: `restart_from` deletes that stage and the ones after it first (reported as
+/// [`PipelineEvent::Restarted`]).
 ///
 /// # Errors
 /// As [`run_pipeline`]; an error of the probe stops the LM step (its checkpoints are untouched).
@@ -106,24 +99,40 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     config: &RunConfig,
     dir: &Path,
     device: &B::Device,
+    restart_from: Option<StageName>,
     mut probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
     config.check()?;
     let _lock = crate::RunLock::acquire(dir)?;
-    config.save(dir.join("run.json")).map_err(io(&dir.join("run.json")))?;
+    let plan = stage::plan(config);
+    if let Some(from) = restart_from {
+        let deleted = stage::restart(dir, from)?;
+        on_event(&PipelineEvent::Restarted { from, deleted });
+    }
+    // Every step already on disk must come from this config, checked before anything is written.
+    let run_json = dir.join("run.json");
+    let legacy = run_json
+        .exists()
+        .then(|| RunConfig::load_file(&run_json).ok())
+        .flatten();
+    stage::check(dir, &plan, config, legacy.as_ref())?;
+    config.save(&run_json).map_err(io(&run_json))?;
     let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
     let tokenizer = &config.tokenizer;
+    let record = |stage: StageName| plan[stage as usize].1.clone();
+    let stage_dir = |stage: StageName| dir.join(stage.name());
 
     // 1. The VQ tokenizer.
-    let tokenizer_dir = dir.join("tokenizer");
-    let skipped = finished(&tokenizer_dir, tokenizer, |_| {});
+    let tokenizer_dir = stage_dir(StageName::Tokenizer);
+    let skipped = record(StageName::Tokenizer).is_finished(&tokenizer_dir, StageName::Tokenizer)?;
     on_event(&PipelineEvent::Phase {
         name: "tokenizer",
         skipped,
         detail: format!("{} steps on {source}", tokenizer.steps),
     });
     if !skipped {
+        record(StageName::Tokenizer).write(&tokenizer_dir)?;
         let images = TrainingImages::load(
             &source,
             tokenizer.resolution as u32,
@@ -136,6 +145,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         let report = crate::evaluate_reconstruction(&model, images.valid(), tokenizer.batch_size, device)?;
         let done = tokenizer_dir.join("done.json");
         std::fs::write(&done, serde_json::to_vec_pretty(&report).expect("serialises")).map_err(io(&done))?;
+        record(StageName::Tokenizer).finish(&tokenizer_dir, &stage::outputs(StageName::Tokenizer, config))?;
     }
     let vq_path = tokenizer_dir.join("model.safetensors");
     let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
@@ -147,33 +157,37 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     // 2. The text tokenizer, trained on the captions of the LM's training images.
     let resolutions: std::collections::BTreeSet<usize> = config.lm.stages.iter().map(|s| s.resolution).collect();
     let first_resolution = *resolutions.first().expect("checked: at least one stage");
-    let text_path = dir.join("text").join("tokenizer.json");
-    let text = match TextTokenizer::load(&text_path) {
-        Ok(text) => {
-            on_event(&PipelineEvent::Phase {
-                name: "text tokenizer",
-                skipped: true,
-                detail: text_path.display().to_string(),
-            });
-            text
-        }
-        Err(_) => {
-            on_event(&PipelineEvent::Phase {
-                name: "text tokenizer",
-                skipped: false,
-                detail: format!("BPE, ≤ {} ids", config.text_vocab_size),
-            });
-            let images = TrainingImages::load(&source, 32.max(first_resolution as u32 / 8), 1, tokenizer.seed)?;
-            let count = images.train_len().unwrap_or(config.lm_images);
-            let captions: Vec<String> = images.train_range(0..count).into_iter().map(|i| i.caption).collect();
-            let text = TextTokenizer::train(captions.iter().map(String::as_str), config.text_vocab_size)?;
-            std::fs::create_dir_all(text_path.parent().expect("has a parent")).map_err(io(dir))?;
-            text.save(&text_path)?;
-            text
-        }
+    let text_dir = stage_dir(StageName::Text);
+    let text_path = text_dir.join("tokenizer.json");
+    let text = if record(StageName::Text).is_finished(&text_dir, StageName::Text)? {
+        on_event(&PipelineEvent::Phase {
+            name: "text tokenizer",
+            skipped: true,
+            detail: text_path.display().to_string(),
+        });
+        TextTokenizer::load(&text_path)?
+    } else {
+        on_event(&PipelineEvent::Phase {
+            name: "text tokenizer",
+            skipped: false,
+            detail: format!("BPE, ≤ {} ids", config.text_vocab_size),
+        });
+        record(StageName::Text).write(&text_dir)?;
+        let images = TrainingImages::load(&source, 32.max(first_resolution as u32 / 8), 1, tokenizer.seed)?;
+        let count = images.train_len().unwrap_or(config.lm_images);
+        let captions: Vec<String> = images.train_range(0..count).into_iter().map(|i| i.caption).collect();
+        let text = TextTokenizer::train(captions.iter().map(String::as_str), config.text_vocab_size)?;
+        text.save(&text_path)?;
+        record(StageName::Text).finish(&text_dir, &stage::outputs(StageName::Text, config))?;
+        text
     };
 
     // 3. Code caches, one per stage resolution.
+    let codes_dir = stage_dir(StageName::Codes);
+    let codes_done = record(StageName::Codes).is_finished(&codes_dir, StageName::Codes)?;
+    if !codes_done {
+        record(StageName::Codes).write(&codes_dir)?;
+    }
     let mut caches = BTreeMap::new();
     for &resolution in &resolutions {
         let factor = vq.downsample_factor();
@@ -184,83 +198,70 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             grid: [resolution / factor; 2],
         };
         let paths = [
-            dir.join(format!("codes/train-{resolution}.bin")),
-            dir.join(format!("codes/valid-{resolution}.bin")),
+            codes_dir.join(format!("train-{resolution}.bin")),
+            codes_dir.join(format!("valid-{resolution}.bin")),
         ];
-        let opened: Option<Vec<CodeCache>> = paths.iter().map(|p| CodeCache::open(p, &key).ok()).collect();
-        let [train, valid] = match opened {
-            Some(caches) => {
-                on_event(&PipelineEvent::Phase {
-                    name: "code cache",
-                    skipped: true,
-                    detail: format!("{resolution} px"),
-                });
-                <[CodeCache; 2]>::try_from(caches).expect("two caches")
-            }
-            None => {
-                on_event(&PipelineEvent::Phase {
-                    name: "code cache",
-                    skipped: false,
-                    detail: format!("{resolution} px"),
-                });
-                let images = TrainingImages::load(&source, resolution as u32, tokenizer.valid_images, tokenizer.seed)?;
-                let count = images.train_len().unwrap_or(config.lm_images);
-                let mut on_progress = |done, total| {
-                    on_event(&PipelineEvent::Progress {
-                        what: format!("encoding {resolution} px"),
-                        done,
-                        total,
-                    })
-                };
-                let train = encode_cache(
-                    &vq,
-                    &text,
-                    key.clone(),
-                    count,
-                    |r| images.train_range(r),
-                    tokenizer.batch_size,
-                    device,
-                    &mut on_progress,
-                )?;
-                let valid_images = images.valid().to_vec();
-                let valid = encode_cache(
-                    &vq,
-                    &text,
-                    key.clone(),
-                    valid_images.len(),
-                    |r| valid_images[r].to_vec(),
-                    tokenizer.batch_size,
-                    device,
-                    &mut on_progress,
-                )?;
-                std::fs::create_dir_all(dir.join("codes")).map_err(io(dir))?;
-                train.save(&paths[0])?;
-                valid.save(&paths[1])?;
-                [train, valid]
-            }
+        on_event(&PipelineEvent::Phase {
+            name: "code cache",
+            skipped: codes_done,
+            detail: format!("{resolution} px"),
+        });
+        let [train, valid] = if codes_done {
+            [CodeCache::open(&paths[0], &key)?, CodeCache::open(&paths[1], &key)?]
+        } else {
+            let images = TrainingImages::load(&source, resolution as u32, tokenizer.valid_images, tokenizer.seed)?;
+            let count = images.train_len().unwrap_or(config.lm_images);
+            let mut on_progress = |done, total| {
+                on_event(&PipelineEvent::Progress {
+                    what: format!("encoding {resolution} px"),
+                    done,
+                    total,
+                })
+            };
+            let train = encode_cache(
+                &vq,
+                &text,
+                key.clone(),
+                count,
+                |r| images.train_range(r),
+                tokenizer.batch_size,
+                device,
+                &mut on_progress,
+            )?;
+            let valid_images = images.valid().to_vec();
+            let valid = encode_cache(
+                &vq,
+                &text,
+                key.clone(),
+                valid_images.len(),
+                |r| valid_images[r].to_vec(),
+                tokenizer.batch_size,
+                device,
+                &mut on_progress,
+            )?;
+            train.save(&paths[0])?;
+            valid.save(&paths[1])?;
+            [train, valid]
         };
         caches.insert(resolution, LmData { train, valid });
     }
+    if !codes_done {
+        record(StageName::Codes).finish(&codes_dir, &stage::outputs(StageName::Codes, config))?;
+    }
 
     // 4. The LM, resumed from its latest checkpoint if an earlier run of this config was interrupted.
-    let lm_dir = dir.join("lm");
-    let skipped = finished(&lm_dir, &config.lm, migrate_lm_training);
+    let lm_dir = stage_dir(StageName::Lm);
+    let skipped = record(StageName::Lm).is_finished(&lm_dir, StageName::Lm)?;
     on_event(&PipelineEvent::Phase {
         name: "lm",
         skipped,
         detail: format!("{} steps", config.lm.total_steps()),
     });
     if !skipped {
-        let checkpoints = crate::Checkpoints::new(lm_dir.join("checkpoints"), 1);
-        let lm_json = serde_json::to_value(&config.lm).expect("the config serialises");
-        // An interrupted run of this config resumes; checkpoints of another config are refused by train_lm.
-        let resume = match checkpoints.latest() {
-            Some((_, path)) => {
-                checkpoints.state(&path, &lm_json)?;
-                true
-            }
-            None => false,
-        };
+        record(StageName::Lm).write(&lm_dir)?;
+        // An interrupted run of this config resumes from its newest valid checkpoint (train_lm skips corrupt ones,
+        // saying so, and refuses checkpoints of another config).
+        let resume = !crate::Checkpoints::new(lm_dir.join("checkpoints"), 1).list().is_empty();
         let probing = probe.is_some();
         let mut lm_probe = |step: usize, lm: &TokenShuffleLm<B::InnerBackend>| match probe.as_mut() {
             Some(probe) => probe(
@@ -290,6 +291,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         save_lm(&lm, &lm_dir)?;
         let done = lm_dir.join("done.json");
         std::fs::write(&done, b"{}").map_err(io(&done))?;
+        record(StageName::Lm).finish(&lm_dir, &stage::outputs(StageName::Lm, config))?;
     }
     Ok(())
 }
@@ -402,9 +404,26 @@ impl<B: Backend> TrainedRun<B> {
                     });
                 }
                 let lm_json = serde_json::to_value(&config.lm).expect("the config serialises");
-                (path.join("model"), checkpoints.state(&path, &lm_json)?.stage)
+                let state = checkpoints.state(&path, &lm_json)?;
+                state.verify(&path).map_err(|why| TrainError::Corrupt {
+                    path: path.clone(),
+                    why,
+                })?;
+                (path.join("model"), state.stage)
             }
         };
+        // Every file loaded is checked against the checksum its step recorded (runs made before step records
+        // existed have none to check).
+        let mut loaded = vec![StageName::Tokenizer, StageName::Text];
+        if step.is_none() {
+            loaded.push(StageName::Lm);
+        }
+        for stage in loaded {
+            let stage_dir = dir.join(stage.name());
+            if let Some(record) = stage::StageRecord::read(&stage_dir)? {
+                record.verify(&stage_dir, stage)?;
+            }
+        }
         let vq = config
             .tokenizer
             .model
@@ -604,5 +623,159 @@ mod tests {
             err.contains("stage 0") && err.contains("8×8 grid") && err.contains("3"),
             "{err}"
         );
+    }
+
+    /// Every file under `dir` with its bytes, to show that nothing changed.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.file_name().is_some_and(|n| n != "lock") {
+                    files.insert(path.clone(), std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        files
+    }
+
+    fn train(
+        config: &RunConfig,
+        dir: &Path,
+        restart_from: Option<StageName>,
+    ) -> Result<Vec<PipelineEvent>, TrainError> {
+        let mut events = Vec::new();
+        run_pipeline_probed::<Autodiff<TestBackend>>(config, dir, &Default::default(), restart_from, None, |e| {
+            events.push(e.clone())
+        })?;
+        Ok(events)
+    }
+
+    fn skipped(events: &[PipelineEvent]) -> Vec<bool> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                PipelineEvent::Phase { skipped, .. } => Some(*skipped),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_changed_config_is_refused_before_anything_is_written_and_restart_from_remakes_the_step() {
+        let _turn = crate::tests::one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let config = tiny_run();
+        train(&config, dir.path(), None).unwrap();
+        let before = snapshot(dir.path());
+
+        let mut wider = config.clone();
+        wider.tokenizer.model.channels = 16;
+        let mut other_data = config.clone();
+        other_data.data = "twemoji".into();
+        let mut more_images = config.clone();
+        more_images.lm_images = 24;
+        let mut other_lm = config.clone();
+        other_lm.lm.stages[0].learning_rate = 0.5;
+        for (changed, stage, field) in [
+            (
+                &wider,
+                "tokenizer",
+                "`tokenizer.model.channels` = 8, the config says 16",
+            ),
+            (
+                &other_data,
+                "tokenizer",
+                "`data` = \"scenes\", the config says \"twemoji\"",
+            ),
+            (&more_images, "text", "`lm_images` = 12, the config says 24"),
+            (
+                &other_lm,
+                "lm",
+                "`lm.stages.0.learning_rate` = 0.001, the config says 0.5",
+            ),
+        ] {
+            let err = train(changed, dir.path(), None).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("its {stage} step is from another config")) && err.contains(field),
+                "{err}"
+            );
+            assert!(err.contains(&format!("--restart-from {stage}")), "{err}");
+            assert!(
+                snapshot(dir.path()) == before,
+                "nothing was written after refusing {field}"
+            );
+        }
+
+        // Restarting from the LM keeps the tokenizer, text tokenizer and codes, and trains the LM again.
+        let events = train(&other_lm, dir.path(), Some(StageName::Lm)).unwrap();
+        assert!(matches!(&events[0], PipelineEvent::Restarted { from: StageName::Lm, deleted } if deleted.len() == 1));
+        assert_eq!(skipped(&events), [true, true, true, false]);
+        // And the run is now the new config's: a second run skips everything.
+        assert_eq!(skipped(&train(&other_lm, dir.path(), None).unwrap()), [true; 4]);
+    }
+
+    #[test]
+    fn corrupt_files_are_named_and_never_up_to_date() {
+        let _turn = crate::tests::one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let config = tiny_run();
+        train(&config, dir.path(), None).unwrap();
+        let device = Default::default();
+
+        // Flip a byte in the middle of the tokenizer's weights.
+        let weights = dir.path().join("tokenizer/model.safetensors");
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::write(&weights, &bytes).unwrap();
+        for err in [
+            train(&config, dir.path(), None).unwrap_err().to_string(),
+            TrainedRun::<TestBackend>::load(dir.path(), &device)
+                .err()
+                .unwrap()
+                .to_string(),
+        ] {
+            assert!(
+                err.contains("tokenizer/model.safetensors")
+                    && err.contains("checksum")
+                    && err.contains("--restart-from tokenizer"),
+                "{err}"
+            );
+        }
+        bytes[middle] ^= 0x55;
+        std::fs::write(&weights, &bytes).unwrap();
+
+        // A truncated final LM is not "up to date".
+        let lm = dir.path().join("lm/model.mpk");
+        let full = std::fs::read(&lm).unwrap();
+        std::fs::write(&lm, &full[..full.len() / 2]).unwrap();
+        let err = train(&config, dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("lm/model.mpk") && err.contains("--restart-from lm"),
+            "{err}"
+        );
+        std::fs::write(&lm, &full).unwrap();
+        assert_eq!(skipped(&train(&config, dir.path(), None).unwrap()), [true; 4]);
+    }
+
+    #[test]
+    fn a_run_made_before_step_records_is_adopted_when_its_run_json_agrees() {
+        let _turn = crate::tests::one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let config = tiny_run();
+        train(&config, dir.path(), None).unwrap();
+        for stage in StageName::ALL {
+            std::fs::remove_file(dir.path().join(stage.name()).join("stage.json")).unwrap();
+        }
+        let mut other = config.clone();
+        other.tokenizer.steps = 3;
+        let err = train(&other, dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("`tokenizer.steps` = 2, the config says 3"), "{err}");
+        assert_eq!(skipped(&train(&config, dir.path(), None).unwrap()), [true; 4]);
+        assert!(dir.path().join("lm/stage.json").exists(), "records written on adoption");
     }
 }

@@ -1,0 +1,341 @@
+//! Stage records (`<stage>/stage.json`): what each step of a run was made from, and what it wrote.
+//!
+//! Each step of the pipeline — the VQ tokenizer, the text tokenizer, the code caches, the LM — depends on parts of
+//! the run config and on the steps before it. Its record holds those inputs (so that a difference can be named field
+//! by field), a fingerprint of them chained with the earlier steps' fingerprints, and, once the step has finished,
+//! a BLAKE3 checksum of every file it wrote. [`check`] compares a run directory with a config before anything is
+//! written: a step made from other inputs is refused, naming the field and both values, unless the user restarts
+//! from it ([`restart`]); a step whose files do not match their checksums is never called up to date
+//! ([`StageRecord::is_finished`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use token_shuffle_data::cache::fingerprint;
+
+use crate::{RunConfig, TrainError};
+
+/// A step of the pipeline, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StageName {
+    /// The VQ tokenizer (`tokenizer/`).
+    Tokenizer,
+    /// The text tokenizer (`text/`).
+    Text,
+    /// The code caches (`codes/`).
+    Codes,
+    /// The LM (`lm/`).
+    Lm,
+}
+
+impl StageName {
+    /// Every stage, in the order the pipeline runs them.
+    pub const ALL: [StageName; 4] = [Self::Tokenizer, Self::Text, Self::Codes, Self::Lm];
+
+    /// Its name on the command line, which is also its directory in the run.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tokenizer => "tokenizer",
+            Self::Text => "text",
+            Self::Codes => "codes",
+            Self::Lm => "lm",
+        }
+    }
+
+    /// The files a finished stage has written, relative to its directory, for a run of `config`.
+    fn outputs(self, config: &RunConfig) -> Vec<String> {
+        match self {
+            Self::Tokenizer => vec!["model.safetensors".into()],
+            Self::Text => vec!["tokenizer.json".into()],
+            Self::Codes => resolutions(config)
+                .into_iter()
+                .flat_map(|r| [format!("train-{r}.bin"), format!("valid-{r}.bin")])
+                .collect(),
+            Self::Lm => vec!["model.mpk".into()],
+        }
+    }
+}
+
+impl std::str::FromStr for StageName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|stage| stage.name() == s)
+            .ok_or_else(|| format!("unknown stage {s:?}: one of tokenizer, text, codes, lm"))
+    }
+}
+
+fn resolutions(config: &RunConfig) -> BTreeSet<usize> {
+    config.lm.stages.iter().map(|s| s.resolution).collect()
+}
+
+/// What a stage was made from and, once finished, what it wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Everything the stage depends on: its config sections and the fingerprints of the stages before it.
+    pub inputs: Value,
+    /// BLAKE3 of [`Self::inputs`] (hex).
+    pub fingerprint: String,
+    /// Each file the finished stage wrote (relative to its directory) and its BLAKE3 (hex); empty while the stage
+    /// has not finished.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// Normalises a JSON value through its text form, so that a record read back from disk compares equal to one made
+/// in memory (an f32 field widened to f64 in memory reads back as the shorter decimal it was written as).
+fn normalised(value: Value) -> Value {
+    serde_json::from_str(&value.to_string()).expect("JSON text parses")
+}
+
+fn record(inputs: Value) -> StageRecord {
+    let inputs = normalised(inputs);
+    StageRecord {
+        fingerprint: fingerprint(inputs.to_string().as_bytes()),
+        inputs,
+        outputs: BTreeMap::new(),
+    }
+}
+
+/// The record each stage of a run of `config` must carry (without outputs), in pipeline order.
+pub fn plan(config: &RunConfig) -> Vec<(StageName, StageRecord)> {
+    let tokenizer = record(json!({ "data": config.data, "tokenizer": config.tokenizer }));
+    // The text tokenizer is trained on the captions of the LM's training images, drawn with the tokenizer's seed.
+    let text = record(json!({
+        "data": config.data,
+        "lm_images": config.lm_images,
+        "text_vocab_size": config.text_vocab_size,
+        "seed": config.tokenizer.seed,
+    }));
+    let codes = record(json!({
+        "tokenizer": tokenizer.fingerprint,
+        "text": text.fingerprint,
+        "data": config.data,
+        "lm_images": config.lm_images,
+        "valid_images": config.tokenizer.valid_images,
+        "seed": config.tokenizer.seed,
+        "resolutions": resolutions(config),
+    }));
+    let lm = record(json!({ "codes": codes.fingerprint, "lm": config.lm }));
+    StageName::ALL.into_iter().zip([tokenizer, text, codes, lm]).collect()
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The first field where `a` and `b` differ (a dotted path, empty when they differ at the top), with both values.
+pub(crate) fn first_difference(a: &Value, b: &Value) -> Option<(String, Value, Value)> {
+    let join = |outer: String, (inner, x, y): (String, Value, Value)| {
+        let path = if inner.is_empty() {
+            outer
+        } else {
+            format!("{outer}.{inner}")
+        };
+        (path, x, y)
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(u), Some(v)) => first_difference(u, v).map(|d| join(k.clone(), d)),
+                (u, v) => Some((
+                    k.clone(),
+                    u.cloned().unwrap_or(Value::Null),
+                    v.cloned().unwrap_or(Value::Null),
+                )),
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_difference(u, v).map(|d| join(i.to_string(), d))),
+        _ => (a != b).then(|| (String::new(), a.clone(), b.clone())),
+    }
+}
+
+impl StageRecord {
+    fn path(stage_dir: &Path) -> PathBuf {
+        stage_dir.join("stage.json")
+    }
+
+    /// The record in `stage_dir`, if it has one.
+    ///
+    /// # Errors
+    /// [`TrainError::Corrupt`] for a record that cannot be read.
+    pub fn read(stage_dir: &Path) -> Result<Option<Self>, TrainError> {
+        let path = Self::path(stage_dir);
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(TrainError::Io { path, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| TrainError::Corrupt {
+                    path,
+                    why: format!("unreadable stage record ({e})"),
+                }),
+        }
+    }
+
+    /// Writes the record (atomically), creating `stage_dir`.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`].
+    pub fn write(&self, stage_dir: &Path) -> Result<(), TrainError> {
+        std::fs::create_dir_all(stage_dir).map_err(io(stage_dir))?;
+        let json = serde_json::to_vec_pretty(self).expect("a stage record serialises");
+        token_shuffle_data::write_atomically(&Self::path(stage_dir), &json).map_err(TrainError::Data)
+    }
+
+    /// Records the stage finished: the checksum of each of `files` (relative to `stage_dir`) is written into the
+    /// record.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] when a file cannot be read.
+    pub fn finish(mut self, stage_dir: &Path, files: &[String]) -> Result<Self, TrainError> {
+        self.outputs = files
+            .iter()
+            .map(|file| {
+                let path = stage_dir.join(file);
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                Ok((file.clone(), fingerprint(&bytes)))
+            })
+            .collect::<Result<_, TrainError>>()?;
+        self.write(stage_dir)?;
+        Ok(self)
+    }
+
+    /// Checks every recorded file against its checksum.
+    ///
+    /// # Errors
+    /// [`TrainError::Corrupt`] naming the first file that is missing or altered, and `stage` to restart from.
+    pub fn verify(&self, stage_dir: &Path, stage: StageName) -> Result<(), TrainError> {
+        for (file, sum) in &self.outputs {
+            let path = stage_dir.join(file);
+            let why = match std::fs::read(&path) {
+                Err(e) => format!("cannot be read ({e})"),
+                Ok(bytes) if &fingerprint(&bytes) != sum => {
+                    "does not match the checksum recorded when it was written (altered or truncated)".into()
+                }
+                Ok(_) => continue,
+            };
+            return Err(TrainError::Corrupt {
+                path,
+                why: format!(
+                    "{why}; make it again with `--restart-from {}` (deletes the {} step and the steps after it)",
+                    stage.name(),
+                    stage.name()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the stage in `stage_dir` has finished with this record's inputs and its files verify.
+    ///
+    /// # Errors
+    /// [`TrainError::Corrupt`] when it finished but a file fails its checksum; reading errors.
+    pub fn is_finished(&self, stage_dir: &Path, stage: StageName) -> Result<bool, TrainError> {
+        match Self::read(stage_dir)? {
+            Some(found) if found.fingerprint == self.fingerprint && !found.outputs.is_empty() => {
+                found.verify(stage_dir, stage)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Deletes stage `from` and every stage after it in `dir`; returns the directories deleted.
+///
+/// # Errors
+/// [`TrainError::Io`].
+pub fn restart(dir: &Path, from: StageName) -> Result<Vec<PathBuf>, TrainError> {
+    let mut deleted = Vec::new();
+    for stage in StageName::ALL.into_iter().filter(|s| *s >= from) {
+        let stage_dir = dir.join(stage.name());
+        if stage_dir.exists() {
+            std::fs::remove_dir_all(&stage_dir).map_err(io(&stage_dir))?;
+            deleted.push(stage_dir);
+        }
+    }
+    Ok(deleted)
+}
+
+/// Checks the stages already in `dir` against `plan` (from [`plan`]) before anything is written.
+///
+/// A stage directory without a record was made before records existed: it is compared through the run's
+/// `run.json` (`legacy`, the config it was last run with) and, when that agrees, given its record (finished, with
+/// the checksums of its files as they are, when its files are all there).
+///
+/// # Errors
+/// [`TrainError::ChangedConfig`] for the first stage made from other inputs (nothing is written then);
+/// [`TrainError::Corrupt`] for an unreadable record.
+pub fn check(
+    dir: &Path,
+    plan: &[(StageName, StageRecord)],
+    config: &RunConfig,
+    legacy: Option<&RunConfig>,
+) -> Result<(), TrainError> {
+    let legacy_plan = legacy.map(self::plan);
+    let mut adopt = Vec::new();
+    for (index, (stage, wanted)) in plan.iter().enumerate() {
+        let stage_dir = dir.join(stage.name());
+        if !stage_dir.exists() {
+            continue;
+        }
+        let found = match StageRecord::read(&stage_dir)? {
+            Some(found) => found,
+            None => {
+                let Some(old) = legacy_plan.as_ref().map(|p| p[index].1.clone()) else {
+                    return Err(TrainError::ChangedConfig {
+                        dir: dir.to_path_buf(),
+                        stage: stage.name(),
+                        difference: "it has no record of what it was made from (no stage.json, no run.json)".into(),
+                    });
+                };
+                adopt.push((*stage, old.clone()));
+                old
+            }
+        };
+        if found.fingerprint != wanted.fingerprint {
+            let difference = match first_difference(&found.inputs, &wanted.inputs) {
+                Some((field, on_disk, asked)) => {
+                    format!("it was made with `{field}` = {on_disk}, the config says {asked}")
+                }
+                None => "it was made from other inputs".into(),
+            };
+            return Err(TrainError::ChangedConfig {
+                dir: dir.to_path_buf(),
+                stage: stage.name(),
+                difference,
+            });
+        }
+    }
+    for (stage, record) in adopt {
+        let stage_dir = dir.join(stage.name());
+        let files = stage.outputs(config);
+        let legacy_done = match stage {
+            StageName::Tokenizer | StageName::Lm => stage_dir.join("done.json").exists(),
+            StageName::Text | StageName::Codes => true,
+        } && files.iter().all(|f| stage_dir.join(f).exists());
+        if legacy_done {
+            record.finish(&stage_dir, &files)?;
+        } else {
+            record.write(&stage_dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// The files stage `stage` of a run of `config` writes (for [`StageRecord::finish`]).
+pub fn outputs(stage: StageName, config: &RunConfig) -> Vec<String> {
+    stage.outputs(config)
+}
