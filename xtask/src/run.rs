@@ -151,6 +151,12 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             "[{t:>6.0} s]   {what}: {done}/{total} ({:.0}%)",
             *done as f32 * 100.0 / *total as f32
         ),
+        PipelineEvent::Tokenizer(TokenizerEvent::Resumed { step }) => {
+            eprintln!("[{t:>6.0} s]   tokenizer resumed from its checkpoint after step {step}")
+        }
+        PipelineEvent::Tokenizer(TokenizerEvent::SkippedCheckpoint { path, why }) => {
+            eprintln!("[{t:>6.0} s]   skipping checkpoint {}: {why}", path.display())
+        }
         PipelineEvent::Tokenizer(TokenizerEvent::Step(s)) => eprintln!(
             "[{t:>6.0} s]   tokenizer step {:>5}/{tokenizer_steps}  rec {:.5}  codebook {:.5}  lr {:.2e}  {:.1} img/s",
             s.step, s.reconstruction, s.codebook, s.learning_rate, s.images_per_second

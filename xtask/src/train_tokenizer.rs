@@ -114,6 +114,10 @@ impl BackendTask for Task {
         );
         let started = std::time::Instant::now();
         train_tokenizer::<Autodiff<B>>(&config, &images, &out, &device, |event| match event {
+            TokenizerEvent::Resumed { step } => eprintln!("resumed from the checkpoint after step {step}"),
+            TokenizerEvent::SkippedCheckpoint { path, why } => {
+                eprintln!("skipping checkpoint {}: {why}", path.display())
+            }
             TokenizerEvent::Step(s) => eprintln!(
                 "step {:>6}/{}  rec {:.5}  codebook {:.5}  commit {:.5}{}  lr {:.2e}  {:.1} img/s  [{:.0} s]",
                 s.step,

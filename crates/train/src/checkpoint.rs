@@ -27,6 +27,23 @@ impl CheckpointState {
     }
 }
 
+/// The lines of the metrics file at `path` (one JSON object per line, `{"kind": {"step": …}}`) that cover steps up
+/// to `step`: what a run resumed from the checkpoint after `step` keeps (it writes the rest again).
+pub(crate) fn metrics_up_to(path: &Path, step: usize) -> String {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    old.lines()
+        .filter(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let logged = value
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(|v| v["step"].as_u64());
+            logged.is_some_and(|s| s as usize <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// What a checkpoint records besides the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {

@@ -428,19 +428,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
                 .map_err(|e| unreadable("optimizer state", e))?;
             optimizer = optimizer.load_record(record);
             // Keep the metrics of the steps the checkpoint covers; the resumed run writes the rest again.
-            let old = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-            kept_metrics = old
-                .lines()
-                .filter(|line| {
-                    let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-                    let step = value
-                        .as_object()
-                        .and_then(|o| o.values().next())
-                        .and_then(|v| v["step"].as_u64());
-                    step.is_some_and(|s| s as usize <= state.step)
-                })
-                .map(|line| format!("{line}\n"))
-                .collect();
+            kept_metrics = crate::checkpoint::metrics_up_to(&metrics_path, state.step);
             (lm, state.stage, state.step)
         }
         None if !resume && checkpoints.latest().is_some() => {

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::data::dataloader::batcher::Batcher;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder as _};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 use serde::Serialize;
@@ -18,7 +19,9 @@ use token_shuffle_data::imaging::tile;
 use token_shuffle_vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr, ssim};
 
 use crate::images::tensor_to_images;
-use crate::{TrainError, TrainingImages, WarmupCosine};
+use crate::{CheckpointState, Checkpoints, TrainError, TrainingImages, WarmupCosine};
+
+type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 
 /// Everything that defines a tokenizer training run (saved as `config.json` in the run directory).
 #[derive(Config, Debug)]
@@ -140,9 +143,21 @@ pub struct ReconstructionReport {
 /// What the training loop reports as it goes.
 #[derive(Debug, Clone)]
 pub enum TokenizerEvent {
+    /// Training continues from the checkpoint after this step (an interrupted run of the same config).
+    Resumed {
+        /// Steps the checkpoint covers.
+        step: usize,
+    },
+    /// A checkpoint that failed its integrity check was passed over on resume (it stays on disk).
+    SkippedCheckpoint {
+        /// Its directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Losses of a logged step.
     Step(TokenizerStep),
-    /// A validation pass.
+    /// A validation pass (a checkpoint is written after each).
     Validation(ReconstructionReport),
 }
 
@@ -247,15 +262,6 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         move |source| TrainError::Io { path, source }
     };
     let _lock = crate::RunLock::acquire(out)?;
-    config
-        .save(out.join("config.json"))
-        .map_err(io(&out.join("config.json")))?;
-    let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?;
-    let mut record = |value: serde_json::Value| {
-        use std::io::Write;
-        writeln!(metrics, "{value}").map_err(io(&metrics_path))
-    };
 
     B::seed(device, config.seed);
     let mut model = config.model.init::<B>(device)?;
@@ -270,9 +276,61 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     let mut discriminator_optimizer = optimizer_config.init();
     let schedule = config.schedule();
 
+    // An interrupted run of this config continues from its newest valid checkpoint (one per validation): the
+    // batches depend only on the seed and the step, so the resumed run reproduces the uninterrupted one.
+    let checkpoints = Checkpoints::new(out.join("checkpoints"), 1);
+    let config_json = serde_json::to_value(config).expect("the config serialises");
+    let recorder = Recorder::new();
+    let metrics_path = out.join("metrics.jsonl");
+    // (Checkpoints of another config are refused here, before anything is written.)
+    let (found, skipped) = checkpoints.latest_valid(&config_json)?;
+    config
+        .save(out.join("config.json"))
+        .map_err(io(&out.join("config.json")))?;
+    for (path, why) in skipped {
+        on_event(&TokenizerEvent::SkippedCheckpoint { path, why });
+    }
+    let mut kept_metrics = String::new();
+    let mut start = 0;
+    if let Some((path, state)) = found {
+        let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+            path: path.clone(),
+            message: format!("unreadable {what} ({e}); delete this checkpoint to start over"),
+        };
+        model = model
+            .load_file(path.join("model"), &recorder, device)
+            .map_err(|e| unreadable("model", e))?;
+        let record = recorder
+            .load(path.join("optimizer"), device)
+            .map_err(|e| unreadable("optimizer state", e))?;
+        optimizer = optimizer.load_record(record);
+        if let Some(disc) = discriminator.take() {
+            discriminator = Some(
+                disc.load_file(path.join("discriminator"), &recorder, device)
+                    .map_err(|e| unreadable("discriminator", e))?,
+            );
+            let record = recorder
+                .load(path.join("discriminator-optimizer"), device)
+                .map_err(|e| unreadable("discriminator optimizer state", e))?;
+            discriminator_optimizer = discriminator_optimizer.load_record(record);
+        }
+        kept_metrics = crate::checkpoint::metrics_up_to(&metrics_path, state.step);
+        start = state.step;
+        on_event(&TokenizerEvent::Resumed { step: start });
+    }
+    std::fs::write(&metrics_path, kept_metrics).map_err(io(&metrics_path))?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(io(&metrics_path))?;
+    let mut record = |value: serde_json::Value| {
+        use std::io::Write;
+        writeln!(metrics, "{value}").map_err(io(&metrics_path))
+    };
+
     let read = |t: Tensor<B, 1>| -> f32 { t.into_scalar().elem() };
     let mut since_log = (Instant::now(), 0usize);
-    for step in 0..config.steps {
+    for step in start..config.steps {
         let batch = images.batch(step, config.batch_size, config.seed);
         let images_tensor = Batcher::<B, _, _>::batch(&PixelBatcher, batch, device).images;
         let out_forward = model.forward(images_tensor.clone())?;
@@ -344,6 +402,34 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             report.step = done;
             record(serde_json::json!({ "valid": report }))?;
             inference.save_safetensors(&out.join("model.safetensors"))?;
+            let state = CheckpointState {
+                step: done,
+                stage: 0,
+                config: config_json.clone(),
+                files: Default::default(),
+            };
+            checkpoints.save(&state, |dir| {
+                let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+                    path: dir.to_path_buf(),
+                    message: format!("writing the {what} failed: {e}"),
+                };
+                model
+                    .clone()
+                    .save_file(dir.join("model"), &recorder)
+                    .map_err(|e| failed("model", e))?;
+                recorder
+                    .record(optimizer.to_record(), dir.join("optimizer"))
+                    .map_err(|e| failed("optimizer state", e))?;
+                if let Some(disc) = &discriminator {
+                    disc.clone()
+                        .save_file(dir.join("discriminator"), &recorder)
+                        .map_err(|e| failed("discriminator", e))?;
+                    recorder
+                        .record(discriminator_optimizer.to_record(), dir.join("discriminator-optimizer"))
+                        .map_err(|e| failed("discriminator optimizer state", e))?;
+                }
+                Ok(())
+            })?;
             on_event(&TokenizerEvent::Validation(report));
             since_log = (Instant::now(), 0);
         }
@@ -382,6 +468,71 @@ mod tests {
             .with_valid_every(3)
             .with_valid_images(4)
             .with_log_every(2)
+    }
+
+    /// A run killed after its step-3 checkpoint (GAN on from step 2, so the discriminator and its optimizer are
+    /// in the checkpoint) and started again continues from step 4 and ends with the uninterrupted run's losses and
+    /// weights, bit for bit.
+    #[test]
+    fn a_killed_tokenizer_run_resumes_bit_exactly() {
+        let _turn = crate::tests::one_at_a_time();
+        let mut config = tiny_config().with_log_every(1);
+        config.loss.gan_weight = 0.1;
+        config.loss.gan_start_step = 2;
+        config.loss.discriminator = config.loss.discriminator.clone().with_channels(8).with_norm_groups(4);
+        let images = TrainingImages::load(&ImageSource::Scenes, 32, config.valid_images, config.seed).unwrap();
+        let device = Default::default();
+        let losses = |events: &[TokenizerEvent]| -> Vec<(usize, f32, Option<f32>)> {
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    TokenizerEvent::Step(s) => Some((s.step, s.reconstruction, s.discriminator)),
+                    _ => None,
+                })
+                .collect()
+        };
+
+        let straight_dir = tempfile::tempdir().unwrap();
+        let mut straight = Vec::new();
+        train_tokenizer::<Autodiff<TestBackend>>(&config, &images, straight_dir.path(), &device, |e| {
+            straight.push(e.clone())
+        })
+        .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut before = Vec::new();
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train_tokenizer::<Autodiff<TestBackend>>(&config, &images, dir.path(), &device, |e| {
+                before.push(e.clone());
+                if matches!(e, TokenizerEvent::Validation(v) if v.step == 3) {
+                    panic!("killed");
+                }
+            })
+        }));
+        assert!(killed.is_err());
+        let mut after = Vec::new();
+        train_tokenizer::<Autodiff<TestBackend>>(&config, &images, dir.path(), &device, |e| after.push(e.clone()))
+            .unwrap();
+        assert!(
+            matches!(after[0], TokenizerEvent::Resumed { step: 3 }),
+            "{:?}",
+            after[0]
+        );
+        let mut resumed = losses(&before);
+        resumed.extend(losses(&after));
+        assert_eq!(resumed, losses(&straight));
+        assert!(resumed.last().unwrap().2.is_some(), "the discriminator trained");
+        let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert!(
+            weights(dir.path()) == weights(straight_dir.path()),
+            "the same final weights"
+        );
+        let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        assert_eq!(
+            metrics.lines().filter(|l| l.starts_with("{\"train\"")).count(),
+            6,
+            "{metrics}"
+        );
     }
 
     #[test]
