@@ -199,6 +199,7 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
         PipelineEvent::Lm(LmEvent::SkippedCheckpoint { path, why }) => {
             eprintln!("[{t:>6.0} s]   skipping checkpoint {}: {why}", path.display())
         }
+        PipelineEvent::Data { step, summary } => eprintln!("[{t:>6.0} s]   {step} data: {summary}"),
         PipelineEvent::Restarted { from, deleted } => {
             let deleted: Vec<String> = deleted.iter().map(|d| d.display().to_string()).collect();
             eprintln!(

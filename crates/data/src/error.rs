@@ -55,7 +55,7 @@ pub enum DataError {
     /// An image without a caption, where captions are required.
     #[error(
         "{} has no caption in {source_of_captions} ({count} image(s) lack one): add captions, or allow \
-         uncaptioned images", path.display()
+         uncaptioned images (`\"allow_uncaptioned\": true` in a run config)", path.display()
     )]
     MissingCaption {
         /// The first image without a caption.
@@ -64,6 +64,14 @@ pub enum DataError {
         count: usize,
         /// Where captions were looked for.
         source_of_captions: &'static str,
+    },
+    /// A caption file that cannot be used (not UTF-8, unreadable).
+    #[error("caption file {}: {why}; fix or remove it", path.display())]
+    BadCaption {
+        /// The caption file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
     },
     /// A malformed line of a captions manifest.
     #[error("{}:{line}: {why} (expected fields `path` and `caption`)", path.display())]

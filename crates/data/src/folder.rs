@@ -99,13 +99,12 @@ struct ManifestRow {
     caption: String,
 }
 
-/// Loads every image under `root` with its caption (see the module docs).
+/// Every image under `root` with its caption, without decoding any: what [`load_image_folder`] will load. A run
+/// calls it before any work starts, so that a missing caption is found before hours of training, not after.
 ///
 /// # Errors
-/// [`DataError::Io`] when the folder or a manifest cannot be read, [`DataError::Manifest`] for a malformed manifest
-/// line, [`DataError::MissingCaption`] for an image without a caption (unless allowed), [`DataError::NoImages`]
-/// when nothing loadable is found.
-pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder, DataError> {
+/// As [`load_image_folder`], except for decoding (which this does not do).
+pub fn captioned_images(root: &Path, allow_uncaptioned: bool) -> Result<Vec<(PathBuf, String, String)>, DataError> {
     let manifest = read_manifest(root)?;
     let mut paths = Vec::new();
     list_images(root, &mut paths)?;
@@ -117,14 +116,12 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
         let relative = relative_name(root, &path);
         let caption = match &manifest {
             Some(captions) => captions.get(&relative).cloned(),
-            None => std::fs::read_to_string(path.with_extension("txt"))
-                .ok()
-                .map(|c| c.trim().to_string()),
+            None => read_sidecar(&path.with_extension("txt"))?,
         }
         .filter(|c| !c.is_empty());
         match caption {
             Some(caption) => entries.push((path, relative, caption)),
-            None if options.allow_uncaptioned => entries.push((path, relative, String::new())),
+            None if allow_uncaptioned => entries.push((path, relative, String::new())),
             None => uncaptioned.push(path),
         }
     }
@@ -139,7 +136,17 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
             },
         });
     }
+    Ok(entries)
+}
 
+/// Loads every image under `root` with its caption (see the module docs).
+///
+/// # Errors
+/// [`DataError::Io`] when the folder or a manifest cannot be read, [`DataError::Manifest`] for a malformed manifest
+/// line, [`DataError::MissingCaption`] for an image without a caption (unless allowed), [`DataError::NoImages`]
+/// when nothing loadable is found.
+pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFolder, DataError> {
+    let entries = captioned_images(root, options.allow_uncaptioned)?;
     let decoded: Vec<Result<ImageCaption, Skipped>> = entries
         .into_par_iter()
         .map(|(path, id, caption)| {
@@ -161,6 +168,27 @@ pub fn load_image_folder(root: &Path, options: &FolderOptions) -> Result<ImageFo
         });
     }
     Ok(ImageFolder { train, valid, report })
+}
+
+/// The caption in a sidecar text file: `None` when there is none; an error naming the file when it cannot be read
+/// or is not UTF-8 (a caption silently dropped would train the image with an empty one).
+fn read_sidecar(path: &Path) -> Result<Option<String>, DataError> {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(DataError::BadCaption {
+            path: path.to_path_buf(),
+            why: format!("cannot be read ({e})"),
+        }),
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(|text| Some(text.trim().to_string()))
+            .map_err(|e| DataError::BadCaption {
+                path: path.to_path_buf(),
+                why: format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            }),
+    }
 }
 
 /// Sorts decoded items into the train and valid splits (by [`in_valid_split`]) and failures into the report.

@@ -68,7 +68,21 @@ const VALID_FRACTION: f64 = 0.05;
 
 impl TrainingImages {
     /// Loads (or prepares to render) `source` at `resolution` px, keeping at most `valid_images` for validation.
+    /// A folder's images need no captions here (the tokenizer does not read them): see
+    /// [`load_captioned`](Self::load_captioned) for the LM's data.
     pub fn load(source: &ImageSource, resolution: u32, valid_images: usize, seed: u64) -> Result<Self, TrainError> {
+        Self::load_captioned(source, resolution, valid_images, seed, true)
+    }
+
+    /// [`load`](Self::load) for data whose captions are used: a folder image without a caption (or with a caption
+    /// file that is not UTF-8) is an error naming it, unless `allow_uncaptioned` (then it gets an empty caption).
+    pub fn load_captioned(
+        source: &ImageSource,
+        resolution: u32,
+        valid_images: usize,
+        seed: u64,
+        allow_uncaptioned: bool,
+    ) -> Result<Self, TrainError> {
         let (train, mut valid, report) = match source {
             ImageSource::Scenes => {
                 token_shuffle_data::scenes::check_resolution(resolution)?;
@@ -94,7 +108,7 @@ impl TrainingImages {
             }
             ImageSource::Folder(path) => {
                 let options = FolderOptions {
-                    allow_uncaptioned: true,
+                    allow_uncaptioned,
                     valid_fraction: VALID_FRACTION,
                     ..FolderOptions::new(resolution)
                 };

@@ -27,7 +27,7 @@ use token_shuffle_lm::{GenerateOptions, TokenShuffleLm};
 use token_shuffle_vqgan::VqModel;
 
 use crate::images::tensor_to_images;
-use crate::stage::{self, StageName};
+use crate::stage::{self, StageName, StageRecord};
 use crate::{
     ImageSource, LmData, LmEvent, RunConfig, TokenizerEvent, TrainError, TrainingImages, train_lm_probed,
     train_tokenizer,
@@ -58,6 +58,13 @@ pub enum PipelineEvent {
     Tokenizer(TokenizerEvent),
     /// LM training.
     Lm(LmEvent),
+    /// What loading a corpus found (loaded corpora only: Twemoji, folders), with the skipped files named.
+    Data {
+        /// The step that loaded it.
+        step: &'static str,
+        /// One line: images loaded of found, and the first skipped files with their reasons.
+        summary: String,
+    },
     /// `--restart-from` deleted these step directories before the run.
     Restarted {
         /// The first step deleted.
@@ -117,8 +124,14 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         .then(|| RunConfig::load_file(&run_json).ok())
         .flatten();
     stage::check(dir, &plan, config, legacy.as_ref())?;
-    config.save(&run_json).map_err(io(&run_json))?;
     let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
+    // The LM reads captions: a folder image without one is found now, not after the tokenizer has trained.
+    if let ImageSource::Folder(root) = &source
+        && !config.allow_uncaptioned
+    {
+        token_shuffle_data::folder::captioned_images(root, false)?;
+    }
+    config.save(&run_json).map_err(io(&run_json))?;
     let tokenizer = &config.tokenizer;
     let record = |stage: StageName| plan[stage as usize].1.clone();
     let stage_dir = |stage: StageName| dir.join(stage.name());
@@ -139,13 +152,18 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             tokenizer.valid_images,
             tokenizer.seed,
         )?;
+        let data = report_data(&images, "tokenizer", &mut on_event);
         let model = train_tokenizer::<B>(tokenizer, &images, &tokenizer_dir, device, |e| {
             on_event(&PipelineEvent::Tokenizer(e.clone()))
         })?;
         let report = crate::evaluate_reconstruction(&model, images.valid(), tokenizer.batch_size, device)?;
         let done = tokenizer_dir.join("done.json");
         std::fs::write(&done, serde_json::to_vec_pretty(&report).expect("serialises")).map_err(io(&done))?;
-        record(StageName::Tokenizer).finish(&tokenizer_dir, &stage::outputs(StageName::Tokenizer, config))?;
+        let finished = StageRecord {
+            data: data.into_iter().collect(),
+            ..record(StageName::Tokenizer)
+        };
+        finished.finish(&tokenizer_dir, &stage::outputs(StageName::Tokenizer, config))?;
     }
     let vq_path = tokenizer_dir.join("model.safetensors");
     let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
@@ -173,12 +191,23 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             detail: format!("BPE, ≤ {} ids", config.text_vocab_size),
         });
         record(StageName::Text).write(&text_dir)?;
-        let images = TrainingImages::load(&source, 32.max(first_resolution as u32 / 8), 1, tokenizer.seed)?;
+        let images = TrainingImages::load_captioned(
+            &source,
+            32.max(first_resolution as u32 / 8),
+            1,
+            tokenizer.seed,
+            config.allow_uncaptioned,
+        )?;
+        let data = report_data(&images, "text tokenizer", &mut on_event);
         let count = images.train_len().unwrap_or(config.lm_images);
         let captions: Vec<String> = images.train_range(0..count).into_iter().map(|i| i.caption).collect();
         let text = TextTokenizer::train(captions.iter().map(String::as_str), config.text_vocab_size)?;
         text.save(&text_path)?;
-        record(StageName::Text).finish(&text_dir, &stage::outputs(StageName::Text, config))?;
+        let finished = StageRecord {
+            data: data.into_iter().collect(),
+            ..record(StageName::Text)
+        };
+        finished.finish(&text_dir, &stage::outputs(StageName::Text, config))?;
         text
     };
 
@@ -189,6 +218,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         record(StageName::Codes).write(&codes_dir)?;
     }
     let mut caches = BTreeMap::new();
+    let mut codes_data = Vec::new();
     for &resolution in &resolutions {
         let factor = vq.downsample_factor();
         let key = CacheKey {
@@ -209,7 +239,14 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         let [train, valid] = if codes_done {
             [CodeCache::open(&paths[0], &key)?, CodeCache::open(&paths[1], &key)?]
         } else {
-            let images = TrainingImages::load(&source, resolution as u32, tokenizer.valid_images, tokenizer.seed)?;
+            let images = TrainingImages::load_captioned(
+                &source,
+                resolution as u32,
+                tokenizer.valid_images,
+                tokenizer.seed,
+                config.allow_uncaptioned,
+            )?;
+            codes_data.extend(report_data(&images, "code cache", &mut on_event));
             let count = images.train_len().unwrap_or(config.lm_images);
             let mut on_progress = |done, total| {
                 on_event(&PipelineEvent::Progress {
@@ -246,7 +283,11 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         caches.insert(resolution, LmData { train, valid });
     }
     if !codes_done {
-        record(StageName::Codes).finish(&codes_dir, &stage::outputs(StageName::Codes, config))?;
+        let finished = StageRecord {
+            data: codes_data,
+            ..record(StageName::Codes)
+        };
+        finished.finish(&codes_dir, &stage::outputs(StageName::Codes, config))?;
     }
 
     // 4. The LM, resumed from its latest checkpoint if an earlier run of this config was interrupted.
@@ -294,6 +335,21 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         record(StageName::Lm).finish(&lm_dir, &stage::outputs(StageName::Lm, config))?;
     }
     Ok(())
+}
+
+/// Reports what loading a corpus found (nothing for scenes, which are rendered).
+/// Returns the summary, for the step's record.
+fn report_data(
+    images: &TrainingImages,
+    step: &'static str,
+    on_event: &mut impl FnMut(&PipelineEvent),
+) -> Option<String> {
+    let summary = images.report.as_ref()?.summary();
+    on_event(&PipelineEvent::Data {
+        step,
+        summary: summary.clone(),
+    });
+    Some(summary)
 }
 
 /// Encodes `count` images (fetched by index range) and their captions into a code cache.
@@ -777,5 +833,57 @@ mod tests {
         assert!(err.contains("`tokenizer.steps` = 2, the config says 3"), "{err}");
         assert_eq!(skipped(&train(&config, dir.path(), None).unwrap()), [true; 4]);
         assert!(dir.path().join("lm/stage.json").exists(), "records written on adoption");
+    }
+
+    #[test]
+    fn a_folder_image_without_a_caption_is_named_before_any_step_runs() {
+        let _turn = crate::tests::one_at_a_time();
+        let data = tempfile::tempdir().unwrap();
+        let square = image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]));
+        for i in 0..100 {
+            square.save(data.path().join(format!("{i:02}.png"))).unwrap();
+            if i != 17 {
+                std::fs::write(data.path().join(format!("{i:02}.txt")), "a red square").unwrap();
+            }
+        }
+        let mut config = tiny_run();
+        config.data = data.path().display().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let err = train(&config, dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("17.png has no caption") && err.contains("allow_uncaptioned"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("tokenizer").exists(),
+            "refused before the tokenizer trained"
+        );
+
+        // A caption file that is not UTF-8 is named as such.
+        std::fs::write(data.path().join("17.txt"), [0x61, 0xff, 0x62]).unwrap();
+        let err = train(&config, dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("17.txt") && err.contains("not UTF-8"), "{err}");
+
+        // Allowed, the run goes through, and a skipped (undecodable) image is named in the log and the record.
+        std::fs::remove_file(data.path().join("17.txt")).unwrap();
+        std::fs::write(data.path().join("03.png"), b"not a png").unwrap();
+        config.allow_uncaptioned = true;
+        let events = train(&config, dir.path(), None).unwrap();
+        let reports: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                PipelineEvent::Data { summary, .. } => Some(summary.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !reports.is_empty() && reports.iter().all(|r| r.contains("03.png")),
+            "{reports:?}"
+        );
+        let record = StageRecord::read(&dir.path().join("codes")).unwrap().unwrap();
+        assert!(
+            record.data.iter().any(|d| d.contains("skipped 1 unreadable")),
+            "{record:?}"
+        );
     }
 }

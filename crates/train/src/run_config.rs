@@ -21,6 +21,10 @@ pub struct RunConfig {
     /// Largest id count of the text BPE (at least 256). Default: 512.
     #[config(default = 512)]
     pub text_vocab_size: usize,
+    /// For a folder of images: train the LM on images without a caption (with an empty one) instead of refusing
+    /// the folder, naming the first. Default: false.
+    #[config(default = false)]
+    pub allow_uncaptioned: bool,
     /// Tokenizer training.
     pub tokenizer: TokenizerTrainingConfig,
     /// LM training (its `model.text_vocab` must cover `text_vocab_size`, its `model.codebook` the tokenizer's K).

@@ -83,6 +83,10 @@ pub struct StageRecord {
     /// has not finished.
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
+    /// What loading its images found, for steps that load a corpus (Twemoji, a folder): counts and the skipped
+    /// files by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
 }
 
 /// Normalises a JSON value through its text form, so that a record read back from disk compares equal to one made
@@ -97,6 +101,7 @@ fn record(inputs: Value) -> StageRecord {
         fingerprint: fingerprint(inputs.to_string().as_bytes()),
         inputs,
         outputs: BTreeMap::new(),
+        data: Vec::new(),
     }
 }
 
@@ -108,6 +113,7 @@ pub fn plan(config: &RunConfig) -> Vec<(StageName, StageRecord)> {
         "data": config.data,
         "lm_images": config.lm_images,
         "text_vocab_size": config.text_vocab_size,
+        "allow_uncaptioned": config.allow_uncaptioned,
         "seed": config.tokenizer.seed,
     }));
     let codes = record(json!({
