@@ -531,9 +531,51 @@ impl BackendTask for LmBench {
         let stem = self.out.join(format!("lm-{}", backend.name()));
         std::fs::write(stem.with_extension("md"), &markdown)?;
         std::fs::write(stem.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
-        eprintln!("wrote {0}.md and {0}.json", stem.display());
+        token_shuffle_data::save_png(&speed_figure(&report)?, &stem.with_extension("png"))?;
+        eprintln!("wrote {0}.md, {0}.json and {0}.png", stem.display());
         Ok(())
     }
+}
+
+/// The speed bench as a figure: time per training step and per generated image, and peak heap, against s.
+fn speed_figure(report: &token_shuffle_eval::SpeedReport) -> Result<image::RgbImage> {
+    use token_shuffle_train::report::{PALETTE, Panel, Series, line_chart};
+    let series = |name: &str, value: &dyn Fn(&token_shuffle_eval::speed::SpeedRow) -> Option<f64>, colour| Series {
+        name: name.into(),
+        points: report
+            .rows
+            .iter()
+            .filter_map(|row| Some((row.window as f64, value(row)?)))
+            .collect(),
+        colour,
+    };
+    let panels = [
+        Panel {
+            title: format!("Time on {} ({})", report.backend, report.model),
+            x_label: "window s".into(),
+            y_label: "milliseconds (log)".into(),
+            log_y: true,
+            series: vec![
+                series(
+                    &format!("training step (batch {})", report.batch_size),
+                    &|r| Some(r.train_step_ms),
+                    PALETTE[0],
+                ),
+                series("generating one image", &|r| Some(r.generate_ms), PALETTE[1]),
+            ],
+        },
+        Panel {
+            title: "Peak heap".into(),
+            x_label: "window s".into(),
+            y_label: "MiB".into(),
+            log_y: false,
+            series: vec![
+                series("training step", &|r| r.train_peak_mib, PALETTE[0]),
+                series("generating one image", &|r| r.generate_peak_mib, PALETTE[1]),
+            ],
+        },
+    ];
+    line_chart(&panels).map_err(anyhow::Error::msg)
 }
 
 /// Arguments of `cargo xtask bench norm`.

@@ -447,10 +447,8 @@ impl BackendTask for DemoReport {
         let grid = run.generate(&prompts, &options, 8, &device, &mut |_, _| {})?;
         let generation_s = generated.elapsed().as_secs_f32();
         token_shuffle_data::save_png(&grid, &self.run.join("samples.png"))?;
-        token_shuffle_data::save_png(
-            &token_shuffle_train::report::loss_curves(&self.run),
-            &self.run.join("loss.png"),
-        )?;
+        let curves = token_shuffle_train::report::loss_curves(&self.run).map_err(anyhow::Error::msg)?;
+        token_shuffle_data::save_png(&curves, &self.run.join("loss.png"))?;
         eprintln!("benchmark: generating and judging 192 images of held-out prompts");
         let benchmark = token_shuffle_eval::EvalOptions {
             benchmark: token_shuffle_eval::CompositionalBenchmark::default(),
@@ -501,8 +499,8 @@ impl BackendTask for DemoReport {
         for (i, prompt) in prompts.iter().enumerate() {
             report += &format!("  {}. {prompt}\n", i + 1);
         }
-        report += "\n- `loss.png`: left, the tokenizer's pixel loss (blue: training, orange: validation MSE); right, the \
-                   LM's image cross-entropy (blue: training, orange: validation); x is the step, y starts at 0.\n\n";
+        report += "\n- `loss.png`: the tokenizer's pixel loss, the LM's image cross-entropy (training and validation, \
+                   log scale) and the benchmark score on validation-seed prompts over LM training.\n\n";
         report += &evaluation.markdown("demo");
         report += "\n`benchmark.png`: the first image of each benchmark prompt, one column per category in the table's \
                    order. `cargo xtask eval --run runs/demo` reruns the benchmark with other settings.\n";

@@ -14,7 +14,9 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use token_shuffle::Fusion;
 use token_shuffle_data::scenes::Category;
-use token_shuffle_train::report::{Curve, PALETTE, PALETTE_NAMES, plot, read_metric};
+use token_shuffle_train::report::{
+    BarGroup, PALETTE, PALETTE_NAMES, Panel, Series, bar_chart, line_chart, read_metric,
+};
 use token_shuffle_train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline_probed};
 
 use crate::EvalError;
@@ -329,7 +331,7 @@ pub fn run_ablation<B: AutodiffBackend>(
     let _lock = token_shuffle_train::RunLock::acquire(dir)?;
     let shared = dir.join(variants[0].name());
     let mut results: Vec<VariantResult> = Vec::new();
-    let (mut train_curves, mut valid_curves) = (Vec::new(), Vec::new());
+    let (mut train_curves, mut valid_curves, mut score_curves) = (Vec::new(), Vec::new(), Vec::new());
     for (index, variant) in variants.iter().enumerate() {
         let name = variant.name();
         on_event(&AblationEvent::Variant {
@@ -403,17 +405,57 @@ pub fn run_ablation<B: AutodiffBackend>(
             evaluation,
             colour: PALETTE_NAMES[index],
         });
-        train_curves.push(Curve {
-            points: train_ce,
+        let series = |points| Series {
+            name: variant.name(),
+            points,
             colour: PALETTE[index],
-        });
-        valid_curves.push(Curve {
-            points: valid_ce,
-            colour: PALETTE[index],
-        });
+        };
+        train_curves.push(series(train_ce));
+        valid_curves.push(series(valid_ce));
+        score_curves.push(series(read_metric(&metrics, "benchmark", "result/overall")));
     }
     let report = AblationReport { variants: results };
-    token_shuffle_data::save_png(&plot(&[train_curves, valid_curves]), &dir.join("loss.png"))?;
+    let panel = |title: &str, y_label: &str, log_y, series| Panel {
+        title: title.into(),
+        x_label: "LM step".into(),
+        y_label: y_label.into(),
+        log_y,
+        series,
+    };
+    let figure = |e: String| EvalError::Config(format!("drawing the ablation's figures: {e}"));
+    let curves = line_chart(&[
+        panel("Training", "image cross-entropy (nats / code)", true, train_curves),
+        panel("Validation", "image cross-entropy (nats / code)", true, valid_curves),
+        panel(
+            "Benchmark during training",
+            "overall score (validation-seed prompts)",
+            false,
+            score_curves,
+        ),
+    ])
+    .map_err(figure)?;
+    token_shuffle_data::save_png(&curves, &dir.join("loss.png"))?;
+    let categories: Vec<String> = Category::ALL.iter().map(|c| c.name().to_string()).collect();
+    let groups: Vec<BarGroup> = report
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| BarGroup {
+            name: v.name.clone(),
+            values: v.evaluation.benchmark.categories.iter().map(|c| c.score()).collect(),
+            intervals: Some(v.evaluation.benchmark.categories.iter().map(|c| c.interval()).collect()),
+            colour: PALETTE[i],
+        })
+        .collect();
+    let bars = bar_chart(
+        "Held-out benchmark per category (95% intervals)",
+        "score",
+        1.0,
+        &categories,
+        &groups,
+    )
+    .map_err(figure)?;
+    token_shuffle_data::save_png(&bars, &dir.join("benchmark.png"))?;
     let budget_text = match budget {
         LmBudget::Steps => "the same LM steps".to_string(),
         LmBudget::Minutes(m) => format!(
@@ -424,7 +466,8 @@ pub fn run_ablation<B: AutodiffBackend>(
     let markdown = format!(
         "# Ablation\n\nEach variant trained with the same data and batch and {budget_text}; scores from the \
          compositional benchmark ({} held-out prompts per category, {} images each), with 95% intervals. `loss.png`: \
-         training (left) and validation (right) image cross-entropy against steps, one colour per variant.\n\n{}",
+         training and validation image cross-entropy and the benchmark on validation-seed prompts against LM \
+         steps, one colour per variant; `benchmark.png`: the held-out scores per category.\n\n{}",
         eval.benchmark.prompts_per_category,
         eval.benchmark.images_per_prompt,
         report.markdown()

@@ -27,6 +27,21 @@ impl CheckpointState {
     }
 }
 
+/// Says what a failed write of `what` means: burn's recorders wrap an I/O error in their own words (a full disk
+/// reads "invalid value write: … MessagePack …"), so a full disk is recognised by the OS error it carries and named
+/// as such. Nothing half-written is left looking valid either way (writes go to a `.partial` name first).
+pub(crate) fn write_failure(what: &str, error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    if text.contains("os error 28") || text.contains("No space left") || text.contains("StorageFull") {
+        format!(
+            "writing the {what} failed: no space left on device; free some space (or put the run on another disk) \
+             and run the same command again, which resumes from the last complete checkpoint"
+        )
+    } else {
+        format!("writing the {what} failed: {text}")
+    }
+}
+
 /// The lines of the metrics file at `path` (one JSON object per line, `{"kind": {"step": …}}`) that cover steps up
 /// to `step`: what a run resumed from the checkpoint after `step` keeps (it writes the rest again).
 pub(crate) fn metrics_up_to(path: &Path, step: usize) -> String {
@@ -237,6 +252,19 @@ fn differing_field(a: &serde_json::Value, b: &serde_json::Value) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_as_such() {
+        let full = std::io::Error::from_raw_os_error(28);
+        let wrapped = format!("invalid value write: MessagePack error ({full})");
+        let message = write_failure("model", wrapped);
+        assert!(
+            message.contains("no space left on device") && message.contains("resumes"),
+            "{message}"
+        );
+        let other = write_failure("model", "permission denied");
+        assert_eq!(other, "writing the model failed: permission denied");
+    }
     use serde_json::json;
 
     #[test]

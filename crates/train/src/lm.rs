@@ -565,7 +565,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             let path = checkpoints.save(&state, |dir| {
                 let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
                     path: dir.to_path_buf(),
-                    message: format!("writing the {what} failed: {e}"),
+                    message: crate::checkpoint::write_failure(what, e),
                 };
                 lm.clone()
                     .save_file(dir.join("model"), &recorder)

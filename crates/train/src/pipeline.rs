@@ -399,7 +399,7 @@ fn save_lm<B: Backend>(lm: &TokenShuffleLm<B>, dir: &Path) -> Result<(), TrainEr
             .save_file(partial, &Recorder::new())
             .map_err(|e| TrainError::Weights {
                 path: partial.to_path_buf(),
-                message: e.to_string(),
+                message: crate::checkpoint::write_failure("final LM weights", e),
             })
     })
 }

@@ -411,7 +411,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
             checkpoints.save(&state, |dir| {
                 let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
                     path: dir.to_path_buf(),
-                    message: format!("writing the {what} failed: {e}"),
+                    message: crate::checkpoint::write_failure(what, e),
                 };
                 model
                     .clone()
