@@ -15,7 +15,7 @@ use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, Lm
 use token_shuffle_train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
 
 use crate::backend::{BackendKind, BackendTask, run_on};
-use crate::run::{PipelineLog, SamplingArgs, Tenths};
+use crate::run::{Bar, PipelineLog, SamplingArgs, Tenths};
 
 /// The benchmark's size and batching, shared by `eval` and `ablate`.
 #[derive(Args)]
@@ -55,12 +55,25 @@ impl BenchmarkArgs {
     }
 }
 
-/// Prints a line per tenth of each evaluation phase.
+/// Prints a line per tenth of each evaluation phase, under a progress bar on a terminal.
 fn progress_printer(started: Instant) -> impl FnMut(&str, usize, usize) {
     let mut tenths = Tenths::default();
+    let mut bar = Bar::default();
+    let mut phase = String::new();
     move |what, done, total| {
+        if what != phase {
+            phase = what.to_string();
+            bar.start(what, total);
+        }
+        bar.update(done, Some(total));
         if tenths.is_new(what, done, total) {
-            eprintln!("[{:>6.0} s]   {what}: {done}/{total}", started.elapsed().as_secs_f32());
+            bar.line(&format!(
+                "[{:>6.0} s]   {what}: {done}/{total}",
+                started.elapsed().as_secs_f32()
+            ));
+        }
+        if done >= total {
+            bar.finish();
         }
     }
 }

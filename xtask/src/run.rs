@@ -77,6 +77,7 @@ impl BackendTask for TrainTask {
             Some(&mut probe),
             |event| log.print(event),
         )?;
+        drop(log);
         eprintln!(
             "done in {:.1} min: {}",
             started.elapsed().as_secs_f32() / 60.0,
@@ -86,13 +87,15 @@ impl BackendTask for TrainTask {
     }
 }
 
-/// Prints a pipeline's events: one line per event (a line per step group keeps logs readable when piped; no
-/// terminal tricks), and a line per tenth of a long step that is not training.
+/// Prints a pipeline's events: one line per event, a line per tenth of a long step that is not training, and, on a
+/// terminal, a progress bar (rate and ETA) under the lines for the step in progress. Piped (CI, logs), only the
+/// lines.
 pub struct PipelineLog {
     started: Instant,
     tokenizer_steps: usize,
     lm_steps: usize,
     tenths: Tenths,
+    bar: Bar,
 }
 
 impl PipelineLog {
@@ -102,6 +105,7 @@ impl PipelineLog {
             tokenizer_steps: config.tokenizer.steps,
             lm_steps: config.lm.total_steps(),
             tenths: Tenths::default(),
+            bar: Bar::default(),
         }
     }
 
@@ -111,12 +115,85 @@ impl PipelineLog {
     }
 
     pub fn print(&mut self, event: &PipelineEvent) {
+        match event {
+            PipelineEvent::Phase {
+                name, skipped: false, ..
+            } => {
+                let length = match *name {
+                    "tokenizer" => self.tokenizer_steps,
+                    "lm" => self.lm_steps,
+                    _ => 0,
+                };
+                self.bar.start(name, length);
+            }
+            PipelineEvent::Tokenizer(TokenizerEvent::Step(s)) => self.bar.update(s.step, None),
+            PipelineEvent::Lm(LmEvent::Step(s)) => self.bar.update(s.step, None),
+            PipelineEvent::Progress { done, total, .. } => self.bar.update(*done, Some(*total)),
+            _ => {}
+        }
         if let PipelineEvent::Progress { what, done, total } = event
             && !self.tenths.is_new(what, *done, *total)
         {
             return;
         }
-        print_event(event, self.started, self.tokenizer_steps, self.lm_steps)
+        self.bar
+            .line(&event_line(event, self.started, self.tokenizer_steps, self.lm_steps));
+    }
+}
+
+/// A progress bar on a terminal (indicatif: position, rate, ETA) that log lines are printed above; on anything
+/// else, nothing but the lines.
+#[derive(Default)]
+pub struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    /// Starts a bar for `what` of `length` items (0: not known yet), finishing the previous one.
+    pub fn start(&mut self, what: &str, length: usize) {
+        use std::io::IsTerminal;
+        self.finish();
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(length as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>12} [{bar:40}] {pos}/{len}  {per_sec}  ETA {eta}  ({elapsed})",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(what.to_string());
+            self.0 = Some(bar);
+        }
+    }
+
+    /// Moves the bar to `position` (and sets its length when given).
+    pub fn update(&self, position: usize, length: Option<usize>) {
+        if let Some(bar) = &self.0 {
+            if let Some(length) = length {
+                bar.set_length(length as u64);
+            }
+            bar.set_position(position as u64);
+        }
+    }
+
+    /// Prints a log line (above the bar on a terminal).
+    pub fn line(&self, line: &str) {
+        match &self.0 {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for PipelineLog {
+    fn drop(&mut self) {
+        self.bar.finish();
     }
 }
 
@@ -134,34 +211,35 @@ impl Tenths {
     }
 }
 
-fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, lm_steps: usize) {
+/// The log line of an event.
+fn event_line(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, lm_steps: usize) -> String {
     let t = started.elapsed().as_secs_f32();
     match event {
         PipelineEvent::Phase {
             name,
             skipped: true,
             detail,
-        } => eprintln!("[{t:>6.0} s] {name}: up to date ({detail}), skipped"),
+        } => format!("[{t:>6.0} s] {name}: up to date ({detail}), skipped"),
         PipelineEvent::Phase {
             name,
             skipped: false,
             detail,
-        } => eprintln!("[{t:>6.0} s] {name}: {detail}"),
-        PipelineEvent::Progress { what, done, total } => eprintln!(
+        } => format!("[{t:>6.0} s] {name}: {detail}"),
+        PipelineEvent::Progress { what, done, total } => format!(
             "[{t:>6.0} s]   {what}: {done}/{total} ({:.0}%)",
             *done as f32 * 100.0 / *total as f32
         ),
         PipelineEvent::Tokenizer(TokenizerEvent::Resumed { step }) => {
-            eprintln!("[{t:>6.0} s]   tokenizer resumed from its checkpoint after step {step}")
+            format!("[{t:>6.0} s]   tokenizer resumed from its checkpoint after step {step}")
         }
         PipelineEvent::Tokenizer(TokenizerEvent::SkippedCheckpoint { path, why }) => {
-            eprintln!("[{t:>6.0} s]   skipping checkpoint {}: {why}", path.display())
+            format!("[{t:>6.0} s]   skipping checkpoint {}: {why}", path.display())
         }
-        PipelineEvent::Tokenizer(TokenizerEvent::Step(s)) => eprintln!(
+        PipelineEvent::Tokenizer(TokenizerEvent::Step(s)) => format!(
             "[{t:>6.0} s]   tokenizer step {:>5}/{tokenizer_steps}  rec {:.5}  codebook {:.5}  lr {:.2e}  {:.1} img/s",
             s.step, s.reconstruction, s.codebook, s.learning_rate, s.images_per_second
         ),
-        PipelineEvent::Tokenizer(TokenizerEvent::Validation(v)) => eprintln!(
+        PipelineEvent::Tokenizer(TokenizerEvent::Validation(v)) => format!(
             "[{t:>6.0} s]   tokenizer valid {:>5}  PSNR {:.2} dB  SSIM {:.3}  usage {:.1}%  perplexity {:.1}",
             v.step,
             v.psnr,
@@ -173,23 +251,23 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             index,
             stage,
             first_step,
-        }) => eprintln!(
+        }) => format!(
             "[{t:>6.0} s]   lm stage {index}: {} px, s = {}, {} steps from step {first_step}, lr {:.1e}",
             stage.resolution, stage.window, stage.steps, stage.learning_rate
         ),
-        PipelineEvent::Lm(LmEvent::Step(s)) => eprintln!(
+        PipelineEvent::Lm(LmEvent::Step(s)) => format!(
             "[{t:>6.0} s]   lm step {:>5}/{lm_steps}  image CE {:.4}  z {:.2}  lr {:.2e}  {:.0} tokens/s  {:.1} img/s",
             s.step, s.image_ce, s.z_loss, s.learning_rate, s.tokens_per_second, s.images_per_second
         ),
         PipelineEvent::Lm(LmEvent::Validation(v)) => {
-            eprintln!(
+            format!(
                 "[{t:>6.0} s]   lm valid {:>5}  image CE {:.4}  perplexity {:.1}",
                 v.step, v.image_ce, v.perplexity
             )
         }
         PipelineEvent::Lm(LmEvent::Benchmark { step, result }) => {
             let interval = &result["overall_interval"];
-            eprintln!(
+            format!(
                 "[{t:>6.0} s]   lm benchmark {step:>5}  overall {:.3} ({:.2}–{:.2}) on validation-seed prompts",
                 result["overall"].as_f64().unwrap_or(f64::NAN),
                 interval[0].as_f64().unwrap_or(f64::NAN),
@@ -197,12 +275,12 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             )
         }
         PipelineEvent::Lm(LmEvent::SkippedCheckpoint { path, why }) => {
-            eprintln!("[{t:>6.0} s]   skipping checkpoint {}: {why}", path.display())
+            format!("[{t:>6.0} s]   skipping checkpoint {}: {why}", path.display())
         }
-        PipelineEvent::Data { step, summary } => eprintln!("[{t:>6.0} s]   {step} data: {summary}"),
+        PipelineEvent::Data { step, summary } => format!("[{t:>6.0} s]   {step} data: {summary}"),
         PipelineEvent::Restarted { from, deleted } => {
             let deleted: Vec<String> = deleted.iter().map(|d| d.display().to_string()).collect();
-            eprintln!(
+            format!(
                 "[{t:>6.0} s] restarting from the {} step: deleted {}",
                 from.name(),
                 if deleted.is_empty() {
@@ -213,7 +291,7 @@ fn print_event(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, 
             )
         }
         PipelineEvent::Lm(LmEvent::Checkpoint { step, path }) => {
-            eprintln!("[{t:>6.0} s]   checkpoint {step}: {}", path.display())
+            format!("[{t:>6.0} s]   checkpoint {step}: {}", path.display())
         }
     }
 }
