@@ -37,6 +37,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Train and evaluate variants of the LM (window, fusion, MLP blocks) alike; table and loss plot.
     Ablate(evaluation::Ablate),
+    /// The benchmark of a run under each CFG schedule and scale: one table, a curve per schedule, one picture.
+    Cfg(evaluation::CfgSweep),
     /// Check the benchmark's detector on ground-truth renders, wrong captions and noise (pass rates per category).
     CalibrateDetector(evaluation::CalibrateDetector),
     /// Count an LM preset's parameters, sequence length and FLOPs per image (analytically; nothing is built).
@@ -61,6 +63,7 @@ fn main() -> Result<()> {
         Command::Eval(command) => command.run(),
         Command::CalibrateDetector(command) => command.run(),
         Command::Ablate(command) => command.run(),
+        Command::Cfg(command) => command.run(),
         Command::TrainTokenizer(command) => command.run(),
         Command::Demo(command) => command.run(),
         Command::Train(command) => command.run(),
