@@ -197,10 +197,17 @@ impl Checkpoints {
             message: format!("unreadable state ({e}); delete this checkpoint to resume from the one before"),
         })?;
         // A checkpoint written before the LM's derived fields left the format is compared in today's form.
-        let mut stored = state.config.clone();
-        crate::config_file::migrate_lm_training(&mut stored);
-        let stored = serde_json::from_value::<crate::LmTrainingConfig>(stored)
+        // Fields added to the format since the checkpoint was written take today's values (laid under it).
+        let stored = serde_json::from_value::<crate::LmTrainingConfig>(config.clone())
             .ok()
+            .and_then(|current| {
+                crate::config_file::parse_with_defaults(
+                    &state.config.to_string(),
+                    &current,
+                    crate::config_file::migrate_lm_training,
+                )
+                .ok()
+            })
             .and_then(|c| serde_json::to_value(c).ok())
             .unwrap_or_else(|| state.config.clone());
         if &stored != config {

@@ -709,6 +709,28 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_written_before_a_field_existed_still_resumes() {
+        let config = config(vec![Stage::new(16, 2, 6, 1e-2)]);
+        let mut old = serde_json::to_value(&config).unwrap();
+        old.as_object_mut().unwrap().remove("benchmark_every");
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::new(dir.path(), 2);
+        let state = CheckpointState {
+            step: 2,
+            stage: 0,
+            config: old,
+            files: Default::default(),
+        };
+        let path = checkpoints.save(&state, |_| Ok(())).unwrap();
+        let now = serde_json::to_value(config.clone().with_benchmark_every(500)).unwrap();
+        assert_eq!(checkpoints.state(&path, &now).unwrap().step, 2);
+        // A field the checkpoint has, changed, is still refused.
+        let other = serde_json::to_value(config.with_batch_size(8)).unwrap();
+        let err = checkpoints.state(&path, &other).unwrap_err().to_string();
+        assert!(err.contains("batch_size"), "{err}");
+    }
+
+    #[test]
     fn resume_passes_over_a_corrupt_checkpoint_to_the_newest_valid_one() {
         let _turn = one_at_a_time();
         let config = config(vec![Stage::new(16, 2, 6, 1e-2)]);
