@@ -441,7 +441,7 @@ impl BackendTask for CfgTask {
         let run = TrainedRun::<B>::load(&self.run, &device)?;
         let started = Instant::now();
         let mut scales = self.scales.clone();
-        if !scales.iter().any(|s| *s == self.picture_scale) {
+        if !scales.contains(&self.picture_scale) {
             scales.push(self.picture_scale);
         }
         eprintln!(
