@@ -386,8 +386,10 @@ impl<B: Backend> TokenShuffleLm<B> {
                 Some(key_bias.clone().narrow(1, 0, p)),
             )
             .narrow(1, p - 1, 1);
+        // Codes are drawn on the device: one uniform number per row goes there each step, and only the row maxima
+        // come back (to catch non-finite logits).
         let mut rng = seeded_rng(options.seed);
-        let mut codes: Vec<i64> = Vec::with_capacity(batch * windows * s * s);
+        let mut codes: Vec<Tensor<B, 1, Int>> = Vec::with_capacity(windows);
         for step in 0..windows {
             let logits = self.window_logits(hidden.clone())?; // [R, 1, s², K]
             let [_, _, s2, k] = logits.dims();
@@ -402,30 +404,21 @@ impl<B: Backend> TokenShuffleLm<B> {
             } else {
                 logits
             };
-            let values = logits
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .expect("f32 logits");
-            let window: Vec<i64> = options
+            let window = options
                 .sampler
-                .sample_rows(&values, k, &mut rng)
-                .ok_or(LmError::NonFiniteLogits {
+                .sample_on_device(logits.clone().reshape([batch * s2, k]), &mut rng)
+                .map_err(|_| LmError::NonFiniteLogits {
                     step: step + 1,
                     total: windows,
-                })?
-                .into_iter()
-                .map(|c| c as i64)
-                .collect();
-            codes.extend_from_slice(&window);
+                })?;
+            codes.push(window.clone());
             on_step(&GenerateStep {
                 done: step + 1,
                 total: windows,
                 logits: &logits,
             });
             if step + 1 < windows {
-                let window = Tensor::<B, 3, Int>::from_data(TensorData::new(window, [batch, s, s]), device);
+                let window = window.reshape([batch, s, s]);
                 let window = if guided {
                     Tensor::cat(vec![window.clone(), window], 0)
                 } else {
@@ -439,8 +432,7 @@ impl<B: Backend> TokenShuffleLm<B> {
         }
         // codes were collected step by step ([window, row, s²]); per row, window by window and row-major inside
         // each window, they are exactly window_merge's layout.
-        let merged =
-            Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [windows, batch, s * s]), device).swap_dims(0, 1);
+        let merged = Tensor::cat(codes, 0).reshape([windows, batch, s * s]).swap_dims(0, 1);
         let grid = window_split(merged, [h, w], s)?.reshape([batch, h, w]);
         Ok(grid)
     }

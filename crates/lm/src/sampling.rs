@@ -1,5 +1,13 @@
 //! Sampling codes from logits: temperature, top-k, top-p, seeded and reproducible.
+//!
+//! [`Sampler::sample_on_device`] samples with burn ops where the logits are (top-k by `topk`, top-p by a sorted
+//! cumulative softmax, the draw by inverting the cumulative distribution at one uniform number per row), so that
+//! per step only one number per row goes to the device and one code per row stays there; [`Sampler::sample`] is
+//! the host reference it is tested against. The uniform numbers come from the seeded host generator, not the
+//! backend's (which is process-wide): a seed gives the same codes whatever else the process draws.
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, activation::softmax};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -100,9 +108,154 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// Picks one code per row of `logits` (`[rows, vocab]`) on their device, with the same distribution as
+    /// [`Self::sample`] (ties at the top-k or top-p threshold are all kept, where the host keeps the lower
+    /// indices; the same seed draws other codes than the host's, which walks codes in order of likelihood).
+    /// Reads back only the row maxima, to find rows without a finite logit.
+    ///
+    /// # Errors
+    /// The index of the first row without a finite logit (corrupt or diverged weights).
+    ///
+    /// # Shapes
+    /// - `logits`: `[rows, vocab]`
+    /// - output: `[rows]`
+    pub fn sample_on_device<B: Backend>(
+        &self,
+        logits: Tensor<B, 2>,
+        rng: &mut StdRng,
+    ) -> Result<Tensor<B, 1, Int>, usize> {
+        let [rows, vocab] = logits.dims();
+        let device = logits.device();
+        let impossible = logits.clone().is_finite().bool_not();
+        let logits = logits.mask_fill(impossible, f32::NEG_INFINITY);
+        let maxima = logits
+            .clone()
+            .max_dim(1)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default();
+        if let Some(row) = maxima.iter().position(|m| !m.is_finite()) {
+            return Err(row);
+        }
+        if self.temperature <= 0.0 || self.top_k == Some(1) {
+            return Ok(logits.argmax(1).reshape([rows]));
+        }
+        let below = |values: Tensor<B, 2>, threshold: Tensor<B, 2>| {
+            let mask = values.clone().lower(threshold.expand([rows, vocab]));
+            values.mask_fill(mask, f32::NEG_INFINITY)
+        };
+        let mut logits = logits;
+        if let Some(k) = self.top_k.filter(|&k| k < vocab) {
+            let kth = logits.clone().topk(k, 1).narrow(1, k - 1, 1);
+            logits = below(logits, kth);
+        }
+        let mut scaled = logits / self.temperature;
+        if let Some(p) = self.top_p {
+            // Keep the most likely codes up to and including the one where the cumulative probability reaches p:
+            // those whose cumulative probability *before* them is below p.
+            let sorted = scaled.clone().sort_descending(1);
+            let probabilities = softmax(sorted.clone(), 1);
+            let before = probabilities.clone().cumsum(1) - probabilities;
+            let kept = before.lower_elem(p).int().sum_dim(1);
+            let threshold = sorted.gather(1, kept - 1);
+            scaled = below(scaled, threshold);
+        }
+        // Inverse CDF: the first code whose cumulative probability reaches u × (the row's total, which rounding
+        // keeps from being exactly 1), so that u < 1 always lands on a code of non-zero probability.
+        let cumulative = softmax(scaled, 1).cumsum(1);
+        let total = cumulative.clone().narrow(1, vocab - 1, 1);
+        let uniforms: Vec<f32> = (0..rows).map(|_| rng.random::<f64>() as f32).collect();
+        let target = Tensor::<B, 1>::from_floats(uniforms.as_slice(), &device).reshape([rows, 1]) * total;
+        let below_target = cumulative.lower(target.expand([rows, vocab]));
+        Ok(below_target
+            .int()
+            .sum_dim(1)
+            .clamp_max(vocab as i64 - 1)
+            .reshape([rows]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use token_shuffle_test_support::TestBackend;
+
+    fn on_device(sampler: &Sampler, logits: &[f32], vocab: usize) -> Result<Vec<i64>, usize> {
+        let rows = logits.len() / vocab;
+        let tensor = Tensor::<TestBackend, 1>::from_floats(logits, &Default::default()).reshape([rows, vocab]);
+        sampler
+            .sample_on_device(tensor, &mut seeded_rng(9))
+            .map(|codes| codes.into_data().convert::<i64>().to_vec::<i64>().unwrap())
+    }
+
+    #[test]
+    fn on_the_device_greedy_is_the_host_argmax_and_a_row_without_a_finite_logit_is_named() {
+        let top1 = Sampler {
+            temperature: 1.0,
+            top_k: Some(1),
+            top_p: None,
+        };
+        let logits: Vec<f32> = (0..600)
+            .map(|i| ((i * 37) % 23) as f32 / 3.0 - (i % 7) as f32)
+            .collect();
+        let host = top1.sample_rows(&logits, 20, &mut seeded_rng(0)).unwrap();
+        let device = on_device(&top1, &logits, 20).unwrap();
+        assert_eq!(device, host.iter().map(|&c| c as i64).collect::<Vec<_>>());
+        let mut broken = logits.clone();
+        broken[40..60].fill(f32::NAN);
+        assert_eq!(on_device(&Sampler::default(), &broken, 20), Err(2));
+    }
+
+    #[test]
+    fn on_the_device_frequencies_follow_the_host_distribution() {
+        // Logits of one row, repeated over many rows: each row is an independent draw.
+        let row = [0.5f32, 2.0, -1.0, 1.0, 1.5, f32::NEG_INFINITY, 0.0, 1.8];
+        let rows = 20_000;
+        let logits: Vec<f32> = row.iter().copied().cycle().take(row.len() * rows).collect();
+        for sampler in [
+            Sampler {
+                temperature: 0.7,
+                top_k: None,
+                top_p: None,
+            },
+            Sampler {
+                temperature: 1.0,
+                top_k: Some(3),
+                top_p: None,
+            },
+            Sampler {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(0.8),
+            },
+        ] {
+            let count = |codes: Vec<usize>| {
+                let mut counts = vec![0.0; row.len()];
+                for c in codes {
+                    counts[c] += 1.0 / rows as f64;
+                }
+                counts
+            };
+            let device = count(
+                on_device(&sampler, &logits, row.len())
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c as usize)
+                    .collect(),
+            );
+            let host = count(sampler.sample_rows(&logits, row.len(), &mut seeded_rng(1)).unwrap());
+            for (code, (d, h)) in device.iter().zip(&host).enumerate() {
+                // Two draws of 20,000: frequencies within ~4 standard deviations (≤ 0.014 at p = 0.5).
+                assert!(
+                    (d - h).abs() < 0.015,
+                    "{sampler:?} code {code}: device {d:.3}, host {h:.3}"
+                );
+            }
+            assert_eq!(device[5], 0.0, "an impossible code is never drawn");
+        }
+    }
 
     const LOGITS: [f32; 5] = [0.5, 2.0, -1.0, 2.0, 1.5];
 
