@@ -108,14 +108,14 @@ pub enum LmBudget {
     Steps,
     /// The same training wall-clock time for every variant, in minutes: each variant's steps are these minutes
     /// divided by its own training step time, measured on the device right before it trains (the paper's
-    /// question: which s is better at equal compute?). The steps are fixed in the variant's `run.json`, so a
-    /// rerun resumes instead of measuring again.
+    /// question: which s is better at equal compute?). Once a variant's LM has started, its steps are the ones
+    /// in its `run.json`, so a rerun resumes instead of measuring again.
     Minutes(f64),
 }
 
 impl LmBudget {
-    /// `config` with its LM steps set by this budget. For [`LmBudget::Minutes`], a variant whose `run.json`
-    /// exists keeps its steps; otherwise its step time is measured with the [`SpeedBench`] (random codes at its
+    /// `config` with its LM steps set by this budget. For [`LmBudget::Minutes`], a variant whose LM has started
+    /// (`lm/` exists) keeps the steps of its `run.json`; otherwise its step time is measured with the [`SpeedBench`] (random codes at its
     /// grid, captions of 16 ids, one warm-up and five timed steps, median), and each stage gets its share of the
     /// budget in proportion to its steps in `config`.
     ///
@@ -136,7 +136,10 @@ impl LmBudget {
             )));
         }
         let mut config = config;
-        if let Ok(saved) = RunConfig::load_file(&run_dir.join("run.json")) {
+        // A variant whose LM has started keeps the steps it started with (its checkpoints belong to them).
+        if run_dir.join("lm").exists()
+            && let Ok(saved) = RunConfig::load_file(&run_dir.join("run.json"))
+        {
             for (stage, saved) in config.lm.stages.iter_mut().zip(&saved.lm.stages) {
                 stage.steps = saved.steps;
             }
@@ -534,10 +537,16 @@ mod tests {
         let (short, long) = (steps(0.02), steps(0.2));
         assert!(long >= 3 * short && long <= 30 * short.max(1), "{short} vs {long}");
 
-        // A variant that has a run.json keeps its steps: a rerun resumes rather than measuring again.
+        // A variant whose LM has started keeps its steps: a rerun resumes rather than measuring again. (A run.json
+        // alone, as in a directory seeded with another run's tokenizer, does not count.)
         let mut saved = base.clone();
         saved.lm.stages[0].steps = 1234;
         saved.save(dir.path().join("run.json")).unwrap();
+        let (config, measured) = LmBudget::Minutes(0.02)
+            .apply::<Autodiff<TestBackend>>(base.clone(), dir.path(), &device)
+            .unwrap();
+        assert!(measured.is_some(), "no lm/ yet: measured ({})", config.lm.total_steps());
+        std::fs::create_dir_all(dir.path().join("lm")).unwrap();
         let (config, measured) = LmBudget::Minutes(5.0)
             .apply::<Autodiff<TestBackend>>(base.clone(), dir.path(), &device)
             .unwrap();
