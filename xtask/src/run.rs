@@ -527,9 +527,13 @@ impl BackendTask for DemoReport {
         token_shuffle_data::save_png(&grid, &self.run.join("samples.png"))?;
         let curves = token_shuffle_train::report::loss_curves(&self.run).map_err(anyhow::Error::msg)?;
         token_shuffle_data::save_png(&curves, &self.run.join("loss.png"))?;
-        eprintln!("benchmark: generating and judging 192 images of held-out prompts");
+        let size = token_shuffle_eval::CompositionalBenchmark::default();
+        eprintln!(
+            "benchmark: generating and judging {} images of held-out prompts",
+            size.prompts_per_category * size.images_per_prompt * token_shuffle_data::scenes::Category::ALL.len()
+        );
         let benchmark = token_shuffle_eval::EvalOptions {
-            benchmark: token_shuffle_eval::CompositionalBenchmark::default(),
+            benchmark: size,
             generate: options,
             batch_size: 16,
             reconstruction_images: 0,
