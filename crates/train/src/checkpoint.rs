@@ -59,6 +59,17 @@ pub(crate) fn metrics_up_to(path: &Path, step: usize) -> String {
         .collect()
 }
 
+/// Rewrites the metrics file at `path` with `kept` (the lines a resumed run keeps, from [`metrics_up_to`]) and
+/// opens it for appending.
+pub(crate) fn reopen_metrics(path: &Path, kept: &str) -> Result<std::fs::File, TrainError> {
+    let io = |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(path, kept).map_err(io)?;
+    std::fs::OpenOptions::new().append(true).open(path).map_err(io)
+}
+
 /// What a checkpoint records besides the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {

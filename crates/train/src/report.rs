@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use image::{Rgb, RgbImage};
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
@@ -159,41 +160,34 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, panel: 
         let mut chart = chart
             .build_cartesian_2d(x_range, (y_min * 0.9..y_max * 1.1).log_scale())
             .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc(&panel.x_label)
-            .y_desc(&panel.y_label)
-            .x_label_formatter(&x_label)
-            .light_line_style(RGBColor(238, 238, 238))
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(e)?;
-        draw_lines(&mut chart, panel, usable)
+        draw_lines(&mut chart, panel, &x_label, usable)
     } else {
         let pad = ((y_max - y_min).abs() * 0.05).max(1e-9);
         let mut chart = chart
             .build_cartesian_2d(x_range, (y_min.min(0.0))..(y_max + pad))
             .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc(&panel.x_label)
-            .y_desc(&panel.y_label)
-            .x_label_formatter(&x_label)
-            .light_line_style(RGBColor(238, 238, 238))
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(e)?;
-        draw_lines(&mut chart, panel, usable)
+        draw_lines(&mut chart, panel, &x_label, usable)
     }
 }
 
-/// Draws a panel's series (lines with their points) and its legend on a chart with a linear or log y axis.
-fn draw_lines<'a, Y: Ranged<ValueType = f64>>(
+/// Draws a panel's axes (labelled), its series (lines with their points) and its legend on a chart with a linear
+/// or log y axis.
+fn draw_lines<'a, Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
     chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
     panel: &Panel,
+    x_label: &dyn Fn(&f64) -> String,
     usable: impl Fn(&(f64, f64)) -> bool,
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+    chart
+        .configure_mesh()
+        .x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .x_label_formatter(x_label)
+        .light_line_style(RGBColor(238, 238, 238))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
     for series in &panel.series {
         let style = colour(series.colour);
         let points: Vec<(f64, f64)> = series.points.iter().copied().filter(&usable).collect();

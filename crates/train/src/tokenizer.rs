@@ -318,11 +318,7 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         start = state.step;
         on_event(&TokenizerEvent::Resumed { step: start });
     }
-    std::fs::write(&metrics_path, kept_metrics).map_err(io(&metrics_path))?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&metrics_path)
-        .map_err(io(&metrics_path))?;
+    let mut metrics = crate::checkpoint::reopen_metrics(&metrics_path, &kept_metrics)?;
     let mut record = |value: serde_json::Value| {
         use std::io::Write;
         writeln!(metrics, "{value}").map_err(io(&metrics_path))
