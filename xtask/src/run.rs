@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
@@ -239,14 +239,9 @@ fn event_line(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, l
             "[{t:>6.0} s]   tokenizer step {:>5}/{tokenizer_steps}  rec {:.5}  codebook {:.5}  lr {:.2e}  {:.1} img/s",
             s.step, s.reconstruction, s.codebook, s.learning_rate, s.images_per_second
         ),
-        PipelineEvent::Tokenizer(TokenizerEvent::Validation(v)) => format!(
-            "[{t:>6.0} s]   tokenizer valid {:>5}  PSNR {:.2} dB  SSIM {:.3}  usage {:.1}%  perplexity {:.1}",
-            v.step,
-            v.psnr,
-            v.ssim,
-            v.codebook_usage * 100.0,
-            v.perplexity
-        ),
+        PipelineEvent::Tokenizer(TokenizerEvent::Validation(v)) => {
+            format!("[{t:>6.0} s]   tokenizer valid {:>5}  {}", v.step, v.summary())
+        }
         PipelineEvent::Lm(LmEvent::Stage {
             index,
             stage,
@@ -542,8 +537,9 @@ impl BackendTask for DemoReport {
         let evaluation = token_shuffle_eval::evaluate_run(&run, &benchmark, &device, |_, _, _| {})?;
         token_shuffle_data::save_png(&evaluation.samples, &self.run.join("benchmark.png"))?;
 
-        let tokenizer: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.run.join("tokenizer/done.json"))?)?;
+        let done = self.run.join("tokenizer/done.json");
+        let tokenizer: token_shuffle_train::ReconstructionReport =
+            serde_json::from_slice(&std::fs::read(&done)?).with_context(|| format!("reading {}", done.display()))?;
         let lm_valid =
             token_shuffle_train::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
         let (first, last) = (
@@ -557,13 +553,10 @@ impl BackendTask for DemoReport {
             self.started.elapsed().as_secs_f32() / 60.0
         );
         report += &format!(
-            "- Tokenizer ({} steps): validation PSNR {:.2} dB, SSIM {:.3}, codebook usage {:.1}%, perplexity {:.1} — \
-             `tokenizer/reconstructions.png` shows originals over reconstructions.\n",
+            "- Tokenizer ({} steps): validation {} — `tokenizer/reconstructions.png` shows originals over \
+             reconstructions.\n",
             run.config.tokenizer.steps,
-            tokenizer["psnr"].as_f64().unwrap_or(f64::NAN),
-            tokenizer["ssim"].as_f64().unwrap_or(f64::NAN),
-            tokenizer["codebook_usage"].as_f64().unwrap_or(f64::NAN) * 100.0,
-            tokenizer["perplexity"].as_f64().unwrap_or(f64::NAN)
+            tokenizer.summary()
         );
         report += &format!(
             "- LM ({} steps, s = {}): validation image cross-entropy {first:.3} → {last:.3} nats per code \

@@ -132,15 +132,9 @@ impl BackendTask for Task {
                 s.images_per_second,
                 started.elapsed().as_secs_f32()
             ),
-            TokenizerEvent::Validation(v) => eprintln!(
-                "valid  step {:>6}  PSNR {:.2} dB  SSIM {:.3}  usage {:.1}%  perplexity {:.1}  ({} images)",
-                v.step,
-                v.psnr,
-                v.ssim,
-                v.codebook_usage * 100.0,
-                v.perplexity,
-                v.images
-            ),
+            TokenizerEvent::Validation(v) => {
+                eprintln!("valid  step {:>6}  {}  ({} images)", v.step, v.summary(), v.images)
+            }
         })?;
         eprintln!(
             "done in {:.1} min: {} (weights), {} (originals over reconstructions)",

@@ -255,14 +255,7 @@ impl RunEvaluation {
             self.generate_ms_per_image
         );
         if let Some(r) = &self.reconstruction {
-            out += &format!(
-                "\n## Tokenizer on {} held-out images\n\nPSNR {:.2} dB, SSIM {:.3}, codebook usage {:.1}%, perplexity {:.1}.\n",
-                r.images,
-                r.psnr,
-                r.ssim,
-                r.codebook_usage * 100.0,
-                r.perplexity
-            );
+            out += &format!("\n## Tokenizer on {} held-out images\n\n{}.\n", r.images, r.summary());
         }
         out
     }

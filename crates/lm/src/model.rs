@@ -563,13 +563,7 @@ mod tests {
 
     #[test]
     fn corrupt_weights_stop_generation_with_an_error_naming_the_window() {
-        use burn::module::{ModuleMapper, Param};
-        struct Poison;
-        impl<BB: Backend> ModuleMapper<BB> for Poison {
-            fn map_float<const D: usize>(&mut self, param: Param<Tensor<BB, D>>) -> Param<Tensor<BB, D>> {
-                param.map(|t| t.mul_scalar(f32::NAN))
-            }
-        }
+        use token_shuffle_test_support::Poison;
         let device = Default::default();
         let model = config(2).init::<B>(&device).unwrap().map(&mut Poison);
         let options = GenerateOptions {

@@ -6,12 +6,13 @@
 //!   `test-wgpu` or `test-cuda` moves the whole suite onto that backend, as burn-nn's `TestBackend` does:
 //!   `cargo test --workspace --features test-wgpu`.
 //! - [`assert_every_parameter_has_gradient`]: the check that a module's every weight is trained.
+//! - [`Poison`]: a module mapper that turns every weight into NaN (a corrupt or diverged model).
 //! - [`probe_device`] and [`device_or_skip`]: whether a backend finds a device (backends panic deep inside when
 //!   they do not), for the command line's backend switch and for the GPU smoke tests.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend, backend::Backend};
 
 /// The backend of the numeric tests: Flex unless a `test-*` feature chooses another.
@@ -72,6 +73,16 @@ pub fn assert_every_parameter_has_gradient<B: AutodiffBackend, M: Module<B>>(mod
     };
     module.visit(&mut check);
     assert!(check.seen > 0, "the module has no parameter to check");
+}
+
+/// Turns every float parameter of a module into NaN (`model.map(&mut Poison)`): what a corrupt or diverged model
+/// computes, for tests of what users see then.
+pub struct Poison;
+
+impl<B: Backend> ModuleMapper<B> for Poison {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.map(|t| t.mul_scalar(f32::NAN))
+    }
 }
 
 /// Creates and reads back one tiny tensor on `device`. Backends panic deep inside when they find no device; the

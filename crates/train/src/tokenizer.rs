@@ -12,7 +12,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder as _};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use token_shuffle_data::ImageCaption;
 use token_shuffle_data::batch::PixelBatcher;
 use token_shuffle_data::imaging::tile;
@@ -122,22 +122,48 @@ pub struct TokenizerStep {
 }
 
 /// Reconstruction quality of a tokenizer on a set of images.
-#[derive(Debug, Clone, Serialize)]
+/// `done.json` of a tokenizer stage holds one; JSON has no NaN or ∞, so those are written as `null` and read back
+/// as NaN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReconstructionReport {
     /// Step of training it was measured at (0 for a loaded model).
     pub step: usize,
     /// Images evaluated.
     pub images: usize,
-    /// Mean PSNR over images, dB.
+    /// Mean PSNR over images, dB: +∞ when every reconstruction is exact, NaN when one is not finite.
+    #[serde(deserialize_with = "nan_if_null")]
     pub psnr: f32,
-    /// Mean SSIM over images.
+    /// Mean SSIM over images (NaN when a reconstruction is not finite).
+    #[serde(deserialize_with = "nan_if_null")]
     pub ssim: f32,
     /// Mean squared error on the [−1, 1] scale.
+    #[serde(deserialize_with = "nan_if_null")]
     pub mse: f32,
     /// Fraction of codebook entries used at least once.
+    #[serde(deserialize_with = "nan_if_null")]
     pub codebook_usage: f32,
     /// Perplexity of the code distribution.
+    #[serde(deserialize_with = "nan_if_null")]
     pub perplexity: f32,
+}
+
+fn nan_if_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(deserializer)?.unwrap_or(f32::NAN))
+}
+
+impl ReconstructionReport {
+    /// "PSNR 31.90 dB, SSIM 0.952, codebook usage 100.0%, perplexity 200.1", each value that is not finite named
+    /// as such (a NaN reconstruction must not read as a number).
+    pub fn summary(&self) -> String {
+        use crate::report::number;
+        format!(
+            "PSNR {} dB, SSIM {}, codebook usage {}%, perplexity {}",
+            number(self.psnr as f64, 2),
+            number(self.ssim as f64, 3),
+            number(self.codebook_usage as f64 * 100.0, 1),
+            number(self.perplexity as f64, 1)
+        )
+    }
 }
 
 /// What the training loop reports as it goes.
@@ -185,10 +211,9 @@ pub fn evaluate_reconstruction<B: Backend>(
             .iter()
             .map(|&v| v as f64)
             .sum::<f64>();
-        psnr_sum += psnr(batch, reconstruction)
-            .iter()
-            .map(|&p| p.min(100.0) as f64)
-            .sum::<f64>();
+        // No cap: an exact reconstruction is +∞ dB and a non-finite one NaN, and the mean says so (f32::min would
+        // turn NaN into the cap and report a broken tokenizer as a perfect one).
+        psnr_sum += psnr(batch, reconstruction).iter().map(|&p| p as f64).sum::<f64>();
         count += chunk.len();
     }
     Ok(ReconstructionReport {
@@ -464,6 +489,29 @@ mod tests {
             .with_valid_every(3)
             .with_valid_images(4)
             .with_log_every(2)
+    }
+
+    /// A tokenizer whose output is not finite (NaN weights) reports PSNR and SSIM as NaN, named as such in its
+    /// summary and kept NaN through `done.json` — not the 100 dB a capped PSNR made of it.
+    #[test]
+    fn a_non_finite_reconstruction_is_reported_as_such() {
+        use token_shuffle_test_support::Poison;
+        let config = tiny_config();
+        let device = Default::default();
+        let images = TrainingImages::load(&ImageSource::Scenes, 32, 2, config.seed).unwrap();
+        let model = config.model.init::<TestBackend>(&device).unwrap().map(&mut Poison);
+        let report = evaluate_reconstruction(&model, images.valid(), 2, &device).unwrap();
+        assert!(report.psnr.is_nan() && report.ssim.is_nan(), "{report:?}");
+        assert!(
+            report
+                .summary()
+                .starts_with("PSNR NaN (not finite) dB, SSIM NaN (not finite)"),
+            "{}",
+            report.summary()
+        );
+        let read: ReconstructionReport = serde_json::from_slice(&serde_json::to_vec(&report).unwrap()).unwrap();
+        assert!(read.psnr.is_nan() && read.ssim.is_nan());
+        assert_eq!(read.codebook_usage, report.codebook_usage);
     }
 
     /// A run killed after its step-3 checkpoint (GAN on from step 2, so the discriminator and its optimizer are
