@@ -45,6 +45,12 @@ pub enum Bench {
     Tokenizer(TokenizerBench),
     /// Broadcast adds in 4-D and 2-D, and burn's GroupNorm against vqgan's, on one activation tensor.
     Norm(NormBench),
+    /// One high-resolution image (default 1024 and 2048 px at the paper's f = 16 geometry): KV-cache generation
+    /// with CFG, then the VQ decode, timed per phase with peak memory. Writes runs/bench/highres-<backend>.{md,png}.
+    Highres(crate::highres::HighresBench),
+    /// One n×n×n matrix product in the backend's float type: the achieved TFLOP/s the other benches are read
+    /// against (what the hardware and the backend's matmul reach at best).
+    Matmul(MatmulBench),
 }
 
 impl Bench {
@@ -70,6 +76,14 @@ impl Bench {
             Bench::Norm(norm) => {
                 let backend = norm.backend;
                 run_on(backend, norm)
+            }
+            Bench::Highres(highres) => {
+                let backend = highres.backend;
+                run_on(backend, highres)
+            }
+            Bench::Matmul(matmul) => {
+                let backend = matmul.backend;
+                run_on(backend, matmul)
             }
         }
     }
@@ -576,6 +590,55 @@ fn speed_figure(report: &token_shuffle_eval::SpeedReport) -> Result<image::RgbIm
         },
     ];
     line_chart(&panels).map_err(anyhow::Error::msg)
+}
+
+/// Arguments of `cargo xtask bench matmul`.
+#[derive(Args)]
+pub struct MatmulBench {
+    /// Backend to run on (`cuda-bf16` for bf16 tensor cores).
+    #[arg(long, value_enum, default_value = "flex")]
+    backend: BackendKind,
+    /// n: the product is [n, n] × [n, n] (2·n³ FLOP). The GPU check uses 8192.
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Timed repetitions (after two warm-up ones); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+}
+
+impl BackendTask for MatmulBench {
+    type Output = ();
+
+    fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
+        let n = self.size;
+        if n == 0 || self.repeats == 0 {
+            bail!("--size and --repeats must be at least 1");
+        }
+        let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
+        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
+        sync()?;
+        let mut times = Vec::new();
+        for repetition in 0..2 + self.repeats {
+            let start = Instant::now();
+            let c = a.clone().matmul(b.clone());
+            sync()?;
+            if repetition >= 2 {
+                times.push(start.elapsed());
+            }
+            drop(c);
+        }
+        let t = median(&mut times);
+        let flop = 2.0 * (n as f64).powi(3);
+        println!(
+            "bench matmul: backend {}, [{n}, {n}] × [{n}, {n}], 2 warm-up + {} timed: median {:.2} ms, {:.2} TFLOP/s",
+            backend.name(),
+            self.repeats,
+            t.as_secs_f64() * 1e3,
+            flop / t.as_secs_f64() / 1e12
+        );
+        Ok(())
+    }
 }
 
 /// Arguments of `cargo xtask bench norm`.

@@ -4,6 +4,7 @@ mod backend;
 mod bench;
 mod count;
 mod evaluation;
+mod highres;
 mod run;
 mod train_tokenizer;
 
@@ -86,9 +87,9 @@ fn list_backends() -> Result<()> {
                 Err(err) => format!("compiled in, unusable: {err}"),
             }
         } else {
-            format!("not compiled in (cargo feature `{}`)", kind.name())
+            format!("not compiled in (cargo feature `{}`)", kind.feature())
         };
-        println!("{:<5} {status}", kind.name());
+        println!("{:<9} {status}", kind.name());
     }
     Ok(())
 }

@@ -1,3 +1,4 @@
+use crate::conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -51,9 +52,9 @@ impl<B: Backend> AttnBlock<B> {
         let h = self.norm.forward(x.clone());
         // [B, C, H, W] -> [B, 1 head, H·W, C]: each pixel is a query/key/value of width C.
         let as_sequence = |t: Tensor<B, 4>| t.reshape([batch, 1, channels, height * width]).swap_dims(2, 3);
-        let q = as_sequence(self.q.forward(h.clone()));
-        let k = as_sequence(self.k.forward(h.clone()));
-        let v = as_sequence(self.v.forward(h));
+        let q = as_sequence(conv2d(&self.q, h.clone()));
+        let k = as_sequence(conv2d(&self.k, h.clone()));
+        let v = as_sequence(conv2d(&self.v, h));
         let options = AttentionModuleOptions {
             scale: Some((channels as f64).powf(-0.5)),
             softcap: None,
@@ -61,7 +62,7 @@ impl<B: Backend> AttnBlock<B> {
         };
         let out = attention(q, k, v, None, None, options);
         let out = out.swap_dims(2, 3).reshape([batch, channels, height, width]);
-        x + self.proj_out.forward(out)
+        x + conv2d(&self.proj_out, out)
     }
 }
 

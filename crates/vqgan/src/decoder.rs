@@ -1,3 +1,4 @@
+use crate::conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
@@ -85,7 +86,7 @@ impl<B: Backend> Decoder<B> {
     /// - input `[batch, z_channels, height, width]`
     /// - output `[batch, channels, f·height, f·width]`
     pub fn trunk(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut h = self.mid.forward(self.conv_in.forward(z));
+        let mut h = self.mid.forward(conv2d(&self.conv_in, z));
         for level in &self.conv_blocks {
             h = residual_stack(&level.res, &level.attn, h);
             if let Some(upsample) = &level.upsample {
@@ -106,6 +107,6 @@ impl<B: Backend> Decoder<B> {
     /// - input `[batch, channels, height, width]`
     /// - output `[batch, 3, height, width]`
     pub fn head(&self, features: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv_out.forward(silu(self.norm_out.forward(features)))
+        conv2d(&self.conv_out, silu(self.norm_out.forward(features)))
     }
 }

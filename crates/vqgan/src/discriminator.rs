@@ -1,3 +1,4 @@
+use crate::conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -92,11 +93,11 @@ impl<B: Backend> PatchDiscriminator<B> {
     /// - input `[batch, 3, H, W]`
     /// - output `[batch, 1, h, w]`: one logit per patch (positive = looks real)
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut h = leaky_relu(self.conv_in.forward(images), 0.2);
+        let mut h = leaky_relu(conv2d(&self.conv_in, images), 0.2);
         for layer in &self.layers {
-            h = leaky_relu(layer.norm.forward(layer.conv.forward(h)), 0.2);
+            h = leaky_relu(layer.norm.forward(conv2d(&layer.conv, h)), 0.2);
         }
-        self.conv_out.forward(h)
+        conv2d(&self.conv_out, h)
     }
 }
 

@@ -1,3 +1,4 @@
+use crate::conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
@@ -71,7 +72,7 @@ impl<B: Backend> Encoder<B> {
     /// - input `[batch, 3, height, width]`
     /// - output `[batch, z_channels, height / f, width / f]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut h = self.conv_in.forward(images);
+        let mut h = conv2d(&self.conv_in, images);
         for level in &self.conv_blocks {
             h = residual_stack(&level.res, &level.attn, h);
             if let Some(downsample) = &level.downsample {
@@ -79,6 +80,6 @@ impl<B: Backend> Encoder<B> {
             }
         }
         let h = self.mid.forward(h);
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        conv2d(&self.conv_out, silu(self.norm_out.forward(h)))
     }
 }

@@ -54,6 +54,7 @@
 //! ```
 
 mod attention;
+pub mod conv;
 mod decoder;
 mod discriminator;
 mod encoder;

@@ -1,3 +1,4 @@
+use crate::conv::conv2d;
 use std::path::Path;
 
 use burn::config::Config;
@@ -185,7 +186,7 @@ impl<B: Backend> VqModel<B> {
         check_image_size(height, width, self.downsample_factor)?;
         Ok(self
             .quantize
-            .forward(self.quant_conv.forward(self.encoder.forward(images))))
+            .forward(conv2d(&self.quant_conv, self.encoder.forward(images))))
     }
 
     /// Encodes images to code ids.
@@ -204,7 +205,7 @@ impl<B: Backend> VqModel<B> {
     /// - output `[batch, 3, f·h, f·w]`
     pub fn decode(&self, codes: Tensor<B, 3, Int>) -> Tensor<B, 4> {
         self.decoder
-            .forward(self.post_quant_conv.forward(self.quantize.lookup(codes)))
+            .forward(conv2d(&self.post_quant_conv, self.quantize.lookup(codes)))
     }
 
     /// Encode, quantize and decode, keeping what training needs.
@@ -215,7 +216,7 @@ impl<B: Backend> VqModel<B> {
         let quantized = self.quantize(images)?;
         let features = self
             .decoder
-            .trunk(self.post_quant_conv.forward(quantized.vectors.clone()));
+            .trunk(conv2d(&self.post_quant_conv, quantized.vectors.clone()));
         let reconstruction = self.decoder.head(features.clone());
         Ok(VqForward {
             reconstruction,

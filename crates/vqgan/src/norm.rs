@@ -2,6 +2,10 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, backend::Backend};
 
+/// Elements of the input whose statistics are computed at once (16 MiB of f32); larger inputs go in chunks of
+/// whole groups.
+const STATS_ELEMENTS: usize = 4 << 20;
+
 /// Configuration of a [`GroupNorm`].
 #[derive(Config, Debug)]
 pub struct GroupNormConfig {
@@ -61,10 +65,20 @@ impl<B: Backend> GroupNorm<B> {
         let [batch, channels, height, width] = x.dims();
         let groups = self.num_groups;
         let per_group = channels / groups * height * width;
-        // Statistics per (image, group): rows of [N·G, C/G·H·W].
+        // Statistics per (image, group): rows of [N·G, C/G·H·W], a few rows at a time, so that the centred copy
+        // the variance needs stays small at any resolution (at 2048×2048 the whole copy would be 2 GiB).
         let rows = x.clone().reshape([batch * groups, per_group]);
-        let mean = rows.clone().mean_dim(1);
-        let variance = (rows - mean.clone()).square().mean_dim(1);
+        let rows_per_chunk = (STATS_ELEMENTS / per_group.max(1)).max(1);
+        let (means, variances): (Vec<_>, Vec<_>) = (0..batch * groups)
+            .step_by(rows_per_chunk)
+            .map(|first| {
+                let chunk = rows.clone().narrow(0, first, rows_per_chunk.min(batch * groups - first));
+                let mean = chunk.clone().mean_dim(1);
+                let variance = (chunk - mean.clone()).square().mean_dim(1);
+                (mean, variance)
+            })
+            .unzip();
+        let (mean, variance) = (Tensor::cat(means, 0), Tensor::cat(variances, 0));
         let inverse_std = (variance + self.epsilon).sqrt().recip();
         // Per (image, channel): y = x·scale + shift with scale = γ/σ, shift = β − μ·γ/σ.
         let per_channel = |t: Tensor<B, 2>| {

@@ -1,3 +1,4 @@
+use crate::conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -49,7 +50,7 @@ impl<B: Backend> Downsample<B> {
     /// - input `[batch, channels, height, width]` (even height and width)
     /// - output `[batch, channels, height / 2, width / 2]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(x)
+        conv2d(&self.conv, x)
     }
 }
 
@@ -58,7 +59,7 @@ impl<B: Backend> Upsample<B> {
     /// - input `[batch, channels, height, width]`
     /// - output `[batch, channels, 2·height, 2·width]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv.forward(upsample_nearest_2x(x))
+        conv2d(&self.conv, upsample_nearest_2x(x))
     }
 }
 

@@ -1,3 +1,4 @@
+use crate::conv::conv2d;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
@@ -67,10 +68,10 @@ impl<B: Backend> ResnetBlock<B> {
     /// - input `[batch, channels_in, height, width]`
     /// - output `[batch, channels_out, height, width]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let h = conv2d(&self.conv2, silu(self.norm2.forward(h)));
         let shortcut = match &self.nin_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         shortcut + h
