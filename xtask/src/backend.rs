@@ -16,11 +16,19 @@ pub enum BackendKind {
     Wgpu,
     /// NVIDIA GPUs through CUDA; cargo feature `cuda`.
     Cuda,
+    /// CUDA with bf16 floats (`Cuda<bf16>`: tensor cores, half the memory); cargo feature `cuda`.
+    #[value(name = "cuda-bf16")]
+    CudaBf16,
 }
 
 impl BackendKind {
     /// Every backend, compiled in or not.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Wgpu, BackendKind::Cuda];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Flex,
+        BackendKind::Wgpu,
+        BackendKind::Cuda,
+        BackendKind::CudaBf16,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -28,6 +36,15 @@ impl BackendKind {
             BackendKind::Flex => "flex",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::CudaBf16 => "cuda-bf16",
+        }
+    }
+
+    /// The cargo feature that compiles the backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            BackendKind::CudaBf16 => "cuda",
+            other => other.name(),
         }
     }
 
@@ -36,7 +53,7 @@ impl BackendKind {
         match self {
             BackendKind::Flex => true,
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
-            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Cuda | BackendKind::CudaBf16 => cfg!(feature = "cuda"),
         }
     }
 
@@ -48,7 +65,9 @@ impl BackendKind {
                 "install a Vulkan driver (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers \
                  libvulkan1`, which provides the lavapipe CPU driver) and set XDG_RUNTIME_DIR"
             }
-            BackendKind::Cuda => "it needs an NVIDIA GPU with its driver and NVRTC; check `nvidia-smi`",
+            BackendKind::Cuda | BackendKind::CudaBf16 => {
+                "it needs an NVIDIA GPU with its driver and NVRTC; check `nvidia-smi`"
+            }
         }
     }
 }
@@ -69,11 +88,16 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output> {
         BackendKind::Wgpu => probe_and_run::<burn::backend::Wgpu, T>(kind, Default::default(), task),
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => probe_and_run::<burn::backend::Cuda, T>(kind, Default::default(), task),
+        #[cfg(feature = "cuda")]
+        BackendKind::CudaBf16 => {
+            probe_and_run::<burn::backend::Cuda<burn::tensor::bf16>, T>(kind, Default::default(), task)
+        }
         #[allow(unreachable_patterns)]
         _ => bail!(
-            "the {0} backend is not compiled into this binary: rebuild with the `{0}` cargo feature, e.g. \
-             `cargo run --release -p xtask --features {0} -- …`",
-            kind.name()
+            "the {} backend is not compiled into this binary: rebuild with the `{1}` cargo feature, e.g. \
+             `cargo run --release -p xtask --features {1} -- …`",
+            kind.name(),
+            kind.feature()
         ),
     }
 }

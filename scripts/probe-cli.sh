@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Hostile-but-fair inputs against the command line, as a new user would try them (the reliability issue's probes):
+# changed configs on an existing run, corrupt files, bad flags and sizes, folders with bad captions, a second
+# process. Each probe states the exit code it must give and a phrase its message must contain; none may panic
+# (exit 101) or leave a run changed where it must not.
+#
+#   scripts/probe-cli.sh [XTASK]     XTASK: the xtask binary (default: build it with cargo, dev profile)
+#
+# Prints one line per probe and a summary; exits 1 if any probe failed. Takes ~1 minute on 2 cores once built.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+xtask="${1:-}"
+if [ -z "$xtask" ]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/token-shuffle-rs/target}"
+  cargo build -q -p xtask || exit 1
+  xtask="$CARGO_TARGET_DIR/debug/xtask"
+fi
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export RUST_BACKTRACE=0
+passed=0 failed=0 panics=0
+
+# probe NAME WANT_EXIT PHRASE -- COMMAND...: runs COMMAND, checks the exit code and that stderr+stdout has PHRASE.
+probe() {
+  local name="$1" want="$2" phrase="$3"
+  shift 4
+  local out code
+  out=$("$@" 2>&1)
+  code=$?
+  [ "$code" = 101 ] && panics=$((panics + 1))
+  if [ "$code" = "$want" ] && { [ -z "$phrase" ] || grep -qF -- "$phrase" <<<"$out"; }; then
+    passed=$((passed + 1))
+    printf 'ok    %-62s exit %s\n' "$name" "$code"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL  %-62s exit %s (want %s, "%s")\n' "$name" "$code" "$want" "$phrase"
+    tail -5 <<<"$out" | sed 's/^/        /'
+  fi
+}
+
+# same NAME FILE_BEFORE FILE_AFTER: a check that a file was left byte for byte as it was.
+same() {
+  if cmp -s "$2" "$3"; then
+    passed=$((passed + 1))
+    printf 'ok    %-62s\n' "$1"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL  %-62s\n' "$1"
+  fi
+}
+
+# with FIELD_EDIT: configs/run-tiny.json with one edit (a jq expression), written to a file whose path is printed.
+with() {
+  local file
+  file="$scratch/config-$RANDOM$RANDOM.json"
+  jq "$1" configs/run-tiny.json >"$file"
+  echo "$file"
+}
+
+run="$scratch/run"
+echo "training configs/run-tiny.json into $run"
+"$xtask" train --config configs/run-tiny.json --run "$run" >/dev/null 2>&1 || { echo "the tiny run failed"; exit 1; }
+cp "$run/run.json" "$scratch/run.json.before"
+cp "$run/tokenizer/model.safetensors" "$scratch/tokenizer.before"
+
+echo "== changed configs on an existing run"
+probe "tokenizer.model.channels changed" 1 "from another config" -- \
+  "$xtask" train --config "$(with '.tokenizer.model.channels = 16 | .tokenizer.model.norm_groups = 4')" --run "$run"
+probe "tokenizer.learning_rate changed" 1 "tokenizer.learning_rate" -- \
+  "$xtask" train --config "$(with '.tokenizer.learning_rate = 0.001')" --run "$run"
+probe "data changed (scenes → twemoji)" 1 "from another config" -- \
+  "$xtask" train --config "$(with '.data = "twemoji"')" --run "$run"
+probe "lm_images changed" 1 "lm_images" -- "$xtask" train --config "$(with '.lm_images = 16')" --run "$run"
+probe "codebook size changed (tokenizer and LM)" 1 "from another config" -- \
+  "$xtask" train --config "$(with '.tokenizer.model.codebook_size = 64 | .lm.model.codebook = 64')" --run "$run"
+probe "lm.stages[0].steps changed" 1 "--restart-from lm" -- \
+  "$xtask" train --config "$(with '.lm.stages[0].steps = 3')" --run "$run"
+same "run.json untouched by the refused configs" "$scratch/run.json.before" "$run/run.json"
+same "tokenizer weights untouched by the refused configs" "$scratch/tokenizer.before" "$run/tokenizer/model.safetensors"
+probe "the unchanged config: up to date" 0 "up to date" -- "$xtask" train --config configs/run-tiny.json --run "$run"
+probe "--restart-from with an unknown step" 2 "restart-from" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$run" --restart-from decoder
+
+echo "== bad flags"
+gen=("$xtask" generate --run "$run" --prompt "a red circle" --out "$scratch/out.png")
+probe "--temperature NaN" 1 "temperature" -- "${gen[@]}" --temperature NaN
+probe "--temperature -1" 1 "temperature" -- "${gen[@]}" --temperature -1
+probe "--temperature 0" 1 "temperature" -- "${gen[@]}" --temperature 0
+probe "--cfg NaN" 1 "cfg" -- "${gen[@]}" --cfg NaN
+probe "--cfg inf" 1 "cfg" -- "${gen[@]}" --cfg inf
+probe "--cfg -1" 1 "cfg" -- "${gen[@]}" --cfg -1
+probe "--top-k 0" 1 "top-k" -- "${gen[@]}" --top-k 0
+probe "--top-p 0" 1 "top-p" -- "${gen[@]}" --top-p 0
+probe "--top-p 1.5" 1 "top-p" -- "${gen[@]}" --top-p 1.5
+probe "--top-k 1 (greedy) works" 0 "" -- "${gen[@]}" --top-k 1
+long_prompt=$(printf 'word%.0s ' $(seq 2000))
+out=$("${gen[@]}" --prompt "$long_prompt" 2>&1)
+code=$?
+if [ "$code" = 1 ] && [ "${#out}" -lt 1000 ] && grep -qF "2000 words" <<<"$out"; then
+  passed=$((passed + 1)); printf 'ok    %-62s exit %s\n' "a 2,000-word prompt: refused, quoted short" "$code"
+else
+  failed=$((failed + 1)); printf 'FAIL  %-62s exit %s, %s chars\n' "a 2,000-word prompt: refused, quoted short" "$code" "${#out}"
+  [ "$code" = 101 ] && panics=$((panics + 1))
+fi
+touch "$scratch/a-file"
+probe "--out below a regular file" 1 "$scratch/a-file" -- \
+  "$xtask" generate --run "$run" --prompt "a red circle" --out "$scratch/a-file/out.png"
+probe "eval --images-per-prompt 0" 1 "images-per-prompt" -- "$xtask" eval --run "$run" --images-per-prompt 0
+probe "eval --prompts-per-category 0" 1 "prompts-per-category" -- "$xtask" eval --run "$run" --prompts-per-category 0
+probe "eval --checkpoint of a step that has none" 1 "checkpoint" -- "$xtask" eval --run "$run" --checkpoint 999
+probe "generate from a run that does not exist" 1 "$scratch/nothing" -- \
+  "$xtask" generate --run "$scratch/nothing" --prompt "a red circle"
+probe "bench generate --repeats 0" 1 "repeats" -- "$xtask" bench generate --repeats 0
+probe "bench highres --window 3 (does not divide the grid)" 1 "--window 3" -- \
+  "$xtask" bench highres --resolution 64 --window 3 --no-decode
+
+echo "== configs that cannot work, refused before any work"
+for case in '.lm.model.decoder.n_heads = 3|n_heads' '.lm_images = 0|lm_images' '.text_vocab_size = 10|text_vocab_size' \
+  '.tokenizer.model.norm_groups = 3|norm_groups' '.lm.batch_size = 0|batch_size' '.lm.stages = []|stages'; do
+  edit="${case%|*}" phrase="${case#*|}"
+  fresh="$scratch/fresh-$RANDOM"
+  probe "$edit on a new run" 1 "$phrase" -- "$xtask" train --config "$(with "$edit")" --run "$fresh"
+  if [ -e "$fresh/tokenizer" ]; then
+    failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … but the tokenizer step started"
+  fi
+done
+echo '{"data": "scenes", "lm_images": 12,' >"$scratch/broken.json"
+probe "a config with a JSON syntax error" 1 "line" -- "$xtask" train --config "$scratch/broken.json" --run "$scratch/x"
+probe "a config with an unknown field" 1 "stpes" -- \
+  "$xtask" train --config "$(with '.lm.stpes = 3')" --run "$scratch/x"
+probe "a config file that does not exist" 1 "$scratch/none.json" -- \
+  "$xtask" train --config "$scratch/none.json" --run "$scratch/x"
+
+echo "== folders"
+folder="$scratch/folder"
+mkdir -p "$folder"
+"$xtask" train-tokenizer --help >/dev/null
+python3 - "$folder" <<'EOF'
+import sys, struct, zlib
+def png(path, rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * 32 for _ in range(32))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+for i in range(64):
+    png(f"{sys.argv[1]}/img{i:02}.png", (i * 3, 100, 200 - i * 2))
+    open(f"{sys.argv[1]}/img{i:02}.txt", "w").write(f"a picture number {i}")
+EOF
+folder_config=$(with ".data = \"$folder\"")
+rm "$folder/img03.txt"
+probe "a folder image without a caption" 1 "img03" -- "$xtask" train --config "$folder_config" --run "$scratch/f1"
+probe "  … allowed by allow_uncaptioned" 0 "" -- \
+  "$xtask" train --config "$(with ".data = \"$folder\" | .allow_uncaptioned = true")" --run "$scratch/f2"
+printf 'a caption \xff\xfe not UTF-8' >"$folder/img03.txt"
+probe "a folder caption that is not UTF-8" 1 "img03" -- "$xtask" train --config "$folder_config" --run "$scratch/f3"
+echo "not an image" >"$folder/img04.png"
+echo "a broken file" >"$folder/img04.txt"
+printf 'a picture number 3' >"$folder/img03.txt"
+probe "a folder with an undecodable image: skipped and named" 0 "img04" -- \
+  "$xtask" train --config "$folder_config" --run "$scratch/f4"
+
+echo "== corrupt files"
+cp -r "$run" "$scratch/corrupt"
+python3 -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[len(b)//2:len(b)//2+4096]=bytes(4096); open(p,'wb').write(b)" \
+  "$scratch/corrupt/tokenizer/model.safetensors"
+probe "garbled tokenizer weights: train" 1 "tokenizer/model.safetensors" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/corrupt"
+probe "garbled tokenizer weights: generate" 1 "tokenizer/model.safetensors" -- \
+  "$xtask" generate --run "$scratch/corrupt" --prompt "a red circle" --out "$scratch/c.png"
+probe "garbled tokenizer weights: eval" 1 "tokenizer/model.safetensors" -- "$xtask" eval --run "$scratch/corrupt"
+cp -r "$run" "$scratch/truncated"
+truncate -s 100 "$scratch/truncated/lm/model.mpk"
+probe "truncated final LM: train" 1 "lm/model.mpk" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/truncated"
+probe "truncated final LM: generate" 1 "lm/model.mpk" -- \
+  "$xtask" generate --run "$scratch/truncated" --prompt "a red circle" --out "$scratch/t.png"
+probe "truncated final LM: no burn format note" 1 "--restart-from lm" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/truncated"
+if "$xtask" train --config configs/run-tiny.json --run "$scratch/truncated" 2>&1 | grep -q "0.14"; then
+  failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … the error mentions burn's 0.14 format note"
+fi
+probe "truncated final LM: --restart-from lm repairs it" 0 "restarting from the lm step" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/truncated" --restart-from lm
+
+echo "== a second process"
+second="$scratch/second"
+"$xtask" train --config "$(with '.lm.stages[0].steps = 300')" --run "$second" >/dev/null 2>&1 &
+first_pid=$!
+for _ in $(seq 100); do [ -e "$second/run.json" ] && break; sleep 0.1; done
+probe "a second train on a directory in use" 1 "already in use by process $first_pid" -- \
+  "$xtask" train --config "$(with '.lm.stages[0].steps = 300')" --run "$second"
+kill -9 "$first_pid" 2>/dev/null
+wait "$first_pid" 2>/dev/null
+probe "after the first was killed (-9): the lock is free, the run resumes" 0 "" -- \
+  "$xtask" train --config "$(with '.lm.stages[0].steps = 300')" --run "$second"
+
+echo "== a NaN loss"
+probe "learning rate 1e30: stops naming the step, advises a new run dir" 1 "new run directory" -- \
+  "$xtask" train --config "$(with '.lm.stages[0].learning_rate = 1e30 | .lm.stages[0].steps = 20')" --run "$scratch/nan"
+
+echo
+echo "probes: $passed passed, $failed failed, $panics panics (exit 101)"
+[ "$failed" = 0 ] && [ "$panics" = 0 ]
