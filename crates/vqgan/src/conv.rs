@@ -50,12 +50,18 @@ fn conv2d_in_bands<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, band_elements:
         let rows = rows_per_band.min(out_h - first);
         // Output rows first..first + rows read padded rows first..first + rows + kh − 1, i.e. input rows from
         // first − top; the part outside the input is the zero padding.
-        let (start, end) = (first as isize - top as isize, (first + rows + kh - 1) as isize - top as isize);
+        let (start, end) = (
+            first as isize - top as isize,
+            (first + rows + kh - 1) as isize - top as isize,
+        );
         let (lo, hi) = (start.max(0) as usize, (end.min(height as isize)) as usize);
-        let band = x
-            .clone()
-            .slice([0..batch, 0..channels, lo..hi, 0..width])
-            .pad([((lo as isize - start) as usize, (end - hi as isize) as usize), (left, right)], 0.0);
+        let band = x.clone().slice([0..batch, 0..channels, lo..hi, 0..width]).pad(
+            [
+                ((lo as isize - start) as usize, (end - hi as isize) as usize),
+                (left, right),
+            ],
+            0.0,
+        );
         bands.push(conv2d_op(band, weight.clone(), bias.clone(), options.clone()));
         first += rows;
     }

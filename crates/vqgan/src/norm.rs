@@ -72,7 +72,9 @@ impl<B: Backend> GroupNorm<B> {
         let (means, variances): (Vec<_>, Vec<_>) = (0..batch * groups)
             .step_by(rows_per_chunk)
             .map(|first| {
-                let chunk = rows.clone().narrow(0, first, rows_per_chunk.min(batch * groups - first));
+                let chunk = rows
+                    .clone()
+                    .narrow(0, first, rows_per_chunk.min(batch * groups - first));
                 let mean = chunk.clone().mean_dim(1);
                 let variance = (chunk - mean.clone()).square().mean_dim(1);
                 (mean, variance)
