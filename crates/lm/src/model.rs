@@ -387,9 +387,11 @@ impl<B: Backend> TokenShuffleLm<B> {
             )
             .narrow(1, p - 1, 1);
         // Codes are drawn on the device: one uniform number per row goes there each step, and only the row maxima
-        // come back (to catch non-finite logits).
+        // (to catch non-finite logits) and the s² drawn codes per row come back. The codes are kept on the host
+        // and the next step's input is made from them, so what is fed back and what is returned are one list
+        // (assembling thousands of small device tensors with `cat` went wrong on burn-wgpu 0.21).
         let mut rng = seeded_rng(options.seed);
-        let mut codes: Vec<Tensor<B, 1, Int>> = Vec::with_capacity(windows);
+        let mut codes: Vec<i64> = Vec::with_capacity(windows * batch * s * s);
         for step in 0..windows {
             let logits = self.window_logits(hidden.clone())?; // [R, 1, s², K]
             let [_, _, s2, k] = logits.dims();
@@ -411,14 +413,15 @@ impl<B: Backend> TokenShuffleLm<B> {
                     step: step + 1,
                     total: windows,
                 })?;
-            codes.push(window.clone());
+            let drawn: Vec<i64> = window.into_data().convert::<i64>().to_vec().expect("integer codes");
+            codes.extend_from_slice(&drawn);
             on_step(&GenerateStep {
                 done: step + 1,
                 total: windows,
                 logits: &logits,
             });
             if step + 1 < windows {
-                let window = window.reshape([batch, s, s]);
+                let window = Tensor::<B, 3, Int>::from_data(TensorData::new(drawn, [batch, s, s]), device);
                 let window = if guided {
                     Tensor::cat(vec![window.clone(), window], 0)
                 } else {
@@ -432,7 +435,8 @@ impl<B: Backend> TokenShuffleLm<B> {
         }
         // codes were collected step by step ([window, row, s²]); per row, window by window and row-major inside
         // each window, they are exactly window_merge's layout.
-        let merged = Tensor::cat(codes, 0).reshape([windows, batch, s * s]).swap_dims(0, 1);
+        let merged =
+            Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [windows, batch, s * s]), device).swap_dims(0, 1);
         let grid = window_split(merged, [h, w], s)?.reshape([batch, h, w]);
         Ok(grid)
     }
@@ -549,6 +553,21 @@ mod tests {
                 .generate(&texts(), &options, &device, &mut |step| steps.push(step.logits.clone()))
                 .unwrap();
             assert_eq!(grid.dims(), [2, 4, 4]);
+            // The grid holds, window by window, the codes each step drew: the argmax of its logits, taken on the
+            // host so that no device op of the test's own is trusted.
+            let s2 = window * window;
+            let mut drawn = vec![0i64; 2 * 16];
+            for (n, logits) in steps.iter().enumerate() {
+                let values = logits.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+                for (r, row) in values.chunks(16).enumerate() {
+                    let best = (0..16).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+                    let (image, code) = (r / s2, r % s2);
+                    drawn[image * 16 + n * s2 + code] = best as i64;
+                }
+            }
+            let drawn = Tensor::<B, 3, Int>::from_data(TensorData::new(drawn, [2, 16 / s2, s2]), &device);
+            let expected_grid = window_split(drawn, [4, 4], window).unwrap().reshape([2, 4, 4]);
+            grid.clone().into_data().assert_eq(&expected_grid.into_data(), false);
             let full = model.forward(model.prompt_ids(&texts(), &device), grid).unwrap();
             for (n, step) in steps.into_iter().enumerate() {
                 let expected = full.clone().narrow(1, n, 1).squeeze_dim::<3>(1);
@@ -563,6 +582,10 @@ mod tests {
 
     #[test]
     fn corrupt_weights_stop_generation_with_an_error_naming_the_window() {
+        if !token_shuffle_test_support::BACKEND_SEES_NON_FINITE {
+            eprintln!("SKIPPED: {} cannot see NaN", token_shuffle_test_support::TEST_BACKEND);
+            return;
+        }
         use token_shuffle_test_support::Poison;
         let device = Default::default();
         let model = config(2).init::<B>(&device).unwrap().map(&mut Poison);

@@ -37,6 +37,11 @@ pub const TEST_BACKEND: &str = if cfg!(feature = "test-cuda") {
     "flex"
 };
 
+/// Whether [`TestBackend`] computes NaN and ∞ as IEEE 754 says, so that tests of how non-finite values are
+/// caught can run on it. Not on wgpu: WGSL lets an implementation assume that no float is NaN or ∞, and
+/// burn-wgpu's `is_nan`/`is_finite` then report every value finite (seen on lavapipe).
+pub const BACKEND_SEES_NON_FINITE: bool = !cfg!(feature = "test-wgpu");
+
 /// Back-propagates `loss` and asserts that every float parameter of `module` received a non-zero gradient.
 ///
 /// # Panics

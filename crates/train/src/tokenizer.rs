@@ -495,6 +495,10 @@ mod tests {
     /// summary and kept NaN through `done.json` — not the 100 dB a capped PSNR made of it.
     #[test]
     fn a_non_finite_reconstruction_is_reported_as_such() {
+        if !token_shuffle_test_support::BACKEND_SEES_NON_FINITE {
+            eprintln!("SKIPPED: {} cannot see NaN", token_shuffle_test_support::TEST_BACKEND);
+            return;
+        }
         use token_shuffle_test_support::Poison;
         let config = tiny_config();
         let device = Default::default();
@@ -645,6 +649,10 @@ mod tests {
 
     #[test]
     fn a_diverging_run_stops_with_the_step_and_leaves_the_last_weights_intact() {
+        if !token_shuffle_test_support::BACKEND_SEES_NON_FINITE {
+            eprintln!("SKIPPED: {} cannot see NaN", token_shuffle_test_support::TEST_BACKEND);
+            return;
+        }
         let _turn = crate::tests::one_at_a_time();
         // A learning rate of 1e30 blows the weights up after the first update: step 2's loss is not finite.
         let config = tiny_config()
