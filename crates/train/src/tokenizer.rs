@@ -495,6 +495,7 @@ mod tests {
     /// summary and kept NaN through `done.json` — not the 100 dB a capped PSNR made of it.
     #[test]
     fn a_non_finite_reconstruction_is_reported_as_such() {
+        let _turn = crate::tests::one_at_a_time(); // it initialises a model (burn's process-wide RNG)
         if !token_shuffle_test_support::BACKEND_SEES_NON_FINITE {
             eprintln!("SKIPPED: {} cannot see NaN", token_shuffle_test_support::TEST_BACKEND);
             return;
