@@ -435,8 +435,16 @@ impl<B: Backend> TokenShuffleLm<B> {
         }
         // codes were collected step by step ([window, row, s²]); per row, window by window and row-major inside
         // each window, they are exactly window_merge's layout.
-        let merged =
-            Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [windows, batch, s * s]), device).swap_dims(0, 1);
+        // Reordered to [row, window, s²] on the host: burn-wgpu 0.21 reshaped a `swap_dims`-ed integer tensor in
+        // memory order (the KV-cache test caught it), and the host has the codes anyway.
+        let per_row = windows * s * s;
+        let mut by_row = vec![0i64; codes.len()];
+        for (i, &code) in codes.iter().enumerate() {
+            let (window, rest) = (i / (batch * s * s), i % (batch * s * s));
+            let (row, within) = (rest / (s * s), rest % (s * s));
+            by_row[row * per_row + window * s * s + within] = code;
+        }
+        let merged = Tensor::<B, 3, Int>::from_data(TensorData::new(by_row, [batch, windows, s * s]), device);
         let grid = window_split(merged, [h, w], s)?.reshape([batch, h, w]);
         Ok(grid)
     }
