@@ -5,7 +5,7 @@
 //! in and has a device.
 
 use anyhow::{Result, bail};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{Backend, Device, DeviceId};
 
 /// The backends a command can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +72,85 @@ impl BackendKind {
     }
 }
 
+/// One device named on the command line (`--devices cuda:0,cuda:1`): `cpu` (a Flex replica; repeat it for
+/// several), `cuda:N` (GPU N), `wgpu:N` (discrete GPU N), `wgpu:cpu` (a CPU Vulkan driver such as lavapipe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// The backends this device belongs to, as written (`cpu`, `cuda`, `wgpu`).
+    family: &'static str,
+    /// The device's id in its backend (burn's `Device::from_id`).
+    id: DeviceId,
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (family, suffix) = text.split_once(':').unwrap_or((text, ""));
+        let index = |default: Option<u16>| -> Result<u16, String> {
+            match (suffix, default) {
+                ("", Some(d)) => Ok(d),
+                (i, _) => i
+                    .parse()
+                    .map_err(|_| format!("`{text}`: the device index must be a number, e.g. {family}:0")),
+            }
+        };
+        match family {
+            "cpu" => Ok(DeviceSpec {
+                family: "cpu",
+                id: DeviceId::new(0, index(Some(0))?),
+            }),
+            "cuda" => Ok(DeviceSpec {
+                family: "cuda",
+                id: DeviceId::new(0, index(None)?),
+            }),
+            // cubecl-wgpu's ids: type 0 is a discrete GPU, 3 the CPU adapter.
+            "wgpu" if suffix == "cpu" => Ok(DeviceSpec {
+                family: "wgpu",
+                id: DeviceId::new(3, 0),
+            }),
+            "wgpu" => Ok(DeviceSpec {
+                family: "wgpu",
+                id: DeviceId::new(0, index(None)?),
+            }),
+            _ => Err(format!(
+                "`{text}` is not a device: use cpu, cuda:N, wgpu:N or wgpu:cpu (comma-separated for several)"
+            )),
+        }
+    }
+}
+
+/// The devices `specs` name on backend `B` (`kind`), each checked to work; the backend's default device when
+/// `specs` is empty.
+///
+/// # Errors
+/// When a device belongs to another backend than `kind`, or does not work.
+pub fn devices<B: Backend>(kind: BackendKind, specs: &[DeviceSpec]) -> Result<Vec<B::Device>> {
+    if specs.is_empty() {
+        return Ok(vec![Default::default()]);
+    }
+    let family = match kind {
+        BackendKind::Flex => "cpu",
+        BackendKind::Wgpu => "wgpu",
+        BackendKind::Cuda | BackendKind::CudaBf16 => "cuda",
+    };
+    specs
+        .iter()
+        .map(|spec| {
+            if spec.family != family {
+                bail!(
+                    "--devices names a {} device but --backend is {}: its devices are written {family}{}",
+                    spec.family,
+                    kind.name(),
+                    if family == "cpu" { "" } else { ":N" }
+                );
+            }
+            let device = B::Device::from_id(spec.id);
+            probe_device::<B>(kind, &device)?;
+            Ok(device)
+        })
+        .collect()
+}
+
 /// Work that is generic over the backend, run by [`run_on`] on the one the user chose.
 pub trait BackendTask {
     /// What the work returns.
@@ -136,6 +215,21 @@ mod tests {
     fn flex_is_always_there() {
         assert!(BackendKind::Flex.compiled_in());
         assert_eq!(run_on(BackendKind::Flex, Name).unwrap(), "flex");
+    }
+
+    #[test]
+    fn devices_are_parsed_and_must_belong_to_the_backend() {
+        let specs: Vec<DeviceSpec> = ["cpu", "cpu:1"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(devices::<burn::backend::Flex>(BackendKind::Flex, &specs).unwrap().len(), 2);
+        assert_eq!(devices::<burn::backend::Flex>(BackendKind::Flex, &[]).unwrap().len(), 1);
+        let cuda: DeviceSpec = "cuda:1".parse().unwrap();
+        assert_eq!(cuda.id, DeviceId::new(0, 1));
+        let err = devices::<burn::backend::Flex>(BackendKind::Flex, &[cuda]).unwrap_err().to_string();
+        assert!(err.contains("a cuda device but --backend is flex"), "{err}");
+        for bad in ["gpu:0", "cuda", "cuda:x", "wgpu:-1"] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -13,7 +13,7 @@ use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
 use token_shuffle_train::stage::StageName;
 use token_shuffle_train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline_probed};
 
-use crate::backend::{BackendKind, BackendTask, run_on};
+use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 
 /// Arguments of `cargo xtask train`.
 #[derive(Args)]
@@ -27,6 +27,12 @@ pub struct Train {
     /// Backend to train on.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
+    /// Train the LM data parallel on these devices of the backend, comma-separated (`cuda:0,cuda:1`, `wgpu:0,…`,
+    /// `cpu,cpu` for CPU replicas): each step's `lm.gradient_accumulation` micro-batches are shared among them and
+    /// their gradients summed on the first, so the run is the same as on one device. Default: the backend's
+    /// default device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<DeviceSpec>,
     /// Delete this step of the run directory and every step after it, then train them again (tokenizer, text,
     /// codes, lm): the way to change a finished step's config in place.
     #[arg(long)]
@@ -50,6 +56,7 @@ impl Train {
                 config,
                 dir,
                 restart_from: self.restart_from,
+                devices: self.devices,
             },
         )?;
         Ok(())
@@ -60,19 +67,31 @@ struct TrainTask {
     config: RunConfig,
     dir: PathBuf,
     restart_from: Option<StageName>,
+    devices: Vec<DeviceSpec>,
 }
 
 impl BackendTask for TrainTask {
     type Output = ();
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        eprintln!("run {} on {}", self.dir.display(), backend.name());
+        let devices = if self.devices.is_empty() {
+            vec![device.clone()]
+        } else {
+            crate::backend::devices::<B>(backend, &self.devices)?
+        };
+        eprintln!(
+            "run {} on {} ({} device{})",
+            self.dir.display(),
+            backend.name(),
+            devices.len(),
+            if devices.len() == 1 { "" } else { "s" }
+        );
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.config);
         let mut probe = token_shuffle_eval::benchmark_probe::<B>(EvalOptions::during_training(), device.clone());
         run_pipeline_probed::<Autodiff<B>>(
             &self.config,
             &self.dir,
-            &device,
+            &devices,
             self.restart_from,
             Some(&mut probe),
             |event| log.print(event),
@@ -485,6 +504,7 @@ impl Demo {
                 config,
                 dir: self.run.clone(),
                 restart_from: self.restart_from,
+                devices: Vec::new(),
             },
         )?;
         run_on(BackendKind::Flex, DemoReport { run: self.run, started })

@@ -355,7 +355,7 @@ pub fn run_ablation<B: AutodiffBackend>(
             });
         }
         let mut probe = crate::benchmark_probe::<B::InnerBackend>(EvalOptions::during_training(), device.clone());
-        run_pipeline_probed::<B>(&config, &run_dir, device, None, Some(&mut probe), |e| {
+        run_pipeline_probed::<B>(&config, &run_dir, std::slice::from_ref(device), None, Some(&mut probe), |e| {
             on_event(&AblationEvent::Pipeline(e.clone()))
         })?;
 

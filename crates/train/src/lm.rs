@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use burn_store::{ModuleSnapshot, PathFilter};
 use serde::Serialize;
 use token_shuffle_data::cache::CodeCache;
@@ -238,14 +238,15 @@ type ModelRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 /// benchmark is the one `cargo xtask train` uses (train cannot depend on eval, so it arrives as this callback).
 pub type LmProbe<'a, B> = dyn FnMut(usize, &TokenShuffleLm<B>) -> Result<serde_json::Value, TrainError> + 'a;
 
-/// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`: code grids and captions.
-fn micro_batch<B: Backend>(
-    cache: &CodeCache,
-    micro: usize,
-    batch_size: usize,
-    seed: u64,
-    device: &B::Device,
-) -> (Tensor<B, 3, Int>, Vec<Vec<u32>>) {
+/// A micro-batch on the host: code grids `[batch, h, w]` (row-major) and captions (after prompt dropout).
+struct HostBatch {
+    codes: Vec<i64>,
+    shape: [usize; 3],
+    texts: Vec<Vec<u32>>,
+}
+
+/// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`.
+fn micro_batch(cache: &CodeCache, micro: usize, batch_size: usize, seed: u64) -> HostBatch {
     let [h, w] = cache.key().grid;
     let indices = sample_indices(cache.len(), seed, micro * batch_size..(micro + 1) * batch_size);
     let mut codes = Vec::with_capacity(batch_size * h * w);
@@ -255,10 +256,84 @@ fn micro_batch<B: Backend>(
         codes.extend(c.iter().map(|&c| c as i64));
         texts.push(t.to_vec());
     }
-    (
-        Tensor::from_data(TensorData::new(codes, [batch_size, h, w]), device),
+    HostBatch {
+        codes,
+        shape: [batch_size, h, w],
         texts,
-    )
+    }
+}
+
+/// What one micro-batch contributes to a step: its gradients (on the main device, already divided by the number
+/// of micro-batches) and its losses, named as [`TrainError::NonFiniteLoss`] names them.
+struct MicroGradients {
+    grads: GradientsParams,
+    losses: [(&'static str, f32); 4],
+    has_text: bool,
+}
+
+/// The gradients of `lm`'s loss on `batch`, computed on `device` and moved to `main`.
+fn micro_gradients<B: AutodiffBackend>(
+    lm: &TokenShuffleLm<B>,
+    batch: &HostBatch,
+    micro_batches: usize,
+    device: &B::Device,
+    main: &B::Device,
+) -> Result<MicroGradients, TrainError> {
+    let codes = Tensor::from_data(TensorData::new(batch.codes.clone(), batch.shape), device);
+    let loss = lm.loss(lm.prompt_ids(&batch.texts, device), codes)?;
+    let read = |t: &Tensor<B, 1>| -> f32 { t.clone().into_scalar().elem() };
+    let losses = [
+        ("image cross-entropy", read(&loss.image_ce)),
+        ("z-loss", read(&loss.z_loss)),
+        ("text cross-entropy", loss.text_ce.as_ref().map_or(0.0, read)),
+        ("total", read(&loss.total)),
+    ];
+    let grads = GradientsParams::from_grads((loss.total / micro_batches as f32).backward(), lm);
+    Ok(MicroGradients {
+        grads: grads.to_device(main, lm),
+        losses,
+        has_text: loss.text_ce.is_some(),
+    })
+}
+
+/// The gradients of every micro-batch of a step, in micro-batch order. With one device they are computed in turn
+/// on it; with several, micro-batch `i` goes to device `i mod devices.len()`, each device in its own thread on a
+/// replica of `lm` forked to it, and the gradients come back to `devices[0]` (burn-train's `MultiDevice` strategy,
+/// done by hand so that the sum below stays in micro-batch order: the step is then the same as gradient
+/// accumulation on one device, whatever the number of devices).
+fn step_gradients<B: AutodiffBackend>(
+    lm: &TokenShuffleLm<B>,
+    batches: &[HostBatch],
+    devices: &[B::Device],
+) -> Vec<Result<MicroGradients, TrainError>> {
+    let main = &devices[0];
+    if devices.len() == 1 {
+        return batches
+            .iter()
+            .map(|batch| micro_gradients(lm, batch, batches.len(), main, main))
+            .collect();
+    }
+    let mut results: Vec<(usize, Result<MicroGradients, TrainError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(d, device)| {
+                let replica = lm.clone().fork(device);
+                scope.spawn(move || {
+                    (d..batches.len())
+                        .step_by(devices.len())
+                        .map(|i| (i, micro_gradients(&replica, &batches[i], batches.len(), device, main)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Mean image cross-entropy of `lm` over a code cache, in batches.
@@ -286,6 +361,15 @@ pub fn evaluate_lm<B: Backend>(
         count += end - start;
     }
     Ok((sum / count.max(1) as f64) as f32)
+}
+
+/// Reads every float parameter of a module, which draws the initial values of those not drawn yet.
+struct InitialiseParameters;
+
+impl<B: Backend> ModuleVisitor<B> for InitialiseParameters {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
 }
 
 /// Transformer positions of one sample besides its text: `[bos]`/`[boi]` and one per image window.
@@ -331,24 +415,43 @@ pub fn train_lm<B: AutodiffBackend>(
     device: &B::Device,
     on_event: impl FnMut(&LmEvent),
 ) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
-    train_lm_probed::<B>(config, data, out, resume, device, None, on_event)
+    train_lm_probed::<B>(config, data, out, resume, std::slice::from_ref(device), None, on_event)
 }
 
-/// [`train_lm`] with a probe that measures the LM every [`LmTrainingConfig::benchmark_every`] steps (and after
-/// the last). The probe sees the weights only; what it does with its own randomness cannot change the training.
+/// [`train_lm`] on several devices, with a probe that measures the LM every [`LmTrainingConfig::benchmark_every`]
+/// steps (and after the last). The probe sees the weights only; what it does with its own randomness cannot change
+/// the training.
+///
+/// `devices[0]` holds the weights and the optimizer; each step's [`LmTrainingConfig::gradient_accumulation`]
+/// micro-batches are shared among all of `devices` (data parallel on one machine, see [`step_gradients`]), so the
+/// run is the same as on one device, only faster where the devices work at once.
 ///
 /// # Errors
-/// As [`train_lm`]; an error of the probe stops the run (checkpoints on disk are untouched).
+/// As [`train_lm`]; [`TrainError::Config`] when `devices` is empty or has more devices than a step has
+/// micro-batches; an error of the probe stops the run (checkpoints on disk are untouched).
 pub fn train_lm_probed<B: AutodiffBackend>(
     config: &LmTrainingConfig,
     data: &BTreeMap<usize, LmData>,
     out: &Path,
     resume: bool,
-    device: &B::Device,
+    devices: &[B::Device],
     mut probe: Option<&mut LmProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&LmEvent),
 ) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
     config.check()?;
+    let Some(device) = devices.first() else {
+        return Err(TrainError::Config("no device to train on".into()));
+    };
+    if devices.len() > config.gradient_accumulation {
+        return Err(TrainError::Config(format!(
+            "{} devices share each step's micro-batches, but lm.gradient_accumulation = {} gives only {}: set it to \
+             a multiple of {} (each micro-batch holds lm.batch_size samples)",
+            devices.len(),
+            config.gradient_accumulation,
+            config.gradient_accumulation,
+            devices.len()
+        )));
+    }
     for (i, stage) in config.stages.iter().enumerate() {
         if !data.contains_key(&stage.resolution) {
             return Err(TrainError::Config(format!(
@@ -391,7 +494,12 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             )));
         }
         B::seed(device, config.seed.wrapping_add(index as u64));
-        Ok(lm.init::<B>(device)?)
+        let lm = lm.init::<B>(device)?;
+        // burn draws a parameter's initial values when it is first read. Drawn now, in one fixed order, they
+        // do not depend on what reads them first: a forward pass, or the clones forked to other devices (each
+        // clone of a parameter not yet drawn would draw its own values).
+        lm.visit(&mut InitialiseParameters);
+        Ok(lm)
     };
     let optimizer_config = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
@@ -482,35 +590,37 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         };
         let learning_rate = schedule.at(stage_step);
 
+        // The step's micro-batches, drawn on the host in order (the prompt dropout's generator runs through them
+        // in turn), then their gradients on the devices.
+        let mut rng = seeded_rng(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let batches: Vec<HostBatch> = (0..config.gradient_accumulation)
+            .map(|micro| {
+                let position = step * config.gradient_accumulation + micro;
+                let batch = micro_batch(&stage_data.train, position, config.batch_size, config.seed);
+                HostBatch {
+                    texts: drop_prompts(&batch.texts, config.model.prompt_dropout, &mut rng),
+                    ..batch
+                }
+            })
+            .collect();
         let mut accumulator = GradientsAccumulator::new();
         let (mut image_ce, mut z_loss, mut text_ce) = (0.0f32, 0.0f32, None::<f32>);
-        let mut rng = seeded_rng(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        for micro in 0..config.gradient_accumulation {
-            let position = step * config.gradient_accumulation + micro;
-            let (codes, texts) = micro_batch::<B>(&stage_data.train, position, config.batch_size, config.seed, device);
-            let texts = drop_prompts(&texts, config.model.prompt_dropout, &mut rng);
-            let loss = lm.loss(lm.prompt_ids(&texts, device), codes)?;
-            let read = |t: &Tensor<B, 1>| -> f32 { t.clone().into_scalar().elem() };
-            let parts = [
-                ("image cross-entropy", read(&loss.image_ce)),
-                ("z-loss", read(&loss.z_loss)),
-                ("text cross-entropy", loss.text_ce.as_ref().map_or(0.0, read)),
-                ("total", read(&loss.total)),
-            ];
-            if let Some((part, value)) = parts.into_iter().find(|(_, v)| !v.is_finite()) {
+        let n = config.gradient_accumulation as f32;
+        for (batch, micro) in batches.iter().zip(step_gradients(&lm, &batches, devices)) {
+            let micro = micro?;
+            if let Some(&(part, value)) = micro.losses.iter().find(|(_, v)| !v.is_finite()) {
                 return Err(TrainError::NonFiniteLoss {
                     step: step + 1,
                     part,
                     value,
                 });
             }
-            let n = config.gradient_accumulation as f32;
-            image_ce += parts[0].1 / n;
-            z_loss += parts[1].1 / n;
-            text_ce = loss.text_ce.as_ref().map(|_| text_ce.unwrap_or(0.0) + parts[2].1 / n);
-            let grads = GradientsParams::from_grads((loss.total / n).backward(), &lm);
-            accumulator.accumulate(&lm, grads);
-            since_log.1 += config.batch_size * (texts.iter().map(Vec::len).max().unwrap_or(0) + lm_positions(&lm));
+            image_ce += micro.losses[0].1 / n;
+            z_loss += micro.losses[1].1 / n;
+            text_ce = micro.has_text.then(|| text_ce.unwrap_or(0.0) + micro.losses[2].1 / n);
+            accumulator.accumulate(&lm, micro.grads);
+            let longest_text = batch.texts.iter().map(Vec::len).max().unwrap_or(0);
+            since_log.1 += config.batch_size * (longest_text + lm_positions(&lm));
             since_log.2 += config.batch_size;
         }
         lm = optimizer.step(learning_rate, lm, accumulator.grads());
@@ -704,6 +814,67 @@ mod tests {
         );
     }
 
+    /// Trains `config` in `dir` on `devices`, optionally killed after the checkpoint of step `kill_after` and
+    /// resumed; returns the logged losses and the final weights.
+    fn run_on_devices(
+        config: &LmTrainingConfig,
+        dir: &Path,
+        devices: &[<A as burn::tensor::backend::BackendTypes>::Device],
+        kill_after: Option<usize>,
+    ) -> (Vec<(usize, f32, f32)>, Vec<Vec<f32>>) {
+        let data = data();
+        let mut events = Vec::new();
+        let train = |resume: bool, events: &mut Vec<LmEvent>| {
+            train_lm_probed::<A>(config, &data, dir, resume, devices, None, |e| {
+                events.push(e.clone());
+                if matches!(e, LmEvent::Checkpoint { step, .. } if Some(*step) == kill_after) && !resume {
+                    panic!("killed");
+                }
+            })
+        };
+        let lm = match kill_after {
+            Some(_) => {
+                let killed = catch_unwind(AssertUnwindSafe(|| train(false, &mut events)));
+                assert!(killed.is_err(), "the run was killed");
+                train(true, &mut events).unwrap()
+            }
+            None => train(false, &mut events).unwrap(),
+        };
+        let losses = steps(&events).iter().map(|s| (s.step, s.image_ce, s.z_loss)).collect();
+        let weights = lm
+            .collect(None, None, false)
+            .into_iter()
+            .map(|s| s.to_data().unwrap().to_vec().unwrap())
+            .collect();
+        (losses, weights)
+    }
+
+    #[test]
+    fn replicas_on_several_devices_give_the_weights_of_gradient_accumulation() {
+        let _turn = one_at_a_time();
+        // Four micro-batches a step over three CPU replicas: the first device computes two of them.
+        let config = config(vec![Stage::new(16, 2, 4, 1e-2)]).with_gradient_accumulation(4);
+        let device = Default::default();
+        let one = tempfile::tempdir().unwrap();
+        let (losses, weights) = run_on_devices(&config, one.path(), &[device], None);
+        assert_eq!(losses.len(), 4);
+        let three = tempfile::tempdir().unwrap();
+        let replicas = [device, device, device];
+        let (parallel_losses, parallel_weights) = run_on_devices(&config, three.path(), &replicas, None);
+        // Exact: each micro-batch's gradient is computed alone (on Flex, deterministically) and the sum runs in
+        // micro-batch order whatever device computed each term.
+        assert_eq!(parallel_losses, losses);
+        assert_eq!(parallel_weights, weights);
+        // Resume stays bit-exact with several devices.
+        let resumed = tempfile::tempdir().unwrap();
+        let (resumed_losses, resumed_weights) = run_on_devices(&config, resumed.path(), &replicas, Some(2));
+        assert_eq!(resumed_losses, losses);
+        assert_eq!(resumed_weights, weights);
+        // More devices than micro-batches would leave some idle: refused, naming the fix.
+        let err = train_lm_probed::<A>(&config, &data(), three.path(), true, &[device; 5], None, |_| {}).unwrap_err();
+        assert!(err.to_string().contains("gradient_accumulation = 4"), "{err}");
+    }
+
     #[test]
     fn a_checkpoint_written_before_a_field_existed_still_resumes() {
         let config = config(vec![Stage::new(16, 2, 6, 1e-2)]);
@@ -802,7 +973,7 @@ mod tests {
             &data(),
             probed_dir.path(),
             false,
-            &device,
+            std::slice::from_ref(&device),
             Some(&mut probe),
             |e| probed.push(e.clone()),
         )

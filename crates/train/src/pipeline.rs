@@ -89,7 +89,7 @@ pub fn run_pipeline<B: AutodiffBackend>(
     device: &B::Device,
     on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
-    run_pipeline_probed::<B>(config, dir, device, None, None, on_event)
+    run_pipeline_probed::<B>(config, dir, std::slice::from_ref(device), None, None, on_event)
 }
 
 /// A measurement of the run as it stands after a given LM step (the LM so far, with the run's tokenizers), taken
@@ -98,19 +98,23 @@ pub type RunProbe<'a, B> = dyn FnMut(usize, &TrainedRun<B>) -> Result<serde_json
 
 /// [`run_pipeline`] with a probe of the run during LM training (see [`RunProbe`]), and optionally restarted
 /// from a stage: `restart_from` deletes that stage and the ones after it first (reported as
-/// [`PipelineEvent::Restarted`]).
+/// [`PipelineEvent::Restarted`]). The LM trains data parallel on `devices` (see [`train_lm_probed`]); everything
+/// else runs on `devices[0]`.
 ///
 /// # Errors
 /// As [`run_pipeline`]; an error of the probe stops the LM step (its checkpoints are untouched).
 pub fn run_pipeline_probed<B: AutodiffBackend>(
     config: &RunConfig,
     dir: &Path,
-    device: &B::Device,
+    devices: &[B::Device],
     restart_from: Option<StageName>,
     mut probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
     config.check()?;
+    let Some(device) = devices.first() else {
+        return Err(TrainError::Config("no device to run on".into()));
+    };
     let _lock = crate::RunLock::acquire(dir)?;
     let plan = stage::plan(config);
     if let Some(from) = restart_from {
@@ -321,7 +325,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             &caches,
             &lm_dir,
             resume,
-            device,
+            devices,
             if probing {
                 Some(&mut lm_probe as &mut crate::LmProbe<'_, B::InnerBackend>)
             } else {
@@ -704,7 +708,7 @@ mod tests {
         restart_from: Option<StageName>,
     ) -> Result<Vec<PipelineEvent>, TrainError> {
         let mut events = Vec::new();
-        run_pipeline_probed::<Autodiff<TestBackend>>(config, dir, &Default::default(), restart_from, None, |e| {
+        run_pipeline_probed::<Autodiff<TestBackend>>(config, dir, &[Default::default()], restart_from, None, |e| {
             events.push(e.clone())
         })?;
         Ok(events)
