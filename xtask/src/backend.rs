@@ -220,11 +220,16 @@ mod tests {
     #[test]
     fn devices_are_parsed_and_must_belong_to_the_backend() {
         let specs: Vec<DeviceSpec> = ["cpu", "cpu:1"].iter().map(|s| s.parse().unwrap()).collect();
-        assert_eq!(devices::<burn::backend::Flex>(BackendKind::Flex, &specs).unwrap().len(), 2);
+        assert_eq!(
+            devices::<burn::backend::Flex>(BackendKind::Flex, &specs).unwrap().len(),
+            2
+        );
         assert_eq!(devices::<burn::backend::Flex>(BackendKind::Flex, &[]).unwrap().len(), 1);
         let cuda: DeviceSpec = "cuda:1".parse().unwrap();
         assert_eq!(cuda.id, DeviceId::new(0, 1));
-        let err = devices::<burn::backend::Flex>(BackendKind::Flex, &[cuda]).unwrap_err().to_string();
+        let err = devices::<burn::backend::Flex>(BackendKind::Flex, &[cuda])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a cuda device but --backend is flex"), "{err}");
         for bad in ["gpu:0", "cuda", "cuda:x", "wgpu:-1"] {
             let err = bad.parse::<DeviceSpec>().unwrap_err();

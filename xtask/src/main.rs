@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod count;
+mod dashboard;
 mod evaluation;
 mod highres;
 mod run;

@@ -14,6 +14,7 @@ use token_shuffle_train::stage::StageName;
 use token_shuffle_train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline_probed};
 
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
+use crate::dashboard::Dashboard;
 
 /// Arguments of `cargo xtask train`.
 #[derive(Args)]
@@ -33,6 +34,11 @@ pub struct Train {
     /// default device.
     #[arg(long, value_delimiter = ',')]
     devices: Vec<DeviceSpec>,
+    /// Show burn-train's live dashboard (its terminal UI: loss curves, progress, the latest event) instead of
+    /// log lines. Needs a terminal; its render thread keeps one core busy. `q` then `s` stops the run (the next
+    /// `train` resumes from its newest checkpoint).
+    #[arg(long)]
+    tui: bool,
     /// Delete this step of the run directory and every step after it, then train them again (tokenizer, text,
     /// codes, lm): the way to change a finished step's config in place.
     #[arg(long)]
@@ -57,6 +63,7 @@ impl Train {
                 dir,
                 restart_from: self.restart_from,
                 devices: self.devices,
+                tui: self.tui,
             },
         )?;
         Ok(())
@@ -68,6 +75,7 @@ struct TrainTask {
     dir: PathBuf,
     restart_from: Option<StageName>,
     devices: Vec<DeviceSpec>,
+    tui: bool,
 }
 
 impl BackendTask for TrainTask {
@@ -87,6 +95,7 @@ impl BackendTask for TrainTask {
         );
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.config);
+        let mut dashboard = self.tui.then(|| Dashboard::open(&self.config)).transpose()?;
         let mut probe = token_shuffle_eval::benchmark_probe::<B>(EvalOptions::during_training(), device.clone());
         run_pipeline_probed::<Autodiff<B>>(
             &self.config,
@@ -94,8 +103,24 @@ impl BackendTask for TrainTask {
             &devices,
             self.restart_from,
             Some(&mut probe),
-            |event| log.print(event),
+            |event| match dashboard.as_mut() {
+                Some(board) => {
+                    board.show(event, &log.line_of(event));
+                    if board.stop_requested() {
+                        // Closing the dashboard gives the terminal back before the message.
+                        dashboard = None;
+                        eprintln!(
+                            "stopped from the dashboard; `cargo xtask train` with the same config resumes {} from \
+                             its newest checkpoint",
+                            self.dir.display()
+                        );
+                        std::process::exit(130);
+                    }
+                }
+                None => log.print(event),
+            },
         )?;
+        drop(dashboard);
         drop(log);
         eprintln!(
             "done in {:.1} min: {}",
@@ -133,6 +158,11 @@ impl PipelineLog {
         self.lm_steps = steps;
     }
 
+    /// The line [`print`](Self::print) writes for `event`.
+    pub fn line_of(&self, event: &PipelineEvent) -> String {
+        event_line(event, self.started, self.tokenizer_steps, self.lm_steps)
+    }
+
     pub fn print(&mut self, event: &PipelineEvent) {
         match event {
             PipelineEvent::Phase {
@@ -155,8 +185,7 @@ impl PipelineLog {
         {
             return;
         }
-        self.bar
-            .line(&event_line(event, self.started, self.tokenizer_steps, self.lm_steps));
+        self.bar.line(&self.line_of(event));
     }
 }
 
@@ -505,6 +534,7 @@ impl Demo {
                 dir: self.run.clone(),
                 restart_from: self.restart_from,
                 devices: Vec::new(),
+                tui: false,
             },
         )?;
         run_on(BackendKind::Flex, DemoReport { run: self.run, started })

@@ -355,9 +355,14 @@ pub fn run_ablation<B: AutodiffBackend>(
             });
         }
         let mut probe = crate::benchmark_probe::<B::InnerBackend>(EvalOptions::during_training(), device.clone());
-        run_pipeline_probed::<B>(&config, &run_dir, std::slice::from_ref(device), None, Some(&mut probe), |e| {
-            on_event(&AblationEvent::Pipeline(e.clone()))
-        })?;
+        run_pipeline_probed::<B>(
+            &config,
+            &run_dir,
+            std::slice::from_ref(device),
+            None,
+            Some(&mut probe),
+            |e| on_event(&AblationEvent::Pipeline(e.clone())),
+        )?;
 
         let run = TrainedRun::<B::InnerBackend>::load(&run_dir, device)?;
         // Every variant has the first one's tokenizer: its held-out reconstruction is measured once.

@@ -814,6 +814,9 @@ mod tests {
         );
     }
 
+    /// A logged step: its number, image cross-entropy and z-loss.
+    type StepLosses = (usize, f32, f32);
+
     /// Trains `config` in `dir` on `devices`, optionally killed after the checkpoint of step `kill_after` and
     /// resumed; returns the logged losses and the final weights.
     fn run_on_devices(
@@ -821,7 +824,7 @@ mod tests {
         dir: &Path,
         devices: &[<A as burn::tensor::backend::BackendTypes>::Device],
         kill_after: Option<usize>,
-    ) -> (Vec<(usize, f32, f32)>, Vec<Vec<f32>>) {
+    ) -> (Vec<StepLosses>, Vec<Vec<f32>>) {
         let data = data();
         let mut events = Vec::new();
         let train = |resume: bool, events: &mut Vec<LmEvent>| {
