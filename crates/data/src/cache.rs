@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::DataError;
 
-const MAGIC: &[u8; 8] = b"TSRCODE1";
-const CHECKSUM_LEN: usize = 32;
+pub(crate) const MAGIC: &[u8; 8] = b"TSRCODE1";
+pub(crate) const CHECKSUM_LEN: usize = 32;
 
 /// A content fingerprint (BLAKE3, hex) of a tokenizer file, model weights, or any bytes.
 pub fn fingerprint(bytes: &[u8]) -> String {
@@ -54,10 +54,54 @@ pub struct CacheKey {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    key: CacheKey,
-    samples: usize,
-    text_ids: usize,
+pub(crate) struct Header {
+    pub(crate) key: CacheKey,
+    pub(crate) samples: usize,
+    pub(crate) text_ids: usize,
+    /// Bytes per stored code: 2 when every code is below 65,536 (any codebook up to that size: 8 GB for a million
+    /// 64×64 grids), else 4. Files written before this field store 4.
+    #[serde(default = "four_bytes")]
+    pub(crate) code_bytes: usize,
+    /// The longest caption, in ids (absent in older files).
+    #[serde(default)]
+    pub(crate) longest_text: Option<usize>,
+}
+
+fn four_bytes() -> usize {
+    4
+}
+
+impl Header {
+    /// Where each part of the body starts (from the start of the file), and where the body ends.
+    pub(crate) fn layout(&self, header_len: usize) -> Layout {
+        let cells = self.key.grid[0] * self.key.grid[1];
+        let codes = (16 + header_len) as u64;
+        let offsets = codes + (self.code_bytes * self.samples * cells) as u64;
+        let texts = offsets + 8 * (self.samples as u64 + 1);
+        Layout {
+            codes,
+            offsets,
+            texts,
+            end: texts + 4 * self.text_ids as u64,
+        }
+    }
+}
+
+/// Byte positions of a cache file's parts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub(crate) codes: u64,
+    pub(crate) offsets: u64,
+    pub(crate) texts: u64,
+    pub(crate) end: u64,
+}
+
+/// Little-endian codes of `width` bytes each.
+pub(crate) fn decode_codes(bytes: &[u8], width: usize, out: &mut Vec<u32>) {
+    match width {
+        2 => out.extend(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)),
+        _ => out.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()))),
+    }
 }
 
 /// Code grids and caption ids of a dataset, in memory.
@@ -122,21 +166,33 @@ impl CodeCache {
         )
     }
 
+    /// The longest caption, in ids.
+    pub fn longest_text(&self) -> usize {
+        self.text_offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+    }
+
     /// Writes the cache atomically: to a temporary file beside `path`, synced, then renamed over `path`.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        let code_bytes = if self.codes.iter().all(|&c| c <= u16::MAX as u32) { 2 } else { 4 };
         let header = serde_json::to_vec(&Header {
             key: self.key.clone(),
             samples: self.len(),
             text_ids: self.text_ids.len(),
+            code_bytes,
+            longest_text: Some(self.longest_text()),
         })
         .expect("the header serialises");
         let mut bytes = Vec::with_capacity(
-            16 + header.len() + 4 * (self.codes.len() + self.text_ids.len()) + 8 * self.text_offsets.len(),
+            16 + header.len() + code_bytes * self.codes.len() + 4 * self.text_ids.len() + 8 * self.text_offsets.len(),
         );
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&header);
-        bytes.extend(self.codes.iter().flat_map(|c| c.to_le_bytes()));
+        if code_bytes == 2 {
+            bytes.extend(self.codes.iter().flat_map(|&c| (c as u16).to_le_bytes()));
+        } else {
+            bytes.extend(self.codes.iter().flat_map(|c| c.to_le_bytes()));
+        }
         bytes.extend(self.text_offsets.iter().flat_map(|o| (*o as u64).to_le_bytes()));
         bytes.extend(self.text_ids.iter().flat_map(|t| t.to_le_bytes()));
         let checksum = blake3::hash(&bytes);
@@ -173,28 +229,19 @@ impl CodeCache {
             .ok_or_else(|| corrupt("unreadable header"))?;
         check_key(path, &header.key, expected)?;
 
-        let cells = header.key.grid[0] * header.key.grid[1];
-        let mut rest = &body[16 + header_len..];
-        let expected_len = 4 * header.samples * cells + 8 * (header.samples + 1) + 4 * header.text_ids;
-        if rest.len() != expected_len {
+        let layout = header.layout(header_len);
+        if layout.end != body.len() as u64 || !matches!(header.code_bytes, 2 | 4) {
             return Err(corrupt("body length does not match the header"));
         }
-        let mut take = |n: usize| {
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            head
-        };
-        let u32s = |b: &[u8]| {
-            b.chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                .collect::<Vec<_>>()
-        };
-        let codes = u32s(take(4 * header.samples * cells));
-        let text_offsets: Vec<usize> = take(8 * (header.samples + 1))
+        let part = |from: u64, to: u64| &body[from as usize..to as usize];
+        let mut codes = Vec::new();
+        decode_codes(part(layout.codes, layout.offsets), header.code_bytes, &mut codes);
+        let text_offsets: Vec<usize> = part(layout.offsets, layout.texts)
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize)
             .collect();
-        let text_ids = u32s(take(4 * header.text_ids));
+        let mut text_ids = Vec::new();
+        decode_codes(part(layout.texts, layout.end), 4, &mut text_ids);
         if text_offsets.windows(2).any(|w| w[0] > w[1]) || text_offsets.last() != Some(&text_ids.len()) {
             return Err(corrupt("caption offsets are inconsistent"));
         }
@@ -207,7 +254,7 @@ impl CodeCache {
     }
 }
 
-fn check_key(path: &Path, cached: &CacheKey, expected: &CacheKey) -> Result<(), DataError> {
+pub(crate) fn check_key(path: &Path, cached: &CacheKey, expected: &CacheKey) -> Result<(), DataError> {
     let fields = [
         (
             "tokenizer fingerprint",

@@ -12,6 +12,8 @@
 //! - [`imaging`]: decode, centre-crop, resize, and scale pixels to `[-1, 1]`.
 //! - [`text`]: the byte-level BPE text tokenizer, trained on captions, or any `tokenizer.json`.
 //! - [`cache`]: the code cache LM training reads (code grids + caption ids), with fingerprints and atomic writes.
+//! - [`codes`]: code caches on disk read sample by sample (one file per shard): memory independent of the data
+//!   set's size.
 //! - [`files`]: atomic writes (through a `.partial` name and a rename) and PNG saving.
 //! - [`batch`]: burn `Dataset`s and `Batcher`s for pixel batches (tokenizer) and code batches (LM).
 //!
@@ -33,6 +35,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod codes;
 mod error;
 pub mod files;
 pub mod folder;

@@ -15,7 +15,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use burn_store::{ModuleSnapshot, PathFilter};
 use serde::Serialize;
-use token_shuffle_data::cache::CodeCache;
+use token_shuffle_data::codes::Codes;
 use token_shuffle_lm::{LmArchitecture, TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
 
 use crate::checkpoint::{CheckpointState, Checkpoints};
@@ -151,13 +151,13 @@ impl LmTrainingConfig {
     }
 }
 
-/// The code caches of one resolution.
+/// The code caches of one resolution (in memory, or files read sample by sample).
 #[derive(Debug)]
 pub struct LmData {
     /// Training samples.
-    pub train: CodeCache,
+    pub train: Codes,
     /// Validation samples.
-    pub valid: CodeCache,
+    pub valid: Codes,
 }
 
 /// Training losses at one step.
@@ -246,21 +246,27 @@ struct HostBatch {
 }
 
 /// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`.
-fn micro_batch(cache: &CodeCache, micro: usize, batch_size: usize, seed: u64) -> HostBatch {
-    let [h, w] = cache.key().grid;
+fn micro_batch(cache: &Codes, micro: usize, batch_size: usize, seed: u64) -> Result<HostBatch, TrainError> {
     let indices = sample_indices(cache.len(), seed, micro * batch_size..(micro + 1) * batch_size);
-    let mut codes = Vec::with_capacity(batch_size * h * w);
+    read_samples(cache, indices.into_iter())
+}
+
+/// Samples `indices` of `cache` as one batch.
+fn read_samples(cache: &Codes, indices: impl ExactSizeIterator<Item = usize>) -> Result<HostBatch, TrainError> {
+    let [h, w] = cache.key().grid;
+    let batch_size = indices.len();
+    let mut grids = Vec::with_capacity(batch_size * h * w);
     let mut texts = Vec::with_capacity(batch_size);
     for i in indices {
-        let (c, t) = cache.sample(i);
-        codes.extend(c.iter().map(|&c| c as i64));
-        texts.push(t.to_vec());
+        let mut text = Vec::new();
+        cache.read(i, &mut grids, &mut text)?;
+        texts.push(text);
     }
-    HostBatch {
-        codes,
+    Ok(HostBatch {
+        codes: grids.into_iter().map(i64::from).collect(),
         shape: [batch_size, h, w],
         texts,
-    }
+    })
 }
 
 /// What one micro-batch contributes to a step: its gradients (on the main device, already divided by the number
@@ -339,23 +345,16 @@ fn step_gradients<B: AutodiffBackend>(
 /// Mean image cross-entropy of `lm` over a code cache, in batches.
 pub fn evaluate_lm<B: Backend>(
     lm: &TokenShuffleLm<B>,
-    cache: &CodeCache,
+    cache: &Codes,
     batch_size: usize,
     device: &B::Device,
 ) -> Result<f32, TrainError> {
-    let [h, w] = cache.key().grid;
     let (mut sum, mut count) = (0.0f64, 0usize);
     for start in (0..cache.len()).step_by(batch_size.max(1)) {
         let end = (start + batch_size).min(cache.len());
-        let mut codes = Vec::new();
-        let mut texts = Vec::new();
-        for i in start..end {
-            let (c, t) = cache.sample(i);
-            codes.extend(c.iter().map(|&c| c as i64));
-            texts.push(t.to_vec());
-        }
-        let codes = Tensor::from_data(TensorData::new(codes, [end - start, h, w]), device);
-        let loss = lm.loss(lm.prompt_ids(&texts, device), codes)?;
+        let batch = read_samples(cache, start..end)?;
+        let codes = Tensor::from_data(TensorData::new(batch.codes, batch.shape), device);
+        let loss = lm.loss(lm.prompt_ids(&batch.texts, device), codes)?;
         let ce: f32 = loss.image_ce.into_scalar().elem();
         sum += ce as f64 * (end - start) as f64;
         count += end - start;
@@ -462,7 +461,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
     }
     for (resolution, caches) in data {
         for (split, cache) in [("train", &caches.train), ("valid", &caches.valid)] {
-            let longest = (0..cache.len()).map(|i| cache.sample(i).1.len()).max().unwrap_or(0);
+            let longest = cache.longest_text()?;
             if longest > config.model.max_text_len {
                 return Err(TrainError::Config(format!(
                     "the {split} captions at {resolution} px are up to {longest} text ids long, but the LM takes at \
@@ -596,13 +595,13 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         let batches: Vec<HostBatch> = (0..config.gradient_accumulation)
             .map(|micro| {
                 let position = step * config.gradient_accumulation + micro;
-                let batch = micro_batch(&stage_data.train, position, config.batch_size, config.seed);
-                HostBatch {
+                let batch = micro_batch(&stage_data.train, position, config.batch_size, config.seed)?;
+                Ok(HostBatch {
                     texts: drop_prompts(&batch.texts, config.model.prompt_dropout, &mut rng),
                     ..batch
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, TrainError>>()?;
         let mut accumulator = GradientsAccumulator::new();
         let (mut image_ce, mut z_loss, mut text_ce) = (0.0f32, 0.0f32, None::<f32>);
         let n = config.gradient_accumulation as f32;
@@ -691,7 +690,7 @@ mod tests {
     use super::*;
     use burn::backend::Autodiff;
     use std::panic::{AssertUnwindSafe, catch_unwind};
-    use token_shuffle_data::cache::{CacheKey, fingerprint};
+    use token_shuffle_data::cache::{CacheKey, CodeCache, fingerprint};
     use token_shuffle_data::rng::SplitMix64;
     use token_shuffle_test_support::TestBackend;
 
@@ -732,8 +731,8 @@ mod tests {
         BTreeMap::from([(
             16,
             LmData {
-                train: cache(24, 0),
-                valid: cache(8, 1),
+                train: cache(24, 0).into(),
+                valid: cache(8, 1).into(),
             },
         )])
     }

@@ -284,7 +284,13 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             valid.save(&paths[1])?;
             [train, valid]
         };
-        caches.insert(resolution, LmData { train, valid });
+        caches.insert(
+            resolution,
+            LmData {
+                train: train.into(),
+                valid: valid.into(),
+            },
+        );
     }
     if !codes_done {
         let finished = StageRecord {

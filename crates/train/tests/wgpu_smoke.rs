@@ -41,8 +41,8 @@ fn lm_training_runs_on_wgpu() {
     let data = BTreeMap::from([(
         16,
         LmData {
-            train: cache.clone(),
-            valid: cache,
+            train: cache.clone().into(),
+            valid: cache.into(),
         },
     )]);
     let dir = tempfile::tempdir().unwrap();
