@@ -51,6 +51,10 @@ pub enum Bench {
     /// One n×n×n matrix product in the backend's float type: the achieved TFLOP/s the other benches are read
     /// against (what the hardware and the backend's matmul reach at best).
     Matmul(MatmulBench),
+    /// A synthetic code cache of up to a million 64×64 grids as shard files: time to build and open, time per
+    /// training batch read, and the memory both need (independent of the data set's size). Writes
+    /// runs/bench/code-cache.md.
+    CodeCache(crate::cache_bench::CodeCacheBench),
 }
 
 impl Bench {
@@ -85,6 +89,7 @@ impl Bench {
                 let backend = matmul.backend;
                 run_on(backend, matmul)
             }
+            Bench::CodeCache(cache) => cache.run(),
         }
     }
 }

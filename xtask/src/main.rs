@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench;
+mod cache_bench;
 mod count;
 mod dashboard;
 mod evaluation;

@@ -83,6 +83,14 @@ pub enum DataError {
         /// What is wrong.
         why: String,
     },
+    /// Webdataset shards that cannot be used: a malformed pattern, missing shards, a file that is not a tar.
+    #[error("shards {spec}: {why}")]
+    Shards {
+        /// The shards as named (a pattern, directory or file).
+        spec: String,
+        /// What is wrong.
+        why: String,
+    },
     /// No loadable image in a folder.
     #[error("no loadable PNG, JPEG or WebP image under {}: {summary}", root.display())]
     NoImages {

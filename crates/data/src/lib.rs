@@ -8,6 +8,7 @@
 //! - [`scenes`]: the synthetic scene corpus, the embedded default data set, with GenEval's categories and a
 //!   held-out set for evaluation.
 //! - [`folder`]: image folders with captions (manifest or sidecars), decoded in parallel, bad files reported.
+//! - [`shards`]: image-text data in the webdataset layout (tar shards), read shard by shard, decoded with rayon.
 //! - [`twemoji`]: the Twemoji corpus, embedded in the `twemoji-assets` crate, captioned with emoji names.
 //! - [`imaging`]: decode, centre-crop, resize, and scale pixels to `[-1, 1]`.
 //! - [`text`]: the byte-level BPE text tokenizer, trained on captions, or any `tokenizer.json`.
@@ -42,6 +43,7 @@ pub mod folder;
 pub mod imaging;
 pub mod rng;
 pub mod scenes;
+pub mod shards;
 pub mod text;
 pub mod twemoji;
 
