@@ -39,6 +39,10 @@ pub struct CodeCacheBench {
     /// Keep the files.
     #[arg(long)]
     keep: bool,
+    /// Empty the kernel's page cache before opening and again before reading (needs root: writes
+    /// /proc/sys/vm/drop_caches), so that both read from the disk rather than from memory.
+    #[arg(long)]
+    drop_caches: bool,
 }
 
 /// One data set size, measured.
@@ -68,7 +72,10 @@ impl CodeCacheBench {
         for &images in &self.images {
             let dir = self.dir.join(format!("{images}"));
             if dir.exists() {
-                bail!("{} exists: remove it (the benchmark writes its own files there)", dir.display());
+                bail!(
+                    "{} exists: remove it (the benchmark writes its own files there)",
+                    dir.display()
+                );
             }
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let measured = self.measure(&key, images, &dir);
@@ -110,14 +117,19 @@ impl CodeCacheBench {
             );
         }
         table += &format!(
-            "\n{}×{} codes of a {}-code book ({} bytes each), {} images per shard file, {} random batches; peak RSS of \
-             the whole process: {rss}.\n",
+            "\n{}×{} codes of a {}-code book ({} bytes each), {} images per shard file, {} random batches, page \
+             cache {}; peak RSS of the whole process: {rss}.\n",
             self.grid,
             self.grid,
             self.codebook,
             if self.codebook <= 65_536 { 2 } else { 4 },
             self.shard_images,
-            self.batches
+            self.batches,
+            if self.drop_caches {
+                "emptied before opening and before reading (cold reads from disk)"
+            } else {
+                "as the build left it (warm where the files fit in memory)"
+            }
         );
         println!("{table}");
         let out = PathBuf::from("runs/bench/code-cache.md");
@@ -158,10 +170,12 @@ impl CodeCacheBench {
             .sum::<std::io::Result<u64>>()?;
 
         // The heap held while reading, above what was held before: the open files' state and one batch.
+        self.drop_page_cache()?;
         let started = Instant::now();
         let (read, read_heap) = HEAP.peak_during(|| -> Result<(f64, f64)> {
             let codes = Codes::from(CodeShards::open(&paths, key)?);
             let open_s = started.elapsed().as_secs_f64();
+            self.drop_page_cache()?;
             let mut rng = SplitMix64::new(7, images as u64);
             let (mut grids, mut texts) = (Vec::new(), Vec::new());
             let reading = Instant::now();
@@ -185,6 +199,21 @@ impl CodeCacheBench {
             batch_ms: 1e3 * batch_s / self.batches.max(1) as f64,
             read_heap,
         })
+    }
+}
+
+impl CodeCacheBench {
+    /// With --drop-caches, writes back dirty pages and empties the page cache.
+    fn drop_page_cache(&self) -> Result<()> {
+        if self.drop_caches {
+            let synced = std::process::Command::new("sync").status();
+            if !synced.is_ok_and(|s| s.success()) {
+                bail!("--drop-caches: `sync` failed");
+            }
+            std::fs::write("/proc/sys/vm/drop_caches", "3")
+                .context("--drop-caches needs root (it writes /proc/sys/vm/drop_caches); run without it")?;
+        }
+        Ok(())
     }
 }
 

@@ -48,6 +48,9 @@ enum Command {
     Count(count::Count),
     /// Run the demo: train a tiny tokenizer and LM on synthetic scenes on the CPU, generate samples, write a report.
     Demo(run::Demo),
+    /// Encode a run's webdataset shards into per-shard code caches, a slice of them per process (`--shard K/N`), or
+    /// check them all (`--merge`).
+    Encode(run::Encode),
     /// Evaluate a trained run: the compositional benchmark on generated images, the tokenizer on held-out images.
     Eval(evaluation::Eval),
     /// Run a whole training pipeline: tokenizer, text tokenizer, code caches, LM (finished steps are skipped).
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
         Command::Bench(bench) => bench.run(),
         Command::Count(count) => count.run(),
         Command::Eval(command) => command.run(),
+        Command::Encode(command) => command.run(),
         Command::CalibrateDetector(command) => command.run(),
         Command::Ablate(command) => command.run(),
         Command::Cfg(command) => command.run(),

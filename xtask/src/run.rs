@@ -11,7 +11,9 @@ use token_shuffle_data::scenes::{SceneCorpus, Split};
 use token_shuffle_eval::EvalOptions;
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
 use token_shuffle_train::stage::StageName;
-use token_shuffle_train::{LmEvent, PipelineEvent, RunConfig, TokenizerEvent, TrainedRun, run_pipeline_probed};
+use token_shuffle_train::{
+    LmEvent, PipelineEvent, PipelineSteps, RunConfig, ShardSlice, TokenizerEvent, TrainedRun, run_pipeline_probed,
+};
 
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
 use crate::dashboard::Dashboard;
@@ -43,6 +45,10 @@ pub struct Train {
     /// codes, lm): the way to change a finished step's config in place.
     #[arg(long)]
     restart_from: Option<StageName>,
+    /// Stop after this step (tokenizer, text, codes, lm): `--until text` prepares a run over webdataset shards for
+    /// `cargo xtask encode --shard K/N` processes.
+    #[arg(long)]
+    until: Option<StageName>,
 }
 
 impl Train {
@@ -61,7 +67,10 @@ impl Train {
             TrainTask {
                 config,
                 dir,
-                restart_from: self.restart_from,
+                steps: PipelineSteps {
+                    restart_from: self.restart_from,
+                    until: self.until,
+                },
                 devices: self.devices,
                 tui: self.tui,
             },
@@ -73,7 +82,7 @@ impl Train {
 struct TrainTask {
     config: RunConfig,
     dir: PathBuf,
-    restart_from: Option<StageName>,
+    steps: PipelineSteps,
     devices: Vec<DeviceSpec>,
     tui: bool,
 }
@@ -101,7 +110,7 @@ impl BackendTask for TrainTask {
             &self.config,
             &self.dir,
             &devices,
-            self.restart_from,
+            self.steps,
             Some(&mut probe),
             |event| match dashboard.as_mut() {
                 Some(board) => {
@@ -532,7 +541,10 @@ impl Demo {
             TrainTask {
                 config,
                 dir: self.run.clone(),
-                restart_from: self.restart_from,
+                steps: PipelineSteps {
+                    restart_from: self.restart_from,
+                    until: None,
+                },
                 devices: Vec::new(),
                 tui: false,
             },
@@ -635,6 +647,85 @@ impl BackendTask for DemoReport {
             self.started.elapsed().as_secs_f32() / 60.0,
             self.run.display()
         );
+        Ok(())
+    }
+}
+
+/// Arguments of `cargo xtask encode`.
+#[derive(Args)]
+pub struct Encode {
+    /// Run config (JSON) whose data are webdataset shards.
+    #[arg(long)]
+    config: PathBuf,
+    /// Run directory (default: runs/<config name>); its tokenizer and text tokenizer must be finished
+    /// (`cargo xtask train --until text`).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Encode shard i when i mod N == K: process K of N of a job array (default: every shard).
+    #[arg(long, conflicts_with = "merge")]
+    shard: Option<ShardSlice>,
+    /// Encode nothing: check that every shard's code caches are there and whole (after the K/N processes).
+    #[arg(long)]
+    merge: bool,
+    /// Backend to encode on.
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    backend: BackendKind,
+}
+
+impl Encode {
+    pub fn run(self) -> Result<()> {
+        let config = RunConfig::load_file(&self.config)?;
+        let dir = match self.run {
+            Some(dir) => dir,
+            None => token_shuffle_train::run_dir(
+                self.config
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "run".into())
+                    .trim_start_matches("run-"),
+            ),
+        };
+        let backend = self.backend;
+        run_on(
+            backend,
+            EncodeTask {
+                config,
+                dir,
+                slice: (!self.merge).then(|| self.shard.unwrap_or(ShardSlice::ALL)),
+            },
+        )
+    }
+}
+
+struct EncodeTask {
+    config: RunConfig,
+    dir: PathBuf,
+    /// `None`: check only (`--merge`).
+    slice: Option<ShardSlice>,
+}
+
+impl BackendTask for EncodeTask {
+    type Output = ();
+    fn run<B: Backend>(self, _: BackendKind, device: B::Device) -> Result<()> {
+        match self.slice {
+            None => {
+                let summary = token_shuffle_train::check_shard_codes::<B>(&self.config, &self.dir, &device)?;
+                println!("{summary}; `cargo xtask train` with this config goes on with the LM");
+            }
+            Some(slice) => {
+                let started = Instant::now();
+                let mut log = PipelineLog::new(&self.config);
+                token_shuffle_train::encode_shards::<B>(&self.config, &self.dir, slice, &device, |e| log.print(e))?;
+                drop(log);
+                eprintln!(
+                    "shards {}/{} encoded in {:.1} min into {}",
+                    slice.index,
+                    slice.count,
+                    started.elapsed().as_secs_f32() / 60.0,
+                    self.dir.join("codes").display()
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -173,7 +173,11 @@ impl CodeCache {
 
     /// Writes the cache atomically: to a temporary file beside `path`, synced, then renamed over `path`.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let code_bytes = if self.codes.iter().all(|&c| c <= u16::MAX as u32) { 2 } else { 4 };
+        let code_bytes = if self.codes.iter().all(|&c| c <= u16::MAX as u32) {
+            2
+        } else {
+            4
+        };
         let header = serde_json::to_vec(&Header {
             key: self.key.clone(),
             samples: self.len(),

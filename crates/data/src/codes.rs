@@ -344,7 +344,10 @@ mod tests {
         // Narrow codes are stored in 2 bytes: the first file is smaller per sample than the last.
         let size = |p: &Path| std::fs::metadata(p).unwrap().len();
         assert!(size(&paths[0]) < size(&paths[2]));
-        assert_eq!(CodeCache::open(&paths[0], &key()).unwrap().sample(2).0, &[20, 21, 22, 23, 24, 25]);
+        assert_eq!(
+            CodeCache::open(&paths[0], &key()).unwrap().sample(2).0,
+            &[20, 21, 22, 23, 24, 25]
+        );
     }
 
     #[test]

@@ -43,7 +43,11 @@ pub fn names_shards(spec: &str) -> bool {
     spec.ends_with(".tar")
         || (path.is_dir()
             && std::fs::read_dir(path)
-                .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "tar")))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.path().extension().is_some_and(|x| x == "tar"))
+                })
                 .unwrap_or(false))
 }
 
@@ -74,7 +78,11 @@ pub fn shard_paths(spec: &str) -> Result<Vec<PathBuf>, DataError> {
         if from > to {
             return Err(bad(format!("the range {first}..{last} is empty")));
         }
-        let width = if first.starts_with('0') && first.len() > 1 { first.len() } else { 0 };
+        let width = if first.starts_with('0') && first.len() > 1 {
+            first.len()
+        } else {
+            0
+        };
         (from..=to)
             .map(|n| PathBuf::from(format!("{}{n:0width$}{}", &spec[..open], &spec[close + 1..])))
             .collect()
@@ -127,7 +135,8 @@ fn key_and_extension(path: &str) -> (&str, &str) {
 
 /// The caption in a `.txt` or `.json` member.
 fn caption_of(extension: &str, bytes: Vec<u8>) -> Result<String, String> {
-    let text = String::from_utf8(bytes).map_err(|e| format!("not UTF-8 (invalid byte at {})", e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 (invalid byte at {})", e.utf8_error().valid_up_to()))?;
     if extension == "txt" {
         return Ok(text.trim().to_string());
     }
@@ -189,7 +198,9 @@ fn read_shard(path: &Path) -> Result<Vec<RawSample>, DataError> {
 /// [`DataError::BadCaption`] (naming `shard.tar:key`) for a sample without a usable caption, unless uncaptioned
 /// images are allowed.
 pub fn load_shard(path: &Path, options: &FolderOptions) -> Result<ImageFolder, DataError> {
-    let stem = path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let member = |key: &str, ext: &str| PathBuf::from(format!("{}:{key}.{ext}", path.display()));
     let samples = read_shard(path)?;
     let mut uncaptioned = Vec::new();
@@ -227,13 +238,15 @@ pub fn load_shard(path: &Path, options: &FolderOptions) -> Result<ImageFolder, D
     }
     let decoded: Vec<Result<ImageCaption, Skipped>> = entries
         .into_par_iter()
-        .map(|(id, caption, (extension, bytes), key)| match decode_square(&bytes, options.resolution) {
-            Ok(image) => Ok(ImageCaption { id, caption, image }),
-            Err(reason) => Err(Skipped {
-                path: member(&key, &extension),
-                reason,
-            }),
-        })
+        .map(
+            |(id, caption, (extension, bytes), key)| match decode_square(&bytes, options.resolution) {
+                Ok(image) => Ok(ImageCaption { id, caption, image }),
+                Err(reason) => Err(Skipped {
+                    path: member(&key, &extension),
+                    reason,
+                }),
+            },
+        )
         .collect();
     let (train, valid, mut report) = split_decoded(decoded, options.valid_fraction);
     report.found += no_image.len();
@@ -327,12 +340,21 @@ mod tests {
             ..FolderOptions::new(4)
         };
         let shard = load_shard(&path, &options).unwrap();
-        let ids: Vec<_> = shard.train.iter().map(|i| (i.id.as_str(), i.caption.as_str())).collect();
+        let ids: Vec<_> = shard
+            .train
+            .iter()
+            .map(|i| (i.id.as_str(), i.caption.as_str()))
+            .collect();
         // `sub/b.x.png` has key `sub/b` and extension `x.png`, which is not an image: ignored.
         assert_eq!(ids, [("000/a", "a red square")]);
         assert_eq!(shard.train[0].image.dimensions(), (4, 4));
         assert_eq!(shard.report.skipped.len(), 1, "{:?}", shard.report);
-        assert!(shard.report.skipped[0].path.to_string_lossy().ends_with("000.tar:broken.jpg"));
+        assert!(
+            shard.report.skipped[0]
+                .path
+                .to_string_lossy()
+                .ends_with("000.tar:broken.jpg")
+        );
     }
 
     #[test]
@@ -341,7 +363,10 @@ mod tests {
         let path = dir.path().join("s.tar");
         write_shard(
             &path,
-            &[("a", "png", png([1, 2, 3]), Some("x")), ("b", "png", png([1, 2, 3]), None)],
+            &[
+                ("a", "png", png([1, 2, 3]), Some("x")),
+                ("b", "png", png([1, 2, 3]), None),
+            ],
         )
         .unwrap();
         let err = load_shard(&path, &FolderOptions::new(4)).unwrap_err().to_string();
@@ -379,9 +404,14 @@ mod tests {
 
         let pattern = format!("{}/{{01..03}}.tar", dir.path().display());
         let err = shard_paths(&pattern).unwrap_err().to_string();
-        assert!(err.contains("2 of 3 shards do not exist") && err.contains("02.tar"), "{err}");
+        assert!(
+            err.contains("2 of 3 shards do not exist") && err.contains("02.tar"),
+            "{err}"
+        );
         std::fs::write(dir.path().join("02.tar"), b"garbage that is not a tar archive").unwrap();
-        let err = load_shard(&dir.path().join("02.tar"), &options).unwrap_err().to_string();
+        let err = load_shard(&dir.path().join("02.tar"), &options)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("02.tar") && err.contains("tar"), "{err}");
         for bad in ["x/{1..}.tar", "x/{a..b}.tar", "x/{5..1}.tar", "x/{1..2.tar"] {
             assert!(shard_paths(bad).is_err(), "{bad}");

@@ -359,7 +359,7 @@ pub fn run_ablation<B: AutodiffBackend>(
             &config,
             &run_dir,
             std::slice::from_ref(device),
-            None,
+            Default::default(),
             Some(&mut probe),
             |e| on_event(&AblationEvent::Pipeline(e.clone())),
         )?;

@@ -6,6 +6,7 @@ use token_shuffle_data::ImageCaption;
 use token_shuffle_data::folder::{FolderOptions, LoadReport, load_image_folder};
 use token_shuffle_data::rng::SplitMix64;
 use token_shuffle_data::scenes::{SceneCorpus, Split};
+use token_shuffle_data::shards::load_shards;
 use token_shuffle_data::twemoji::load_twemoji;
 
 use crate::TrainError;
@@ -19,6 +20,14 @@ pub enum ImageSource {
     Twemoji,
     /// A folder of PNG/JPEG/WebP images, split by a hash of each path (captions are not needed).
     Folder(PathBuf),
+    /// Webdataset shards (`shards/{00000..00127}.tar`, a directory of `.tar` files, or one), split by a hash of each
+    /// sample's shard and key. The LM's code caches are encoded shard by shard, one cache file per shard.
+    Shards {
+        /// The shards as written in the config.
+        spec: String,
+        /// The shard files, in order.
+        paths: Vec<PathBuf>,
+    },
 }
 
 impl FromStr for ImageSource {
@@ -27,9 +36,16 @@ impl FromStr for ImageSource {
         match s {
             "scenes" => Ok(Self::Scenes),
             "twemoji" => Ok(Self::Twemoji),
+            spec if token_shuffle_data::shards::names_shards(spec) => token_shuffle_data::shards::shard_paths(spec)
+                .map(|paths| Self::Shards {
+                    spec: spec.to_string(),
+                    paths,
+                })
+                .map_err(|e| e.to_string()),
             path if std::path::Path::new(path).is_dir() => Ok(Self::Folder(path.into())),
             other => Err(format!(
-                "{other:?} is neither `scenes`, `twemoji` nor a folder of images"
+                "{other:?} is neither `scenes`, `twemoji`, a folder of images nor webdataset shards (a .tar \
+                 file, a pattern like shards/{{00000..00127}}.tar, or a folder of .tar files)"
             )),
         }
     }
@@ -41,6 +57,7 @@ impl std::fmt::Display for ImageSource {
             Self::Scenes => f.write_str("scenes"),
             Self::Twemoji => f.write_str("twemoji"),
             Self::Folder(path) => write!(f, "{}", path.display()),
+            Self::Shards { spec, paths } => write!(f, "{spec} ({} shards)", paths.len()),
         }
     }
 }
@@ -65,6 +82,15 @@ enum TrainImages {
 
 /// Fraction of a loaded corpus kept for validation.
 const VALID_FRACTION: f64 = 0.05;
+
+/// How a folder or shards are loaded at `resolution` px.
+pub(crate) fn folder_options(resolution: u32, allow_uncaptioned: bool) -> FolderOptions {
+    FolderOptions {
+        allow_uncaptioned,
+        valid_fraction: VALID_FRACTION,
+        ..FolderOptions::new(resolution)
+    }
+}
 
 impl TrainingImages {
     /// Loads (or prepares to render) `source` at `resolution` px, keeping at most `valid_images` for validation.
@@ -107,13 +133,12 @@ impl TrainingImages {
                 (TrainImages::Loaded(train), valid, Some(report))
             }
             ImageSource::Folder(path) => {
-                let options = FolderOptions {
-                    allow_uncaptioned,
-                    valid_fraction: VALID_FRACTION,
-                    ..FolderOptions::new(resolution)
-                };
-                let folder = load_image_folder(path, &options)?;
+                let folder = load_image_folder(path, &folder_options(resolution, allow_uncaptioned))?;
                 (TrainImages::Loaded(folder.train), folder.valid, Some(folder.report))
+            }
+            ImageSource::Shards { paths, .. } => {
+                let shards = load_shards(paths, &folder_options(resolution, allow_uncaptioned))?;
+                (TrainImages::Loaded(shards.train), shards.valid, Some(shards.report))
             }
         };
         if let TrainImages::Loaded(images) = &train

@@ -68,7 +68,10 @@ pub use lm::{
     LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm, train_lm_probed,
 };
 pub use lock::RunLock;
-pub use pipeline::{PipelineEvent, RunProbe, TrainedRun, run_dir, run_pipeline, run_pipeline_probed};
+pub use pipeline::{
+    PipelineEvent, PipelineSteps, RunProbe, ShardSlice, TrainedRun, check_shard_codes, encode_shards, run_dir,
+    run_pipeline, run_pipeline_probed,
+};
 pub use run_config::RunConfig;
 pub use schedule::WarmupCosine;
 pub use tokenizer::{

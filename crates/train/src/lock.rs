@@ -23,6 +23,20 @@ impl RunLock {
     /// [`TrainError::Locked`] when another process holds it; [`TrainError::Io`] when the lock file cannot be
     /// opened.
     pub fn acquire(dir: &Path) -> Result<Self, TrainError> {
+        Self::take(dir, false)
+    }
+
+    /// Takes the lock on `dir` shared with other shared holders (processes that each write files of their own,
+    /// such as `encode --shard K/N`): they run together, while an exclusive holder ([`acquire`](Self::acquire))
+    /// excludes them all.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    pub fn acquire_shared(dir: &Path) -> Result<Self, TrainError> {
+        Self::take(dir, true)
+    }
+
+    fn take(dir: &Path, shared: bool) -> Result<Self, TrainError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TrainError::Io { path, source }
@@ -36,7 +50,12 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(io(&path))?;
-        match file.try_lock() {
+        let taken = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match taken {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut owner = String::new();
@@ -77,5 +96,19 @@ mod tests {
         drop(first);
         let again = RunLock::acquire(dir.path()).unwrap();
         assert!(again.path().ends_with(".lock"));
+        assert!(
+            RunLock::acquire_shared(dir.path()).is_err(),
+            "exclusive excludes shared"
+        );
+        drop(again);
+        // Shared holders (one process here, two open files as two encoders would hold) run together; an exclusive
+        // taker is refused while they do.
+        let (a, b) = (
+            RunLock::acquire_shared(dir.path()).unwrap(),
+            RunLock::acquire_shared(dir.path()).unwrap(),
+        );
+        assert!(RunLock::acquire(dir.path()).is_err());
+        drop((a, b));
+        RunLock::acquire(dir.path()).unwrap();
     }
 }

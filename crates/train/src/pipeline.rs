@@ -21,6 +21,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use token_shuffle_data::ImageCaption;
 use token_shuffle_data::batch::PixelBatcher;
 use token_shuffle_data::cache::{CacheKey, CodeCache, fingerprint};
+use token_shuffle_data::codes::{CodeFile, CodeShards, Codes};
 use token_shuffle_data::imaging::tile;
 use token_shuffle_data::text::TextTokenizer;
 use token_shuffle_lm::{GenerateOptions, TokenShuffleLm};
@@ -89,17 +90,33 @@ pub fn run_pipeline<B: AutodiffBackend>(
     device: &B::Device,
     on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
-    run_pipeline_probed::<B>(config, dir, std::slice::from_ref(device), None, None, on_event)
+    run_pipeline_probed::<B>(
+        config,
+        dir,
+        std::slice::from_ref(device),
+        PipelineSteps::default(),
+        None,
+        on_event,
+    )
 }
 
 /// A measurement of the run as it stands after a given LM step (the LM so far, with the run's tokenizers), taken
 /// every [`crate::LmTrainingConfig::benchmark_every`] steps: the compositional benchmark, in practice.
 pub type RunProbe<'a, B> = dyn FnMut(usize, &TrainedRun<B>) -> Result<serde_json::Value, TrainError> + 'a;
 
-/// [`run_pipeline`] with a probe of the run during LM training (see [`RunProbe`]), and optionally restarted
-/// from a stage: `restart_from` deletes that stage and the ones after it first (reported as
-/// [`PipelineEvent::Restarted`]). The LM trains data parallel on `devices` (see [`train_lm_probed`]); everything
-/// else runs on `devices[0]`.
+/// Which part of the pipeline [`run_pipeline_probed`] runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineSteps {
+    /// Delete this step and the ones after it first (reported as [`PipelineEvent::Restarted`]).
+    pub restart_from: Option<StageName>,
+    /// Stop after this step (e.g. after the text tokenizer, before `encode --shard K/N` processes fill the code
+    /// caches of webdataset shards).
+    pub until: Option<StageName>,
+}
+
+/// [`run_pipeline`] with a probe of the run during LM training (see [`RunProbe`]), optionally restarted from a step
+/// or stopped after one ([`PipelineSteps`]). The LM trains data parallel on `devices` (see [`train_lm_probed`]);
+/// everything else runs on `devices[0]`.
 ///
 /// # Errors
 /// As [`run_pipeline`]; an error of the probe stops the LM step (its checkpoints are untouched).
@@ -107,7 +124,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     config: &RunConfig,
     dir: &Path,
     devices: &[B::Device],
-    restart_from: Option<StageName>,
+    steps: PipelineSteps,
     mut probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
@@ -117,7 +134,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     };
     let _lock = crate::RunLock::acquire(dir)?;
     let plan = stage::plan(config);
-    if let Some(from) = restart_from {
+    if let Some(from) = steps.restart_from {
         let deleted = stage::restart(dir, from)?;
         on_event(&PipelineEvent::Restarted { from, deleted });
     }
@@ -169,12 +186,10 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         };
         finished.finish(&tokenizer_dir, &stage::outputs(StageName::Tokenizer, config))?;
     }
-    let vq_path = tokenizer_dir.join("model.safetensors");
-    let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
-    let vq = tokenizer
-        .model
-        .init::<B::InnerBackend>(device)?
-        .load_safetensors(&vq_path)?;
+    if steps.until == Some(StageName::Tokenizer) {
+        return Ok(());
+    }
+    let (vq, vq_fingerprint) = load_vq::<B::InnerBackend>(config, &tokenizer_dir, device)?;
 
     // 2. The text tokenizer, trained on the captions of the LM's training images.
     let resolutions: std::collections::BTreeSet<usize> = config.lm.stages.iter().map(|s| s.resolution).collect();
@@ -214,6 +229,9 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         finished.finish(&text_dir, &stage::outputs(StageName::Text, config))?;
         text
     };
+    if steps.until == Some(StageName::Text) {
+        return Ok(());
+    }
 
     // 3. Code caches, one per stage resolution.
     let codes_dir = stage_dir(StageName::Codes);
@@ -224,13 +242,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     let mut caches = BTreeMap::new();
     let mut codes_data = Vec::new();
     for &resolution in &resolutions {
-        let factor = vq.downsample_factor();
-        let key = CacheKey {
-            tokenizer: text.fingerprint()?,
-            vq_model: fingerprint(&vq_bytes),
-            resolution: resolution as u32,
-            grid: [resolution / factor; 2],
-        };
+        let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
         let paths = [
             codes_dir.join(format!("train-{resolution}.bin")),
             codes_dir.join(format!("valid-{resolution}.bin")),
@@ -240,8 +252,24 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             skipped: codes_done,
             detail: format!("{resolution} px"),
         });
-        let [train, valid] = if codes_done {
-            [CodeCache::open(&paths[0], &key)?, CodeCache::open(&paths[1], &key)?]
+        let [train, valid]: [Codes; 2] = if let ImageSource::Shards { paths: shards, .. } = &source {
+            if !codes_done {
+                let encoding = ShardEncoding {
+                    vq: &vq,
+                    text: &text,
+                    key: &key,
+                    codes_dir: &codes_dir,
+                    allow_uncaptioned: config.allow_uncaptioned,
+                    batch_size: tokenizer.batch_size,
+                };
+                codes_data.extend(encoding.encode(shards, ShardSlice::ALL, device, &mut on_event)?);
+            }
+            shard_codes(shards, &codes_dir, &key, tokenizer.valid_images)?
+        } else if codes_done {
+            [
+                CodeCache::open(&paths[0], &key)?.into(),
+                CodeCache::open(&paths[1], &key)?.into(),
+            ]
         } else {
             let images = TrainingImages::load_captioned(
                 &source,
@@ -282,15 +310,9 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             )?;
             train.save(&paths[0])?;
             valid.save(&paths[1])?;
-            [train, valid]
+            [train.into(), valid.into()]
         };
-        caches.insert(
-            resolution,
-            LmData {
-                train: train.into(),
-                valid: valid.into(),
-            },
-        );
+        caches.insert(resolution, LmData { train, valid });
     }
     if !codes_done {
         let finished = StageRecord {
@@ -298,6 +320,9 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             ..record(StageName::Codes)
         };
         finished.finish(&codes_dir, &stage::outputs(StageName::Codes, config))?;
+    }
+    if steps.until == Some(StageName::Codes) {
+        return Ok(());
     }
 
     // 4. The LM, resumed from its latest checkpoint if an earlier run of this config was interrupted.
@@ -345,6 +370,291 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         record(StageName::Lm).finish(&lm_dir, &stage::outputs(StageName::Lm, config))?;
     }
     Ok(())
+}
+
+/// The run's VQ tokenizer (finished), and the fingerprint of its weights (what its code caches are keyed by).
+fn load_vq<B: Backend>(
+    config: &RunConfig,
+    tokenizer_dir: &Path,
+    device: &B::Device,
+) -> Result<(VqModel<B>, String), TrainError> {
+    let vq_path = tokenizer_dir.join("model.safetensors");
+    let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
+    let vq = config.tokenizer.model.init::<B>(device)?.load_safetensors(&vq_path)?;
+    Ok((vq, fingerprint(&vq_bytes)))
+}
+
+/// The key of the code caches at `resolution` px made with these tokenizers.
+fn cache_key<B: Backend>(
+    vq: &VqModel<B>,
+    vq_fingerprint: &str,
+    text: &TextTokenizer,
+    resolution: usize,
+) -> Result<CacheKey, TrainError> {
+    Ok(CacheKey {
+        tokenizer: text.fingerprint()?,
+        vq_model: vq_fingerprint.to_string(),
+        resolution: resolution as u32,
+        grid: [resolution / vq.downsample_factor(); 2],
+    })
+}
+
+/// Which shards an `encode` process takes: shard `i` when `i mod count == index` (`--shard index/count`), so
+/// that `count` processes of a job array share the shards without talking to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSlice {
+    /// This process's share, `0..count`.
+    pub index: usize,
+    /// Processes sharing the shards.
+    pub count: usize,
+}
+
+impl ShardSlice {
+    /// Every shard (one process).
+    pub const ALL: ShardSlice = ShardSlice { index: 0, count: 1 };
+
+    fn takes(&self, shard: usize) -> bool {
+        shard % self.count == self.index
+    }
+}
+
+impl std::str::FromStr for ShardSlice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let parsed = text
+            .split_once('/')
+            .and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((index, count)) if index < count => Ok(ShardSlice { index, count }),
+            _ => Err(format!(
+                "`{text}` is not a shard slice: write K/N with 0 <= K < N (process K of N, e.g. 0/8)"
+            )),
+        }
+    }
+}
+
+/// What encoding webdataset shards into per-shard code caches needs.
+struct ShardEncoding<'a, B: Backend> {
+    vq: &'a VqModel<B>,
+    text: &'a TextTokenizer,
+    key: &'a CacheKey,
+    codes_dir: &'a Path,
+    allow_uncaptioned: bool,
+    batch_size: usize,
+}
+
+impl<B: Backend> ShardEncoding<'_, B> {
+    /// Encodes every shard of `slice` whose two cache files (train, valid) are missing or do not open with the key
+    /// (a shard another process finished is left alone); one shard in memory at a time. Returns the load
+    /// summaries of shards that skipped files.
+    fn encode(
+        &self,
+        shards: &[PathBuf],
+        slice: ShardSlice,
+        device: &B::Device,
+        on_event: &mut impl FnMut(&PipelineEvent),
+    ) -> Result<Vec<String>, TrainError> {
+        let resolution = self.key.resolution as usize;
+        let options = crate::images::folder_options(resolution as u32, self.allow_uncaptioned);
+        let mut summaries = Vec::new();
+        let mine: Vec<&PathBuf> = (0..shards.len())
+            .filter(|&i| slice.takes(i))
+            .map(|i| &shards[i])
+            .collect();
+        for (done, shard) in mine.iter().enumerate() {
+            let paths = stage::shard_cache_names(resolution, shard).map(|name| self.codes_dir.join(name));
+            if paths.iter().all(|p| CodeFile::open(p, self.key).is_ok()) {
+                continue;
+            }
+            let folder = token_shuffle_data::shards::load_shard(shard, &options)?;
+            if !folder.report.skipped.is_empty() {
+                let summary = format!("{}: {}", shard.display(), folder.report.summary());
+                on_event(&PipelineEvent::Data {
+                    step: "code cache",
+                    summary: summary.clone(),
+                });
+                summaries.push(summary);
+            }
+            for (images, path) in [&folder.train, &folder.valid].into_iter().zip(&paths) {
+                let cache = encode_cache(
+                    self.vq,
+                    self.text,
+                    self.key.clone(),
+                    images.len(),
+                    |r| images[r].to_vec(),
+                    self.batch_size,
+                    device,
+                    &mut |_, _| {},
+                )?;
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                cache.save(path)?;
+            }
+            on_event(&PipelineEvent::Progress {
+                what: format!("encoding shards at {resolution} px"),
+                done: done + 1,
+                total: mine.len(),
+            });
+        }
+        Ok(summaries)
+    }
+}
+
+/// The code caches of `shards` at the key's resolution: the training caches read from disk sample by sample, and
+/// the first `valid_images` validation samples in memory.
+///
+/// # Errors
+/// A missing or damaged cache file, named; [`TrainError::Config`] when the shards hold no training or no
+/// validation sample.
+fn shard_codes(
+    shards: &[PathBuf],
+    codes_dir: &Path,
+    key: &CacheKey,
+    valid_images: usize,
+) -> Result<[Codes; 2], TrainError> {
+    let names: Vec<[String; 2]> = shards
+        .iter()
+        .map(|s| stage::shard_cache_names(key.resolution as usize, s))
+        .collect();
+    let open = |part: usize| {
+        let paths: Vec<PathBuf> = names.iter().map(|n| codes_dir.join(&n[part])).collect();
+        CodeShards::open(&paths, key).map(Codes::from)
+    };
+    let (train, all_valid) = (open(0)?, open(1)?);
+    let mut valid = CodeCache::new(key.clone());
+    let (mut grid, mut text) = (Vec::new(), Vec::new());
+    for i in 0..all_valid.len().min(valid_images) {
+        grid.clear();
+        text.clear();
+        all_valid.read(i, &mut grid, &mut text)?;
+        valid.push(&grid, &text)?;
+    }
+    if train.is_empty() || valid.is_empty() {
+        return Err(TrainError::Config(format!(
+            "the {} shards hold {} training and {} validation samples at {} px; the LM needs some of each",
+            shards.len(),
+            train.len(),
+            valid.len(),
+            key.resolution
+        )));
+    }
+    Ok([train, valid.into()])
+}
+
+/// Encodes the code caches of the webdataset shards of `slice` (`cargo xtask encode --shard K/N`): the run's
+/// tokenizer and text tokenizer must be finished (`cargo xtask train --until text`). Several processes may run
+/// this on one run directory at once (each takes the run's lock shared; `train` waits for none of them and is
+/// refused while they run). Shards whose caches exist are left alone, so a killed process is simply run again.
+///
+/// # Errors
+/// [`TrainError::Config`] when the run's data are not shards or its tokenizers are not finished; what
+/// [`run_pipeline`] reports for a changed config, bad shards and I/O.
+pub fn encode_shards<B: Backend>(
+    config: &RunConfig,
+    dir: &Path,
+    slice: ShardSlice,
+    device: &B::Device,
+    mut on_event: impl FnMut(&PipelineEvent),
+) -> Result<(), TrainError> {
+    let _lock = crate::RunLock::acquire_shared(dir)?;
+    let (shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode")?;
+    let codes_dir = dir.join(StageName::Codes.name());
+    let plan = stage::plan(config);
+    if StageRecord::read(&codes_dir)?.is_none() {
+        plan[StageName::Codes as usize].1.write(&codes_dir)?;
+    }
+    for resolution in stage::resolutions(config) {
+        let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
+        let encoding = ShardEncoding {
+            vq: &vq,
+            text: &text,
+            key: &key,
+            codes_dir: &codes_dir,
+            allow_uncaptioned: config.allow_uncaptioned,
+            batch_size: config.tokenizer.batch_size,
+        };
+        encoding.encode(&shards, slice, device, &mut on_event)?;
+    }
+    Ok(())
+}
+
+/// Checks that every shard's code caches are there and whole, after `encode --shard K/N` processes ran: one line
+/// (shards, samples) when they are, or an error naming the shards that are missing or damaged and the command that
+/// encodes them.
+///
+/// # Errors
+/// As [`encode_shards`]; [`TrainError::Config`] naming the missing or damaged caches.
+pub fn check_shard_codes<B: Backend>(config: &RunConfig, dir: &Path, device: &B::Device) -> Result<String, TrainError> {
+    let _lock = crate::RunLock::acquire_shared(dir)?;
+    let (shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode --merge")?;
+    let codes_dir = dir.join(StageName::Codes.name());
+    let mut lines = Vec::new();
+    for resolution in stage::resolutions(config) {
+        let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
+        let mut bad = Vec::new();
+        let mut samples = [0usize; 2];
+        for shard in &shards {
+            for (part, name) in stage::shard_cache_names(resolution, shard).into_iter().enumerate() {
+                match CodeFile::open(&codes_dir.join(&name), &key) {
+                    Ok(file) => samples[part] += file.len(),
+                    Err(e) => bad.push(format!("{name} ({e})")),
+                }
+            }
+        }
+        if let Some(first) = bad.first() {
+            return Err(TrainError::Config(format!(
+                "{} of {} code cache files at {resolution} px are missing or damaged, the first: {first}; run \
+                 `cargo xtask encode --shard K/N` for the shards they belong to (or `train`, which encodes them)",
+                bad.len(),
+                2 * shards.len()
+            )));
+        }
+        lines.push(format!(
+            "{resolution} px: all {} shards encoded ({} training, {} validation samples)",
+            shards.len(),
+            samples[0],
+            samples[1]
+        ));
+    }
+    Ok(lines.join("; "))
+}
+
+/// The shards of a run over webdataset shards and its finished tokenizers (VQ, its fingerprint, text), for the
+/// `encode` commands (`what`, named in errors).
+fn finished_tokenizers<B: Backend>(
+    config: &RunConfig,
+    dir: &Path,
+    device: &B::Device,
+    what: &str,
+) -> Result<(Vec<PathBuf>, VqModel<B>, String, TextTokenizer), TrainError> {
+    config.check()?;
+    let ImageSource::Shards { paths: shards, .. } = config.data.parse().map_err(TrainError::Config)? else {
+        return Err(TrainError::Config(format!(
+            "`{what}` encodes webdataset shards, but the run's data is {:?}: `cargo xtask train` encodes it",
+            config.data
+        )));
+    };
+    let plan = stage::plan(config);
+    let run_json = dir.join("run.json");
+    let legacy = run_json
+        .exists()
+        .then(|| RunConfig::load_file(&run_json).ok())
+        .flatten();
+    stage::check(dir, &plan, config, legacy.as_ref())?;
+    for stage in [StageName::Tokenizer, StageName::Text] {
+        if !plan[stage as usize].1.is_finished(&dir.join(stage.name()), stage)? {
+            return Err(TrainError::Config(format!(
+                "`{what}` needs the run's {} finished: run `cargo xtask train --config <this config> --run {} \
+                 --until text` once first",
+                stage.name(),
+                dir.display()
+            )));
+        }
+    }
+    let (vq, vq_fingerprint) = load_vq::<B>(config, &dir.join(StageName::Tokenizer.name()), device)?;
+    let text = TextTokenizer::load(&dir.join(StageName::Text.name()).join("tokenizer.json"))?;
+    Ok((shards, vq, vq_fingerprint, text))
 }
 
 /// Reports what loading a corpus found (nothing for scenes, which are rendered).
@@ -569,6 +879,112 @@ mod tests {
         RunConfig::tiny()
     }
 
+    /// Writes `shards` webdataset shards of `per_shard` captioned 32 px scenes into `dir` (`000.tar`, …), with one
+    /// undecodable image in shard 1.
+    fn write_scene_shards(dir: &Path, shards: usize, per_shard: usize) {
+        use token_shuffle_data::scenes::{SceneCorpus, Split};
+        let corpus = SceneCorpus::new(5, Split::Train, shards * per_shard);
+        for shard in 0..shards {
+            let samples: Vec<(String, Vec<u8>, String)> = (0..per_shard)
+                .map(|i| {
+                    let scene = corpus.scene((shard * per_shard + i) as u64);
+                    let mut png = std::io::Cursor::new(Vec::new());
+                    scene
+                        .render(32)
+                        .unwrap()
+                        .write_to(&mut png, image::ImageFormat::Png)
+                        .unwrap();
+                    (format!("sample{i:03}"), png.into_inner(), scene.caption)
+                })
+                .collect();
+            let mut members: Vec<(&str, &str, Vec<u8>, Option<&str>)> = samples
+                .iter()
+                .map(|(key, png, caption)| (key.as_str(), "png", png.clone(), Some(caption.as_str())))
+                .collect();
+            if shard == 1 {
+                members.push(("broken", "jpg", b"not a jpeg".to_vec(), Some("a broken image")));
+            }
+            token_shuffle_data::shards::write_shard(&dir.join(format!("{shard:03}.tar")), &members).unwrap();
+        }
+    }
+
+    /// A run over webdataset shards: `train --until text`, two `encode --shard K/2` processes, `encode --merge`,
+    /// then `train` goes on with the LM from the per-shard caches (read from disk) without encoding again.
+    #[test]
+    fn webdataset_shards_encode_in_slices_and_train_end_to_end() {
+        let _turn = crate::tests::one_at_a_time();
+        let data = tempfile::tempdir().unwrap();
+        write_scene_shards(data.path(), 3, 40);
+        let config = RunConfig {
+            data: format!("{}/{{000..002}}.tar", data.path().display()),
+            ..tiny_run()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let device = Default::default();
+        let until_text = PipelineSteps {
+            restart_from: None,
+            until: Some(StageName::Text),
+        };
+        run_pipeline_probed::<Autodiff<TestBackend>>(&config, dir.path(), &[device], until_text, None, |_| {}).unwrap();
+        assert!(!dir.path().join("codes").exists() && !dir.path().join("lm").exists());
+
+        let err = check_shard_codes::<TestBackend>(&config, dir.path(), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("6 of 6 code cache files at 32 px are missing"), "{err}");
+        let slice = |text: &str| text.parse::<ShardSlice>().unwrap();
+        // Process 1 of 2 takes shard 1 (the one with a bad image), process 0 shards 0 and 2.
+        let mut skipped = Vec::new();
+        encode_shards::<TestBackend>(&config, dir.path(), slice("1/2"), &device, |e| {
+            if let PipelineEvent::Data { summary, .. } = e {
+                skipped.push(summary.clone());
+            }
+        })
+        .unwrap();
+        assert!(
+            skipped.len() == 1 && skipped[0].contains("001.tar:broken.jpg"),
+            "the bad image is named: {skipped:?}"
+        );
+        let err = check_shard_codes::<TestBackend>(&config, dir.path(), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("4 of 6") && err.contains("000.train.bin"), "{err}");
+        encode_shards::<TestBackend>(&config, dir.path(), slice("0/2"), &device, |_| {}).unwrap();
+        let summary = check_shard_codes::<TestBackend>(&config, dir.path(), &device).unwrap();
+        // 120 good images (the broken one skipped), split by a hash of shard and key.
+        assert!(
+            summary.contains("all 3 shards encoded (111 training, 9 validation samples)"),
+            "{summary}"
+        );
+        let caches = dir.path().join("codes/shards-32");
+        let written: Vec<(PathBuf, Vec<u8>)> = (0..3)
+            .flat_map(|s| ["train", "valid"].map(|part| caches.join(format!("{s:03}.{part}.bin"))))
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+
+        let mut events = Vec::new();
+        run_pipeline::<Autodiff<TestBackend>>(&config, dir.path(), &device, |e| events.push(e.clone())).unwrap();
+        assert!(dir.path().join("lm/model.mpk").exists());
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, PipelineEvent::Progress { what, .. } if what.contains("shards"))),
+            "nothing is encoded again"
+        );
+        for (path, bytes) in written {
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{} unchanged", path.display());
+        }
+        let record = StageRecord::read(&dir.path().join("codes")).unwrap().unwrap();
+        assert_eq!(record.outputs.len(), 6, "{:?}", record.outputs.keys());
+        // The tokenizer saw the shards' images with the bad one named.
+        let tokenizer = StageRecord::read(&dir.path().join("tokenizer")).unwrap().unwrap();
+        assert!(
+            tokenizer.data.iter().any(|d| d.contains("broken.jpg")),
+            "{:?}",
+            tokenizer.data
+        );
+    }
+
     /// The whole pipeline on the tiniest models: it runs, a second run skips every step, and the trained run
     /// generates images of the right size.
     #[test]
@@ -714,7 +1130,11 @@ mod tests {
         restart_from: Option<StageName>,
     ) -> Result<Vec<PipelineEvent>, TrainError> {
         let mut events = Vec::new();
-        run_pipeline_probed::<Autodiff<TestBackend>>(config, dir, &[Default::default()], restart_from, None, |e| {
+        let steps = PipelineSteps {
+            restart_from,
+            until: None,
+        };
+        run_pipeline_probed::<Autodiff<TestBackend>>(config, dir, &[Default::default()], steps, None, |e| {
             events.push(e.clone())
         })?;
         Ok(events)

@@ -49,6 +49,14 @@ impl StageName {
         match self {
             Self::Tokenizer => vec!["model.safetensors".into()],
             Self::Text => vec!["tokenizer.json".into()],
+            // Webdataset shards: two cache files per shard (see `shard_cache_names`).
+            Self::Codes if token_shuffle_data::shards::names_shards(&config.data) => {
+                let shards = token_shuffle_data::shards::shard_paths(&config.data).unwrap_or_default();
+                resolutions(config)
+                    .into_iter()
+                    .flat_map(|r| shards.iter().flat_map(move |s| shard_cache_names(r, s)))
+                    .collect()
+            }
             Self::Codes => resolutions(config)
                 .into_iter()
                 .flat_map(|r| [format!("train-{r}.bin"), format!("valid-{r}.bin")])
@@ -68,7 +76,19 @@ impl std::str::FromStr for StageName {
     }
 }
 
-fn resolutions(config: &RunConfig) -> BTreeSet<usize> {
+/// The code cache files (train, valid) of webdataset shard `shard` at `resolution` px, relative to the codes step's
+/// directory: `shards-<px>/<shard name>.train.bin`.
+pub(crate) fn shard_cache_names(resolution: usize, shard: &Path) -> [String; 2] {
+    let name = shard
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    [
+        format!("shards-{resolution}/{name}.train.bin"),
+        format!("shards-{resolution}/{name}.valid.bin"),
+    ]
+}
+
+pub(crate) fn resolutions(config: &RunConfig) -> BTreeSet<usize> {
     config.lm.stages.iter().map(|s| s.resolution).collect()
 }
 
