@@ -19,7 +19,7 @@ use token_shuffle_data::codes::Codes;
 use token_shuffle_lm::{LmArchitecture, TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
 
 use crate::checkpoint::{CheckpointState, Checkpoints};
-use crate::images::sample_indices;
+use crate::images::EpochOrder;
 use crate::{TrainError, WarmupCosine};
 
 /// One stage of the curriculum.
@@ -245,9 +245,16 @@ struct HostBatch {
     texts: Vec<Vec<u32>>,
 }
 
-/// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`.
-fn micro_batch(cache: &Codes, micro: usize, batch_size: usize, seed: u64) -> Result<HostBatch, TrainError> {
-    let indices = sample_indices(cache.len(), seed, micro * batch_size..(micro + 1) * batch_size);
+/// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`, in the epoch order `order`
+/// keeps.
+fn micro_batch(
+    cache: &Codes,
+    order: &mut EpochOrder,
+    micro: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Result<HostBatch, TrainError> {
+    let indices = order.indices(cache.len(), seed, micro * batch_size..(micro + 1) * batch_size);
     read_samples(cache, indices.into_iter())
 }
 
@@ -562,6 +569,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
     };
 
     let total = config.total_steps();
+    let mut order = EpochOrder::default();
     let mut since_log = (Instant::now(), 0usize, 0usize);
     for step in start_step..total {
         let (stage_index, stage_step) = config.stage_at(step);
@@ -595,7 +603,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         let batches: Vec<HostBatch> = (0..config.gradient_accumulation)
             .map(|micro| {
                 let position = step * config.gradient_accumulation + micro;
-                let batch = micro_batch(&stage_data.train, position, config.batch_size, config.seed)?;
+                let batch = micro_batch(&stage_data.train, &mut order, position, config.batch_size, config.seed)?;
                 Ok(HostBatch {
                     texts: drop_prompts(&batch.texts, config.model.prompt_dropout, &mut rng),
                     ..batch
