@@ -57,6 +57,23 @@ struct Measured {
     read_heap: usize,
 }
 
+impl Measured {
+    /// Its row of the Markdown table.
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.2} GB | {:.1} s | {:.0} MiB | {:.1} s | {:.3} | {:.1} MiB |",
+            self.images,
+            self.shards,
+            self.bytes as f64 / 1e9,
+            self.build_s,
+            mib(self.build_heap),
+            self.open_s,
+            self.batch_ms,
+            mib(self.read_heap)
+        )
+    }
+}
+
 impl CodeCacheBench {
     pub fn run(self) -> Result<()> {
         if self.images.is_empty() || self.grid == 0 || self.shard_images == 0 || self.batch_size == 0 {
@@ -83,19 +100,7 @@ impl CodeCacheBench {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             }
             let m = measured?;
-            eprintln!(
-                "{} images: {} shards, {:.2} GB written in {:.1} s (peak heap {:.0} MiB); opened (checksums) in {:.1} s; \
-                 {:.3} ms per batch of {} (peak heap {:.1} MiB)",
-                m.images,
-                m.shards,
-                m.bytes as f64 / 1e9,
-                m.build_s,
-                mib(m.build_heap),
-                m.open_s,
-                m.batch_ms,
-                self.batch_size,
-                mib(m.read_heap)
-            );
+            eprintln!("{}", m.row());
             rows.push(m);
         }
         let rss = peak_rss_kib().map_or("unknown".into(), |kib| format!("{:.0} MiB", kib as f64 / 1024.0));
@@ -104,17 +109,8 @@ impl CodeCacheBench {
             self.batch_size
         );
         for m in &rows {
-            table += &format!(
-                "| {} | {} | {:.2} GB | {:.1} s | {:.0} MiB | {:.1} s | {:.3} | {:.1} MiB |\n",
-                m.images,
-                m.shards,
-                m.bytes as f64 / 1e9,
-                m.build_s,
-                mib(m.build_heap),
-                m.open_s,
-                m.batch_ms,
-                mib(m.read_heap)
-            );
+            table += &m.row();
+            table.push('\n');
         }
         table += &format!(
             "\n{}×{} codes of a {}-code book ({} bytes each), {} images per shard file, {} random batches, page \

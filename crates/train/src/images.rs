@@ -275,7 +275,10 @@ mod tests {
         let mut order = EpochOrder::default();
         // Batches of 7 over 20 samples cross epoch boundaries; the data set changes size in the middle.
         for (len, start) in [(20, 0), (20, 7), (20, 14), (20, 35), (9, 42), (20, 49)] {
-            assert_eq!(order.indices(len, 3, start..start + 7), sample_indices(len, 3, start..start + 7));
+            assert_eq!(
+                order.indices(len, 3, start..start + 7),
+                sample_indices(len, 3, start..start + 7)
+            );
         }
     }
 

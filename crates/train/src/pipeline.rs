@@ -139,12 +139,8 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         on_event(&PipelineEvent::Restarted { from, deleted });
     }
     // Every step already on disk must come from this config, checked before anything is written.
+    check_steps_on_disk(dir, &plan, config)?;
     let run_json = dir.join("run.json");
-    let legacy = run_json
-        .exists()
-        .then(|| RunConfig::load_file(&run_json).ok())
-        .flatten();
-    stage::check(dir, &plan, config, legacy.as_ref())?;
     let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
     // The LM reads captions: a folder image without one is found now, not after the tokenizer has trained.
     if let ImageSource::Folder(root) = &source
@@ -254,14 +250,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         });
         let [train, valid]: [Codes; 2] = if let ImageSource::Shards { paths: shards, .. } = &source {
             if !codes_done {
-                let encoding = ShardEncoding {
-                    vq: &vq,
-                    text: &text,
-                    key: &key,
-                    codes_dir: &codes_dir,
-                    allow_uncaptioned: config.allow_uncaptioned,
-                    batch_size: tokenizer.batch_size,
-                };
+                let encoding = ShardEncoding::new(config, &vq, &text, &key, &codes_dir);
                 codes_data.extend(encoding.encode(shards, ShardSlice::ALL, device, &mut on_event)?);
             }
             shard_codes(shards, &codes_dir, &key, tokenizer.valid_images)?
@@ -372,6 +361,17 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     Ok(())
 }
 
+/// Checks the steps already in `dir` against `plan` ([`stage::check`]), with the config the run was last started
+/// with (`run.json`) for steps made before stage records existed.
+fn check_steps_on_disk(dir: &Path, plan: &[(StageName, StageRecord)], config: &RunConfig) -> Result<(), TrainError> {
+    let run_json = dir.join("run.json");
+    let legacy = run_json
+        .exists()
+        .then(|| RunConfig::load_file(&run_json).ok())
+        .flatten();
+    stage::check(dir, plan, config, legacy.as_ref())
+}
+
 /// The run's VQ tokenizer (finished), and the fingerprint of its weights (what its code caches are keyed by).
 fn load_vq<B: Backend>(
     config: &RunConfig,
@@ -443,7 +443,25 @@ struct ShardEncoding<'a, B: Backend> {
     batch_size: usize,
 }
 
-impl<B: Backend> ShardEncoding<'_, B> {
+impl<'a, B: Backend> ShardEncoding<'a, B> {
+    /// Encoding for a run of `config` with these tokenizers, into the caches of `key` under `codes_dir`.
+    fn new(
+        config: &RunConfig,
+        vq: &'a VqModel<B>,
+        text: &'a TextTokenizer,
+        key: &'a CacheKey,
+        codes_dir: &'a Path,
+    ) -> Self {
+        Self {
+            vq,
+            text,
+            key,
+            codes_dir,
+            allow_uncaptioned: config.allow_uncaptioned,
+            batch_size: config.tokenizer.batch_size,
+        }
+    }
+
     /// Encodes every shard of `slice` whose two cache files (train, valid) are missing or do not open with the key
     /// (a shard another process finished is left alone); one shard in memory at a time. Returns the load
     /// summaries of shards that skipped files.
@@ -557,8 +575,7 @@ pub fn encode_shards<B: Backend>(
     device: &B::Device,
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
-    let _lock = crate::RunLock::acquire_shared(dir)?;
-    let (shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode")?;
+    let (_lock, shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode")?;
     let codes_dir = dir.join(StageName::Codes.name());
     let plan = stage::plan(config);
     if StageRecord::read(&codes_dir)?.is_none() {
@@ -566,15 +583,7 @@ pub fn encode_shards<B: Backend>(
     }
     for resolution in stage::resolutions(config) {
         let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
-        let encoding = ShardEncoding {
-            vq: &vq,
-            text: &text,
-            key: &key,
-            codes_dir: &codes_dir,
-            allow_uncaptioned: config.allow_uncaptioned,
-            batch_size: config.tokenizer.batch_size,
-        };
-        encoding.encode(&shards, slice, device, &mut on_event)?;
+        ShardEncoding::new(config, &vq, &text, &key, &codes_dir).encode(&shards, slice, device, &mut on_event)?;
     }
     Ok(())
 }
@@ -586,8 +595,7 @@ pub fn encode_shards<B: Backend>(
 /// # Errors
 /// As [`encode_shards`]; [`TrainError::Config`] naming the missing or damaged caches.
 pub fn check_shard_codes<B: Backend>(config: &RunConfig, dir: &Path, device: &B::Device) -> Result<String, TrainError> {
-    let _lock = crate::RunLock::acquire_shared(dir)?;
-    let (shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode --merge")?;
+    let (_lock, shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode --merge")?;
     let codes_dir = dir.join(StageName::Codes.name());
     let mut lines = Vec::new();
     for resolution in stage::resolutions(config) {
@@ -620,15 +628,23 @@ pub fn check_shard_codes<B: Backend>(config: &RunConfig, dir: &Path, device: &B:
     Ok(lines.join("; "))
 }
 
-/// The shards of a run over webdataset shards and its finished tokenizers (VQ, its fingerprint, text), for the
+/// The run's lock (shared), its webdataset shards and its finished tokenizers (VQ, its fingerprint, text), for the
 /// `encode` commands (`what`, named in errors).
+#[allow(clippy::type_complexity)]
 fn finished_tokenizers<B: Backend>(
     config: &RunConfig,
     dir: &Path,
     device: &B::Device,
     what: &str,
-) -> Result<(Vec<PathBuf>, VqModel<B>, String, TextTokenizer), TrainError> {
+) -> Result<(crate::RunLock, Vec<PathBuf>, VqModel<B>, String, TextTokenizer), TrainError> {
     config.check()?;
+    if !dir.join("run.json").exists() {
+        return Err(TrainError::NotARun {
+            dir: dir.to_path_buf(),
+            why: "no run here yet: start it with `cargo xtask train --config <this config> --until text`".into(),
+        });
+    }
+    let lock = crate::RunLock::acquire_shared(dir)?;
     let ImageSource::Shards { paths: shards, .. } = config.data.parse().map_err(TrainError::Config)? else {
         return Err(TrainError::Config(format!(
             "`{what}` encodes webdataset shards, but the run's data is {:?}: `cargo xtask train` encodes it",
@@ -636,12 +652,7 @@ fn finished_tokenizers<B: Backend>(
         )));
     };
     let plan = stage::plan(config);
-    let run_json = dir.join("run.json");
-    let legacy = run_json
-        .exists()
-        .then(|| RunConfig::load_file(&run_json).ok())
-        .flatten();
-    stage::check(dir, &plan, config, legacy.as_ref())?;
+    check_steps_on_disk(dir, &plan, config)?;
     for stage in [StageName::Tokenizer, StageName::Text] {
         if !plan[stage as usize].1.is_finished(&dir.join(stage.name()), stage)? {
             return Err(TrainError::Config(format!(
@@ -654,7 +665,7 @@ fn finished_tokenizers<B: Backend>(
     }
     let (vq, vq_fingerprint) = load_vq::<B>(config, &dir.join(StageName::Tokenizer.name()), device)?;
     let text = TextTokenizer::load(&dir.join(StageName::Text.name()).join("tokenizer.json"))?;
-    Ok((shards, vq, vq_fingerprint, text))
+    Ok((lock, shards, vq, vq_fingerprint, text))
 }
 
 /// Reports what loading a corpus found (nothing for scenes, which are rendered).
