@@ -3,7 +3,7 @@
 //! A dev-dependency of every library crate (and of `xtask`, for [`probe_device`]); never published.
 //!
 //! - [`TestBackend`]: the backend every numeric unit test runs on. Flex (CPU) by default; the cargo feature
-//!   `test-wgpu` or `test-cuda` moves the whole suite onto that backend, as burn-nn's `TestBackend` does:
+//!   `test-wgpu`, `test-cuda` or `test-tch` moves the whole suite onto that backend, as burn-nn's `TestBackend` does:
 //!   `cargo test --workspace --features test-wgpu`.
 //! - [`assert_every_parameter_has_gradient`]: the check that a module's every weight is trained.
 //! - [`Poison`]: a module mapper that turns every weight into NaN (a corrupt or diverged model).
@@ -16,11 +16,14 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{ElementConversion, Tensor, backend::AutodiffBackend, backend::Backend};
 
 /// The backend of the numeric tests: Flex unless a `test-*` feature chooses another.
-#[cfg(not(any(feature = "test-wgpu", feature = "test-cuda")))]
+#[cfg(not(any(feature = "test-wgpu", feature = "test-cuda", feature = "test-tch")))]
 pub type TestBackend = burn::backend::Flex;
 /// The backend of the numeric tests: wgpu (feature `test-wgpu`).
 #[cfg(all(feature = "test-wgpu", not(feature = "test-cuda")))]
 pub type TestBackend = burn::backend::Wgpu;
+/// The backend of the numeric tests: LibTorch on the CPU (feature `test-tch`).
+#[cfg(all(feature = "test-tch", not(any(feature = "test-wgpu", feature = "test-cuda"))))]
+pub type TestBackend = burn::backend::LibTorch;
 /// The backend of the numeric tests: CUDA (feature `test-cuda`).
 #[cfg(feature = "test-cuda")]
 pub type TestBackend = burn::backend::Cuda;
@@ -33,6 +36,8 @@ pub const TEST_BACKEND: &str = if cfg!(feature = "test-cuda") {
     "cuda"
 } else if cfg!(feature = "test-wgpu") {
     "wgpu"
+} else if cfg!(feature = "test-tch") {
+    "tch"
 } else {
     "flex"
 };
