@@ -19,15 +19,22 @@ pub enum BackendKind {
     /// CUDA with bf16 floats (`Cuda<bf16>`: tensor cores, half the memory); cargo feature `cuda`.
     #[value(name = "cuda-bf16")]
     CudaBf16,
+    /// LibTorch (PyTorch's C++ library, through burn-tch) on the CPU; cargo feature `tch`, torch==2.9.0.
+    Tch,
+    /// LibTorch on CUDA GPU 0 (cuBLAS matmuls, PyTorch's fused attention); cargo feature `tch`.
+    #[value(name = "tch-cuda")]
+    TchCuda,
 }
 
 impl BackendKind {
     /// Every backend, compiled in or not.
-    pub const ALL: [BackendKind; 4] = [
+    pub const ALL: [BackendKind; 6] = [
         BackendKind::Flex,
         BackendKind::Wgpu,
         BackendKind::Cuda,
         BackendKind::CudaBf16,
+        BackendKind::Tch,
+        BackendKind::TchCuda,
     ];
 
     /// The name used on the command line.
@@ -37,6 +44,8 @@ impl BackendKind {
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
             BackendKind::CudaBf16 => "cuda-bf16",
+            BackendKind::Tch => "tch",
+            BackendKind::TchCuda => "tch-cuda",
         }
     }
 
@@ -44,6 +53,7 @@ impl BackendKind {
     pub fn feature(self) -> &'static str {
         match self {
             BackendKind::CudaBf16 => "cuda",
+            BackendKind::TchCuda => "tch",
             other => other.name(),
         }
     }
@@ -54,6 +64,7 @@ impl BackendKind {
             BackendKind::Flex => true,
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
             BackendKind::Cuda | BackendKind::CudaBf16 => cfg!(feature = "cuda"),
+            BackendKind::Tch | BackendKind::TchCuda => cfg!(feature = "tch"),
         }
     }
 
@@ -67,6 +78,10 @@ impl BackendKind {
             }
             BackendKind::Cuda | BackendKind::CudaBf16 => {
                 "it needs an NVIDIA GPU with its driver and NVRTC; check `nvidia-smi`"
+            }
+            BackendKind::Tch | BackendKind::TchCuda => {
+                "it needs torch==2.9.0's libraries on LD_LIBRARY_PATH (scripts/tch.sh sets it) and, for tch-cuda, \
+                 a CUDA build of torch and an NVIDIA GPU"
             }
         }
     }
@@ -128,23 +143,34 @@ pub fn devices<B: Backend>(kind: BackendKind, specs: &[DeviceSpec]) -> Result<Ve
     if specs.is_empty() {
         return Ok(vec![Default::default()]);
     }
-    let family = match kind {
-        BackendKind::Flex => "cpu",
-        BackendKind::Wgpu => "wgpu",
-        BackendKind::Cuda | BackendKind::CudaBf16 => "cuda",
+    // The device kinds each backend has, and the id burn's `Device::from_id` gives each (burn-tch: type 0 is
+    // CUDA, 2 the CPU).
+    let families: &[&str] = match kind {
+        BackendKind::Flex => &["cpu"],
+        BackendKind::Wgpu => &["wgpu"],
+        BackendKind::Cuda | BackendKind::CudaBf16 => &["cuda"],
+        BackendKind::Tch | BackendKind::TchCuda => &["cpu", "cuda"],
     };
     specs
         .iter()
         .map(|spec| {
-            if spec.family != family {
+            if !families.contains(&spec.family) {
                 bail!(
-                    "--devices names a {} device but --backend is {}: its devices are written {family}{}",
+                    "--devices names a {} device but --backend is {}: its devices are written {}",
                     spec.family,
                     kind.name(),
-                    if family == "cpu" { "" } else { ":N" }
+                    families
+                        .iter()
+                        .map(|f| if *f == "cpu" { "cpu".to_string() } else { format!("{f}:N") })
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 );
             }
-            let device = B::Device::from_id(spec.id);
+            let id = match (kind, spec.family) {
+                (BackendKind::Tch | BackendKind::TchCuda, "cpu") => DeviceId::new(2, 0),
+                _ => spec.id,
+            };
+            let device = B::Device::from_id(id);
             probe_device::<B>(kind, &device)?;
             Ok(device)
         })
@@ -170,6 +196,14 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output> {
         #[cfg(feature = "cuda")]
         BackendKind::CudaBf16 => {
             probe_and_run::<burn::backend::Cuda<burn::tensor::bf16>, T>(kind, Default::default(), task)
+        }
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => {
+            probe_and_run::<burn::backend::LibTorch, T>(kind, burn::backend::libtorch::LibTorchDevice::Cpu, task)
+        }
+        #[cfg(feature = "tch")]
+        BackendKind::TchCuda => {
+            probe_and_run::<burn::backend::LibTorch, T>(kind, burn::backend::libtorch::LibTorchDevice::Cuda(0), task)
         }
         #[allow(unreachable_patterns)]
         _ => bail!(
