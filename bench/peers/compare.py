@@ -5,6 +5,7 @@ Run from the repository root after bench/peers/setup.sh:
     bench/peers/.venv/bin/python bench/peers/compare.py [--preset lm-tiny|lm-small|vq-tiny] [--rounds 3] [--repeats 3]
 
 `cargo xtask` must be on a built tree (the first build takes ~15 min); CARGO_TARGET_DIR is passed through.
+With `--backend tch` (LibTorch), ours runs through scripts/tch.sh, which builds and runs xtask with `--features tch`.
 """
 
 import argparse
@@ -27,9 +28,16 @@ PRESETS = {
 }
 
 
+def xtask(args):
+    """The command that runs our `cargo xtask` for the chosen backend."""
+    if args.backend.startswith("tch"):
+        return [os.path.join(HERE, "..", "..", "scripts", "tch.sh"), "xtask"]
+    return ["cargo", "xtask"]
+
+
 def ours(args, preset, out):
     config, grid, batch, _ = PRESETS[preset]
-    command = ["cargo", "xtask", "bench", "lm", "--backend", args.backend, "--config", config, "--grid", str(grid),
+    command = [*xtask(args), "bench", "lm", "--backend", args.backend, "--config", config, "--grid", str(grid),
                "--windows", args.windows, "--batch-size", str(batch), "--warmup", str(args.warmup),
                "--repeats", str(args.repeats), "--out", out]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -52,7 +60,7 @@ def vq(args):
     samples, params = {}, {}
     for round_ in range(args.rounds):
         print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr)
-        ours = subprocess.run(["cargo", "xtask", "bench", "tokenizer", "--backend", args.backend, "--resolutions",
+        ours = subprocess.run([*xtask(args), "bench", "tokenizer", "--backend", args.backend, "--resolutions",
                                "64", "--batch", "8", "--repeats", str(args.repeats), "--json"],
                               check=True, capture_output=True, text=True).stdout
         theirs = subprocess.run([sys.executable, os.path.join(HERE, "vq_peer.py"), "--resolutions", "64",

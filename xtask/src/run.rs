@@ -529,6 +529,9 @@ pub struct Demo {
     /// codes, lm).
     #[arg(long)]
     restart_from: Option<StageName>,
+    /// Show burn-train's live dashboard while training (as `train --tui`).
+    #[arg(long)]
+    tui: bool,
 }
 
 impl Demo {
@@ -546,7 +549,7 @@ impl Demo {
                     until: None,
                 },
                 devices: Vec::new(),
-                tui: false,
+                tui: self.tui,
             },
         )?;
         run_on(BackendKind::Flex, DemoReport { run: self.run, started })
