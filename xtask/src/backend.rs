@@ -224,6 +224,8 @@ fn probe_and_run<B: Backend, T: BackendTask>(kind: BackendKind, device: B::Devic
 /// to install.
 pub fn probe_device<B: Backend>(kind: BackendKind, device: &B::Device) -> Result<()> {
     token_shuffle_test_support::probe_device::<B>(device).or_else(|reason| {
+        // LibTorch's reasons carry a C++ stack trace: its first line says it.
+        let reason = reason.lines().next().unwrap_or_default();
         bail!(
             "the {} backend found no usable device ({reason}): {}",
             kind.name(),
