@@ -161,7 +161,11 @@ pub fn devices<B: Backend>(kind: BackendKind, specs: &[DeviceSpec]) -> Result<Ve
                     kind.name(),
                     families
                         .iter()
-                        .map(|f| if *f == "cpu" { "cpu".to_string() } else { format!("{f}:N") })
+                        .map(|f| if *f == "cpu" {
+                            "cpu".to_string()
+                        } else {
+                            format!("{f}:N")
+                        })
                         .collect::<Vec<_>>()
                         .join(" or ")
                 );
