@@ -194,6 +194,26 @@ wait "$first_pid" 2>/dev/null
 probe "after the first was killed (-9): the lock is free, the run resumes" 0 "" -- \
   "$xtask" train --config "$(with '.lm.stages[0].steps = 300')" --run "$second"
 
+echo "== devices, the dashboard, shards"
+probe "--devices gpu:0" 2 "is not a device" -- "$xtask" train --config configs/run-tiny.json --devices gpu:0
+probe "--devices cuda:0 on flex" 1 "--backend is flex" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/dev" --devices cuda:0
+probe "more devices than micro-batches" 1 "gradient_accumulation = 1" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/dev" --devices cpu,cpu
+probe "--tui without a terminal" 1 "not one" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/tui" --tui
+probe "--until bogus" 2 "unknown stage" -- "$xtask" train --config configs/run-tiny.json --until bogus
+probe "encode --shard 3/2" 2 "0 <= K < N" -- "$xtask" encode --config configs/run-tiny.json --shard 3/2
+probe "encode on scenes" 1 "encodes webdataset shards" -- "$xtask" encode --config configs/run-tiny.json --run "$run"
+probe "encode on a directory that is no run" 1 "no run here yet" -- \
+  "$xtask" encode --config configs/run-tiny.json --run "$scratch/none"
+[ -e "$scratch/none" ] && { failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … encode created the directory"; }
+probe "shards that do not exist" 1 "2 of 2 shards do not exist" -- \
+  "$xtask" train --config "$(with ".data = \"$scratch/shards/{0..1}.tar\"")" --run "$scratch/sh"
+mkdir -p "$scratch/shards" && echo "not a tar" >"$scratch/shards/0.tar" && echo "x" >"$scratch/shards/1.tar"
+probe "a shard that is not a tar file" 1 "not a readable tar file" -- \
+  "$xtask" train --config "$(with ".data = \"$scratch/shards/{0..1}.tar\"")" --run "$scratch/sh2"
+
 echo "== a NaN loss"
 probe "learning rate 1e30: stops naming the step, advises a new run dir" 1 "new run directory" -- \
   "$xtask" train --config "$(with '.lm.stages[0].learning_rate = 1e30 | .lm.stages[0].steps = 20')" --run "$scratch/nan"

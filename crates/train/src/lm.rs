@@ -116,6 +116,21 @@ impl LmTrainingConfig {
         self.model.clone().into_config([side, side], stage.window)
     }
 
+    /// Checks that `devices` devices have a micro-batch each in every step.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the fix.
+    pub fn check_devices(&self, devices: usize) -> Result<(), TrainError> {
+        if devices > self.gradient_accumulation {
+            return Err(TrainError::Config(format!(
+                "{devices} devices share each step's micro-batches, but lm.gradient_accumulation = {0} gives only \
+                 {0}: set it to a multiple of {devices} (each micro-batch holds lm.batch_size samples)",
+                self.gradient_accumulation
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks what can be checked before training: the architecture, stages, sizes, steps.
     ///
     /// # Errors
@@ -448,16 +463,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
     let Some(device) = devices.first() else {
         return Err(TrainError::Config("no device to train on".into()));
     };
-    if devices.len() > config.gradient_accumulation {
-        return Err(TrainError::Config(format!(
-            "{} devices share each step's micro-batches, but lm.gradient_accumulation = {} gives only {}: set it to \
-             a multiple of {} (each micro-batch holds lm.batch_size samples)",
-            devices.len(),
-            config.gradient_accumulation,
-            config.gradient_accumulation,
-            devices.len()
-        )));
-    }
+    config.check_devices(devices.len())?;
     for (i, stage) in config.stages.iter().enumerate() {
         if !data.contains_key(&stage.resolution) {
             return Err(TrainError::Config(format!(
@@ -866,10 +872,11 @@ mod tests {
         let config = config(vec![Stage::new(16, 2, 4, 1e-2)]).with_gradient_accumulation(4);
         let device = Default::default();
         let one = tempfile::tempdir().unwrap();
-        let (losses, weights) = run_on_devices(&config, one.path(), &[device], None);
+        let (losses, weights) = run_on_devices(&config, one.path(), std::slice::from_ref(&device), None);
         assert_eq!(losses.len(), 4);
         let three = tempfile::tempdir().unwrap();
-        let replicas = [device, device, device];
+        let copies = |n| std::iter::repeat_n(&device, n).cloned().collect::<Vec<_>>();
+        let replicas = copies(3);
         let (parallel_losses, parallel_weights) = run_on_devices(&config, three.path(), &replicas, None);
         // Exact: each micro-batch's gradient is computed alone (on Flex, deterministically) and the sum runs in
         // micro-batch order whatever device computed each term.
@@ -881,7 +888,7 @@ mod tests {
         assert_eq!(resumed_losses, losses);
         assert_eq!(resumed_weights, weights);
         // More devices than micro-batches would leave some idle: refused, naming the fix.
-        let err = train_lm_probed::<A>(&config, &data(), three.path(), true, &[device; 5], None, |_| {}).unwrap_err();
+        let err = train_lm_probed::<A>(&config, &data(), three.path(), true, &copies(5), None, |_| {}).unwrap_err();
         assert!(err.to_string().contains("gradient_accumulation = 4"), "{err}");
     }
 

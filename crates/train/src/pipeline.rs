@@ -132,6 +132,8 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     let Some(device) = devices.first() else {
         return Err(TrainError::Config("no device to run on".into()));
     };
+    // Before hours of tokenizer training, not after.
+    config.lm.check_devices(devices.len())?;
     let _lock = crate::RunLock::acquire(dir)?;
     let plan = stage::plan(config);
     if let Some(from) = steps.restart_from {
@@ -936,7 +938,15 @@ mod tests {
             restart_from: None,
             until: Some(StageName::Text),
         };
-        run_pipeline_probed::<Autodiff<TestBackend>>(&config, dir.path(), &[device], until_text, None, |_| {}).unwrap();
+        run_pipeline_probed::<Autodiff<TestBackend>>(
+            &config,
+            dir.path(),
+            std::slice::from_ref(&device),
+            until_text,
+            None,
+            |_| {},
+        )
+        .unwrap();
         assert!(!dir.path().join("codes").exists() && !dir.path().join("lm").exists());
 
         let err = check_shard_codes::<TestBackend>(&config, dir.path(), &device)
