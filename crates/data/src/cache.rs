@@ -40,6 +40,16 @@ pub fn fingerprint(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+/// [`fingerprint`] of a file's bytes, read through a small buffer (a code cache can be gigabytes).
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn fingerprint_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
 /// What a cache was made with; a cache is valid only for the same key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheKey {

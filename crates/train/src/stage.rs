@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use token_shuffle_data::cache::fingerprint;
+use token_shuffle_data::cache::{fingerprint, fingerprint_file};
 
 use crate::{RunConfig, TrainError};
 
@@ -230,8 +230,7 @@ impl StageRecord {
             .iter()
             .map(|file| {
                 let path = stage_dir.join(file);
-                let bytes = std::fs::read(&path).map_err(io(&path))?;
-                Ok((file.clone(), fingerprint(&bytes)))
+                Ok((file.clone(), fingerprint_file(&path).map_err(io(&path))?))
             })
             .collect::<Result<_, TrainError>>()?;
         self.write(stage_dir)?;
@@ -245,9 +244,9 @@ impl StageRecord {
     pub fn verify(&self, stage_dir: &Path, stage: StageName) -> Result<(), TrainError> {
         for (file, sum) in &self.outputs {
             let path = stage_dir.join(file);
-            let why = match std::fs::read(&path) {
+            let why = match fingerprint_file(&path) {
                 Err(e) => format!("cannot be read ({e})"),
-                Ok(bytes) if &fingerprint(&bytes) != sum => {
+                Ok(found) if &found != sum => {
                     "does not match the checksum recorded when it was written (altered or truncated)".into()
                 }
                 Ok(_) => continue,
