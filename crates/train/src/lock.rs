@@ -80,6 +80,52 @@ impl RunLock {
     }
 }
 
+/// An exclusive lock on one file of a run, for what processes that share the run (`encode --shard K/N`) could
+/// otherwise write at the same moment: the codes step's record, and a shard's caches when two slices overlap.
+/// Written files keep their fixed `.partial` names (so a killed writer's leftover is found and removed); this lock
+/// keeps two writers off the same one.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    fn open(path: &Path) -> Result<File, TrainError> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| TrainError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// Waits until no other holder has `path` locked, then holds it (the file is created if missing).
+    pub(crate) fn wait(path: &Path) -> Result<Self, TrainError> {
+        let file = Self::open(path)?;
+        file.lock().map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self { _file: file })
+    }
+
+    /// Holds `path` when no other holder does; `None` when one does.
+    pub(crate) fn try_take(path: &Path) -> Result<Option<Self>, TrainError> {
+        let file = Self::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(source)) => Err(TrainError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +156,22 @@ mod tests {
         assert!(RunLock::acquire(dir.path()).is_err());
         drop((a, b));
         RunLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_file_lock_is_held_by_one_taker_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = FileLock::try_take(&path).unwrap().expect("free");
+        assert!(FileLock::try_take(&path).unwrap().is_none(), "held elsewhere");
+        let waiter = std::thread::spawn({
+            let path = path.clone();
+            move || FileLock::wait(&path).map(drop)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "waits while held");
+        drop(held);
+        waiter.join().unwrap().unwrap();
+        assert!(FileLock::try_take(&path).unwrap().is_some());
     }
 }

@@ -28,6 +28,7 @@ use token_shuffle_lm::{GenerateOptions, TokenShuffleLm};
 use token_shuffle_vqgan::VqModel;
 
 use crate::images::tensor_to_images;
+use crate::lock::FileLock;
 use crate::stage::{self, StageName, StageRecord};
 use crate::{
     ImageSource, LmData, LmEvent, RunConfig, TokenizerEvent, TrainError, TrainingImages, train_lm_probed,
@@ -483,6 +484,19 @@ impl<'a, B: Backend> ShardEncoding<'a, B> {
             .collect();
         for (done, shard) in mine.iter().enumerate() {
             let paths = stage::shard_cache_names(resolution, shard).map(|name| self.codes_dir.join(name));
+            if let Some(parent) = paths[0].parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            // Overlapping slices (the same K/N started twice): the shard goes to whoever takes it first.
+            let Some(_shard) = FileLock::try_take(&paths[0].with_extension("lock"))? else {
+                let summary = format!("{}: another process is encoding it; left to that one", shard.display());
+                on_event(&PipelineEvent::Data {
+                    step: "code cache",
+                    summary: summary.clone(),
+                });
+                summaries.push(summary);
+                continue;
+            };
             if paths.iter().all(|p| CodeFile::open(p, self.key).is_ok()) {
                 continue;
             }
@@ -506,9 +520,6 @@ impl<'a, B: Backend> ShardEncoding<'a, B> {
                     device,
                     &mut |_, _| {},
                 )?;
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(io(parent))?;
-                }
                 cache.save(path)?;
             }
             on_event(&PipelineEvent::Progress {
@@ -580,8 +591,13 @@ pub fn encode_shards<B: Backend>(
     let (_lock, shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode")?;
     let codes_dir = dir.join(StageName::Codes.name());
     let plan = stage::plan(config);
-    if StageRecord::read(&codes_dir)?.is_none() {
-        plan[StageName::Codes as usize].1.write(&codes_dir)?;
+    {
+        // Encoders started together would all find no record and write it through the same partial file.
+        std::fs::create_dir_all(&codes_dir).map_err(io(&codes_dir))?;
+        let _record = FileLock::wait(&codes_dir.join(".record.lock"))?;
+        if StageRecord::read(&codes_dir)?.is_none() {
+            plan[StageName::Codes as usize].1.write(&codes_dir)?;
+        }
     }
     for resolution in stage::resolutions(config) {
         let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
@@ -954,23 +970,33 @@ mod tests {
             .to_string();
         assert!(err.contains("6 of 6 code cache files at 32 px are missing"), "{err}");
         let slice = |text: &str| text.parse::<ShardSlice>().unwrap();
-        // Process 1 of 2 takes shard 1 (the one with a bad image), process 0 shards 0 and 2.
-        let mut skipped = Vec::new();
-        encode_shards::<TestBackend>(&config, dir.path(), slice("1/2"), &device, |e| {
-            if let PipelineEvent::Data { summary, .. } = e {
-                skipped.push(summary.clone());
+        // Three processes at once: 1 of 2 takes shard 1 (the one with a bad image), 0 of 2 shards 0 and 2, and
+        // 0 of 2 again, started by mistake: each shard is encoded by whoever takes it first, the codes step's
+        // record is written once, and all three succeed.
+        let encoders = ["1/2", "0/2", "0/2"].map(|k| {
+            let (config, dir, device) = (&config, dir.path(), &device);
+            move || {
+                let mut summaries = Vec::new();
+                encode_shards::<TestBackend>(config, dir, slice(k), device, |e| {
+                    if let PipelineEvent::Data { summary, .. } = e {
+                        summaries.push(summary.clone());
+                    }
+                })
+                .map(|()| summaries)
             }
-        })
-        .unwrap();
+        });
+        let [one, zero, again] = std::thread::scope(|s| encoders.map(|f| s.spawn(f)).map(|h| h.join().unwrap()));
+        let skipped = one.unwrap();
         assert!(
             skipped.len() == 1 && skipped[0].contains("001.tar:broken.jpg"),
             "the bad image is named: {skipped:?}"
         );
-        let err = check_shard_codes::<TestBackend>(&config, dir.path(), &device)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("4 of 6") && err.contains("000.train.bin"), "{err}");
-        encode_shards::<TestBackend>(&config, dir.path(), slice("0/2"), &device, |_| {}).unwrap();
+        for summaries in [zero.unwrap(), again.unwrap()] {
+            assert!(
+                summaries.iter().all(|s| s.contains("another process is encoding it")),
+                "{summaries:?}"
+            );
+        }
         let summary = check_shard_codes::<TestBackend>(&config, dir.path(), &device).unwrap();
         // 120 good images (the broken one skipped), split by a hash of shard and key.
         assert!(
