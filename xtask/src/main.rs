@@ -61,23 +61,7 @@ enum Command {
     TrainTokenizer(train_tokenizer::TrainTokenizer),
 }
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc v3's `mimalloc.h`: the 16th entry of `mi_option_e`; the test
-/// below checks the index against the option's default).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Tells mimalloc to keep the memory it has been given instead of handing freed pages back to the OS (unless
-/// `MIMALLOC_PURGE_DELAY` says otherwise). A training step frees and reallocates the same large tensors every
-/// step; purged, they come back as fresh pages the kernel faults in and zeroes. Never purging made lm-tiny's s = 1
-/// training step ~13% faster for ~3.5% more peak RSS (docs/BENCHMARKS.md).
-fn keep_freed_pages() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one option's value, which mimalloc reads at its next purge decision.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
-}
-
 fn main() -> Result<()> {
-    keep_freed_pages();
     match Cli::parse().command {
         Command::Backends => list_backends(),
         Command::Bench(bench) => bench.run(),
@@ -114,24 +98,4 @@ fn list_backends() -> Result<()> {
         println!("{:<9} {status}", kind.name());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        // SAFETY: reads one option's value.
-        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(
-                get(),
-                1000,
-                "mimalloc v3's default purge delay, in ms: is index 15 still purge_delay?"
-            );
-            keep_freed_pages();
-            assert_eq!(get(), -1);
-        }
-    }
 }
