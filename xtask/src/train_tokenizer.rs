@@ -101,9 +101,22 @@ impl BackendTask for Task {
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         let Task { config, source, out } = self;
         eprintln!("loading {source} at {} px…", config.resolution);
-        let images = TrainingImages::load(&source, config.resolution as u32, config.valid_images, config.seed)?;
+        let hold = token_shuffle_train::images_to_hold(config.steps, config.batch_size, config.valid_images);
+        let images = TrainingImages::load_at_most(
+            &source,
+            config.resolution as u32,
+            config.valid_images,
+            config.seed,
+            hold,
+        )?;
         if let Some(report) = &images.report {
             eprintln!("{}", report.summary());
+        }
+        if let Some(total) = images.sampled_from {
+            eprintln!(
+                "holding a seeded sample of about {hold} of the shards' {total} samples ({} steps × {})",
+                config.steps, config.batch_size
+            );
         }
         eprintln!(
             "training {} steps × {} images on {} → {}",

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::folder::{FolderOptions, ImageFolder, LoadReport, Skipped, split_decoded};
+use crate::folder::{FolderOptions, ImageFolder, LoadReport, Skipped, in_valid_split, split_decoded};
 use crate::imaging::decode_square;
 use crate::{DataError, ImageCaption};
 
@@ -148,8 +148,16 @@ fn caption_of(extension: &str, bytes: Vec<u8>) -> Result<String, String> {
         .ok_or_else(|| "a JSON caption needs a string field `caption` or `text`".into())
 }
 
-/// Reads a shard's samples (members grouped by key, in order; other members are ignored).
-fn read_shard(path: &Path) -> Result<Vec<RawSample>, DataError> {
+/// Which samples of a shard to read, and whether to read their images' bytes.
+struct Reading<'a> {
+    /// Whether to read the sample with this id (`<shard stem>/<key>`).
+    keep: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Read image bytes (false: an image member is noted, its bytes left unread, for captions only).
+    images: bool,
+}
+
+/// Reads a shard's samples that `reading` keeps (members grouped by key, in order; other members are ignored).
+fn read_shard(path: &Path, reading: &Reading) -> Result<Vec<RawSample>, DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -158,9 +166,13 @@ fn read_shard(path: &Path) -> Result<Vec<RawSample>, DataError> {
         spec: path.display().to_string(),
         why: format!("not a readable tar file ({e})"),
     };
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let mut archive = tar::Archive::new(std::io::BufReader::new(std::fs::File::open(path).map_err(io)?));
     let mut samples: Vec<RawSample> = Vec::new();
-    for entry in archive.entries().map_err(not_tar)? {
+    // Members of samples left out are skipped by seeking past them: neither held nor decoded.
+    for entry in archive.entries_with_seek().map_err(not_tar)? {
         let mut entry = entry.map_err(not_tar)?;
         if !entry.header().entry_type().is_file() {
             continue;
@@ -169,11 +181,15 @@ fn read_shard(path: &Path) -> Result<Vec<RawSample>, DataError> {
         let (key, extension) = key_and_extension(&member);
         let extension = extension.to_ascii_lowercase();
         let known = IMAGE_EXTENSIONS.contains(&extension.as_str()) || extension == "txt" || extension == "json";
-        if !known {
+        if !known || !(reading.keep)(&format!("{stem}/{key}")) {
             continue;
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(not_tar)?;
+        let is_image = IMAGE_EXTENSIONS.contains(&extension.as_str());
+        let mut bytes = Vec::new();
+        if !is_image || reading.images {
+            bytes.reserve(entry.size() as usize);
+            entry.read_to_end(&mut bytes).map_err(not_tar)?;
+        }
         if samples.last().is_none_or(|s| s.key != key) {
             samples.push(RawSample {
                 key: key.to_string(),
@@ -181,7 +197,7 @@ fn read_shard(path: &Path) -> Result<Vec<RawSample>, DataError> {
             });
         }
         let sample = samples.last_mut().expect("pushed above");
-        if IMAGE_EXTENSIONS.contains(&extension.as_str()) {
+        if is_image {
             sample.image = Some((extension, bytes));
         } else if sample.caption.is_none() || extension == "txt" {
             sample.caption = Some(caption_of(&extension, bytes));
@@ -190,19 +206,22 @@ fn read_shard(path: &Path) -> Result<Vec<RawSample>, DataError> {
     Ok(samples)
 }
 
-/// Loads one shard at `options.resolution` px: its samples decoded in parallel and split into train and valid
-/// (see the module docs for what is skipped and what is an error).
-///
-/// # Errors
-/// [`DataError::Io`] or [`DataError::Shards`] for a shard that cannot be read; [`DataError::MissingCaption`] or
-/// [`DataError::BadCaption`] (naming `shard.tar:key`) for a sample without a usable caption, unless uncaptioned
-/// images are allowed.
-pub fn load_shard(path: &Path, options: &FolderOptions) -> Result<ImageFolder, DataError> {
+/// A sample that passed the caption policy: its id (`<shard stem>/<key>`), caption, image (extension, bytes) and
+/// key.
+type Entry = (String, String, (String, Vec<u8>), String);
+
+/// The samples of a shard that `reading` keeps, with the caption policy applied: the entries with an image, and the
+/// samples skipped for having none.
+fn shard_entries(
+    path: &Path,
+    options: &FolderOptions,
+    reading: &Reading,
+) -> Result<(Vec<Entry>, Vec<Skipped>), DataError> {
     let stem = path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let member = |key: &str, ext: &str| PathBuf::from(format!("{}:{key}.{ext}", path.display()));
-    let samples = read_shard(path)?;
+    let samples = read_shard(path, reading)?;
     let mut uncaptioned = Vec::new();
     let mut entries = Vec::with_capacity(samples.len());
     let mut no_image = Vec::new();
@@ -236,6 +255,27 @@ pub fn load_shard(path: &Path, options: &FolderOptions) -> Result<ImageFolder, D
             source_of_captions: "a .txt or .json member of the same key in the shard",
         });
     }
+    Ok((entries, no_image))
+}
+
+/// Loads one shard at `options.resolution` px: its samples decoded in parallel and split into train and valid
+/// (see the module docs for what is skipped and what is an error).
+///
+/// # Errors
+/// [`DataError::Io`] or [`DataError::Shards`] for a shard that cannot be read; [`DataError::MissingCaption`] or
+/// [`DataError::BadCaption`] (naming `shard.tar:key`) for a sample without a usable caption, unless uncaptioned
+/// images are allowed.
+pub fn load_shard(path: &Path, options: &FolderOptions) -> Result<ImageFolder, DataError> {
+    load_shard_where(path, options, &|_| true)
+}
+
+fn load_shard_where(
+    path: &Path,
+    options: &FolderOptions,
+    keep: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<ImageFolder, DataError> {
+    let member = |key: &str, ext: &str| PathBuf::from(format!("{}:{key}.{ext}", path.display()));
+    let (entries, no_image) = shard_entries(path, options, &Reading { keep, images: true })?;
     let decoded: Vec<Result<ImageCaption, Skipped>> = entries
         .into_par_iter()
         .map(
@@ -254,19 +294,60 @@ pub fn load_shard(path: &Path, options: &FolderOptions) -> Result<ImageFolder, D
     Ok(ImageFolder { train, valid, report })
 }
 
-/// Loads every shard of `paths` (one at a time) into one data set, for data small enough to hold in memory (the
-/// tokenizer's); a code cache is encoded shard by shard instead.
+/// Loads every shard of `paths` (one at a time) into one data set, for data small enough to hold in memory; a
+/// code cache is encoded shard by shard instead, and the tokenizer holds a sample ([`load_shards_sample`]).
 ///
 /// # Errors
 /// As [`load_shard`]; [`DataError::NoImages`] when no shard has a usable image.
 pub fn load_shards(paths: &[PathBuf], options: &FolderOptions) -> Result<ImageFolder, DataError> {
+    load_shards_where(paths, options, &|_| true)
+}
+
+/// Loads about `samples` of the shards' samples (train and valid together), chosen uniformly across all shards by
+/// a hash of `seed` and each sample's id, so that memory is bounded by `samples` and not by the data set; the other
+/// samples' images are neither read into memory nor decoded. All of them when the shards hold no more than
+/// `samples` (counted first, from the tar headers). Returns the data and the number of samples in the shards.
+///
+/// # Errors
+/// As [`load_shards`].
+pub fn load_shards_sample(
+    paths: &[PathBuf],
+    options: &FolderOptions,
+    samples: usize,
+    seed: u64,
+) -> Result<(ImageFolder, usize), DataError> {
+    let total = paths.iter().map(|p| count_samples(p)).sum::<Result<usize, _>>()?;
+    let folder = if total <= samples {
+        load_shards(paths, options)?
+    } else {
+        let fraction = samples as f64 / total as f64;
+        load_shards_where(paths, options, &|id| seeded_unit(seed, id) < fraction)?
+    };
+    Ok((folder, total))
+}
+
+/// A number in [0, 1) drawn from `seed` and `id` (the same for the same pair, independent of the validation split's
+/// hash of the id alone).
+fn seeded_unit(seed: u64, id: &str) -> f64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(id.as_bytes());
+    let value = u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+    value as f64 / (u64::MAX as f64 + 1.0)
+}
+
+fn load_shards_where(
+    paths: &[PathBuf],
+    options: &FolderOptions,
+    keep: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<ImageFolder, DataError> {
     let mut all = ImageFolder {
         train: Vec::new(),
         valid: Vec::new(),
         report: LoadReport::default(),
     };
     for path in paths {
-        let shard = load_shard(path, options)?;
+        let shard = load_shard_where(path, options, keep)?;
         all.train.extend(shard.train);
         all.valid.extend(shard.valid);
         all.report.found += shard.report.found;
@@ -280,6 +361,53 @@ pub fn load_shards(paths: &[PathBuf], options: &FolderOptions) -> Result<ImageFo
         });
     }
     Ok(all)
+}
+
+/// The number of samples with an image in a shard, from its tar headers (members' contents are skipped).
+///
+/// # Errors
+/// As [`load_shard`] for a shard that cannot be read.
+pub fn count_samples(path: &Path) -> Result<usize, DataError> {
+    let samples = read_shard(
+        path,
+        &Reading {
+            keep: &|_| true,
+            images: false,
+        },
+    )?;
+    Ok(samples.iter().filter(|s| s.image.is_some()).count())
+}
+
+/// The captions of the training split of every shard (the samples with an image, by the split's hash of their id),
+/// read without reading or decoding any image: what a text tokenizer trains on. An image that would not decode
+/// still gives its caption here.
+///
+/// # Errors
+/// As [`load_shards`], for captions; [`DataError::NoImages`] when no sample has an image.
+pub fn training_captions(paths: &[PathBuf], options: &FolderOptions) -> Result<Vec<String>, DataError> {
+    let mut captions = Vec::new();
+    let mut samples = 0;
+    for path in paths {
+        let reading = Reading {
+            keep: &|_| true,
+            images: false,
+        };
+        let (entries, _) = shard_entries(path, options, &reading)?;
+        samples += entries.len();
+        captions.extend(
+            entries
+                .into_iter()
+                .filter(|(id, ..)| !in_valid_split(id, options.valid_fraction))
+                .map(|(_, caption, ..)| caption),
+        );
+    }
+    if samples == 0 {
+        return Err(DataError::NoImages {
+            root: paths.first().cloned().unwrap_or_default(),
+            summary: format!("{} shards without an image", paths.len()),
+        });
+    }
+    Ok(captions)
 }
 
 /// Writes a shard of `(key, image extension, image bytes, caption)` samples (the caption as `{key}.txt`, left out
@@ -354,6 +482,79 @@ mod tests {
                 .path
                 .to_string_lossy()
                 .ends_with("000.tar:broken.jpg")
+        );
+    }
+
+    /// Two shards of 60 captioned samples each (the last of the second shard a broken JPEG).
+    fn two_shards(dir: &Path) -> Vec<PathBuf> {
+        let red = png([200, 0, 0]);
+        (0..2)
+            .map(|shard| {
+                let keys: Vec<String> = (0..60).map(|i| format!("s{shard}-{i:02}")).collect();
+                let captions: Vec<String> = (0..60).map(|i| format!("caption {shard} {i}")).collect();
+                let samples: Vec<(&str, &str, Vec<u8>, Option<&str>)> = (0..60)
+                    .map(|i| {
+                        let broken = shard == 1 && i == 59;
+                        let (extension, bytes) = if broken {
+                            ("jpg", b"no".to_vec())
+                        } else {
+                            ("png", red.clone())
+                        };
+                        (keys[i].as_str(), extension, bytes, Some(captions[i].as_str()))
+                    })
+                    .collect();
+                let path = dir.join(format!("{shard}.tar"));
+                write_shard(&path, &samples).unwrap();
+                path
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sample_of_the_shards_is_seeded_spread_over_every_shard_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = two_shards(dir.path());
+        let options = FolderOptions::new(4);
+        assert_eq!(count_samples(&paths[0]).unwrap(), 60);
+        let ids = |folder: &ImageFolder| -> Vec<String> {
+            folder.train.iter().chain(&folder.valid).map(|i| i.id.clone()).collect()
+        };
+        let (sample, total) = load_shards_sample(&paths, &options, 30, 7).unwrap();
+        assert_eq!(total, 120);
+        let chosen = ids(&sample);
+        // About a quarter of each shard: the hash is uniform, not the first shard's first samples.
+        assert!((15..=45).contains(&chosen.len()), "{}", chosen.len());
+        for shard in ["0/", "1/"] {
+            assert!(chosen.iter().any(|id| id.starts_with(shard)), "{chosen:?}");
+        }
+        assert_eq!(
+            ids(&load_shards_sample(&paths, &options, 30, 7).unwrap().0),
+            chosen,
+            "same seed, same sample"
+        );
+        assert_ne!(ids(&load_shards_sample(&paths, &options, 30, 8).unwrap().0), chosen);
+        // Asking for as many as there are loads them all, as `load_shards` does.
+        let (all, _) = load_shards_sample(&paths, &options, 120, 7).unwrap();
+        assert_eq!(ids(&all), ids(&load_shards(&paths, &options).unwrap()));
+        assert_eq!(all.report.loaded, 119, "the broken JPEG is skipped");
+    }
+
+    #[test]
+    fn training_captions_are_the_training_splits_read_without_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = two_shards(dir.path());
+        let options = FolderOptions::new(4);
+        let captions = training_captions(&paths, &options).unwrap();
+        let loaded = load_shards(&paths, &options).unwrap();
+        let mut expected: Vec<String> = loaded.train.iter().map(|i| i.caption.clone()).collect();
+        // The broken image's caption is a caption all the same (it is in the training split by its hash).
+        if !in_valid_split("1/s1-59", options.valid_fraction) {
+            expected.push("caption 1 59".into());
+        }
+        assert_eq!(captions, expected);
+        assert!(
+            !loaded.valid.is_empty() && captions.len() < 120,
+            "validation captions left out"
         );
     }
 

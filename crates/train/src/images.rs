@@ -6,7 +6,7 @@ use token_shuffle_data::ImageCaption;
 use token_shuffle_data::folder::{FolderOptions, LoadReport, load_image_folder};
 use token_shuffle_data::rng::SplitMix64;
 use token_shuffle_data::scenes::{SceneCorpus, Split};
-use token_shuffle_data::shards::load_shards;
+use token_shuffle_data::shards::{load_shards, load_shards_sample};
 use token_shuffle_data::twemoji::load_twemoji;
 
 use crate::TrainError;
@@ -70,6 +70,9 @@ pub struct TrainingImages {
     valid: Vec<ImageCaption>,
     /// What a folder or Twemoji load found and skipped (none for scenes).
     pub report: Option<LoadReport>,
+    /// When only a sample of webdataset shards is held ([`load_at_most`](Self::load_at_most)): how many samples
+    /// the shards hold.
+    pub sampled_from: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,13 @@ enum TrainImages {
 
 /// Fraction of a loaded corpus kept for validation.
 const VALID_FRACTION: f64 = 0.05;
+
+/// How many images of webdataset shards a tokenizer of `steps` × `batch_size` with `valid_images` validation images
+/// holds in memory ([`TrainingImages::load_at_most`]): enough that each training image is seen about once, and that
+/// the validation split (5%) has its images. A tokenizer sees no more images than that however large the data.
+pub fn images_to_hold(steps: usize, batch_size: usize, valid_images: usize) -> usize {
+    (steps * batch_size).max(valid_images * (1.0 / VALID_FRACTION).ceil() as usize)
+}
 
 /// How a folder or shards are loaded at `resolution` px.
 pub(crate) fn folder_options(resolution: u32, allow_uncaptioned: bool) -> FolderOptions {
@@ -97,7 +107,20 @@ impl TrainingImages {
     /// A folder's images need no captions here (the tokenizer does not read them): see
     /// [`load_captioned`](Self::load_captioned) for the LM's data.
     pub fn load(source: &ImageSource, resolution: u32, valid_images: usize, seed: u64) -> Result<Self, TrainError> {
-        Self::load_captioned(source, resolution, valid_images, seed, true)
+        Self::load_from(source, resolution, valid_images, seed, true, None)
+    }
+
+    /// [`load`](Self::load), holding about `images` images (train and valid) of webdataset shards: a sample seeded
+    /// by `seed` and spread over every shard, so that memory does not grow with the data set
+    /// ([`load_shards_sample`]). Other sources load as [`load`](Self::load) does. See [`images_to_hold`].
+    pub fn load_at_most(
+        source: &ImageSource,
+        resolution: u32,
+        valid_images: usize,
+        seed: u64,
+        images: usize,
+    ) -> Result<Self, TrainError> {
+        Self::load_from(source, resolution, valid_images, seed, true, Some(images))
     }
 
     /// [`load`](Self::load) for data whose captions are used: a folder image without a caption (or with a caption
@@ -109,6 +132,18 @@ impl TrainingImages {
         seed: u64,
         allow_uncaptioned: bool,
     ) -> Result<Self, TrainError> {
+        Self::load_from(source, resolution, valid_images, seed, allow_uncaptioned, None)
+    }
+
+    fn load_from(
+        source: &ImageSource,
+        resolution: u32,
+        valid_images: usize,
+        seed: u64,
+        allow_uncaptioned: bool,
+        hold: Option<usize>,
+    ) -> Result<Self, TrainError> {
+        let mut sampled_from = None;
         let (train, mut valid, report) = match source {
             ImageSource::Scenes => {
                 token_shuffle_data::scenes::check_resolution(resolution)?;
@@ -137,7 +172,15 @@ impl TrainingImages {
                 (TrainImages::Loaded(folder.train), folder.valid, Some(folder.report))
             }
             ImageSource::Shards { paths, .. } => {
-                let shards = load_shards(paths, &folder_options(resolution, allow_uncaptioned))?;
+                let options = folder_options(resolution, allow_uncaptioned);
+                let shards = match hold {
+                    Some(images) => {
+                        let (shards, total) = load_shards_sample(paths, &options, images, seed)?;
+                        sampled_from = (total > images).then_some(total);
+                        shards
+                    }
+                    None => load_shards(paths, &options)?,
+                };
                 (TrainImages::Loaded(shards.train), shards.valid, Some(shards.report))
             }
         };
@@ -153,7 +196,12 @@ impl TrainingImages {
             )));
         }
         valid.truncate(valid_images);
-        Ok(Self { train, valid, report })
+        Ok(Self {
+            train,
+            valid,
+            report,
+            sampled_from,
+        })
     }
 
     /// The validation images.

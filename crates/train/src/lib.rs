@@ -63,7 +63,7 @@ mod tokenizer;
 
 pub use checkpoint::{CheckpointState, Checkpoints};
 pub use error::TrainError;
-pub use images::{ImageSource, TrainingImages};
+pub use images::{ImageSource, TrainingImages, images_to_hold};
 pub use lm::{
     LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm, train_lm_probed,
 };

@@ -166,11 +166,12 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     });
     if !skipped {
         record(StageName::Tokenizer).write(&tokenizer_dir)?;
-        let images = TrainingImages::load(
+        let images = TrainingImages::load_at_most(
             &source,
             tokenizer.resolution as u32,
             tokenizer.valid_images,
             tokenizer.seed,
+            crate::images_to_hold(tokenizer.steps, tokenizer.batch_size, tokenizer.valid_images),
         )?;
         let data = report_data(&images, "tokenizer", &mut on_event);
         let model = train_tokenizer::<B>(tokenizer, &images, &tokenizer_dir, device, |e| {
@@ -209,16 +210,26 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             detail: format!("BPE, ≤ {} ids", config.text_vocab_size),
         });
         record(StageName::Text).write(&text_dir)?;
-        let images = TrainingImages::load_captioned(
-            &source,
-            32.max(first_resolution as u32 / 8),
-            1,
-            tokenizer.seed,
-            config.allow_uncaptioned,
-        )?;
-        let data = report_data(&images, "text tokenizer", &mut on_event);
-        let count = images.train_len().unwrap_or(config.lm_images);
-        let captions: Vec<String> = images.train_range(0..count).into_iter().map(|i| i.caption).collect();
+        let (captions, data) = if let ImageSource::Shards { paths, .. } = &source {
+            // Captions only: decoding every image of a large shard set just to read its captions took most of
+            // this step's time and memory.
+            let options = crate::images::folder_options(32, config.allow_uncaptioned);
+            (token_shuffle_data::shards::training_captions(paths, &options)?, None)
+        } else {
+            let images = TrainingImages::load_captioned(
+                &source,
+                32.max(first_resolution as u32 / 8),
+                1,
+                tokenizer.seed,
+                config.allow_uncaptioned,
+            )?;
+            let data = report_data(&images, "text tokenizer", &mut on_event);
+            let count = images.train_len().unwrap_or(config.lm_images);
+            (
+                images.train_range(0..count).into_iter().map(|i| i.caption).collect(),
+                data,
+            )
+        };
         let text = TextTokenizer::train(captions.iter().map(String::as_str), config.text_vocab_size)?;
         text.save(&text_path)?;
         let finished = StageRecord {
@@ -693,7 +704,10 @@ fn report_data(
     step: &'static str,
     on_event: &mut impl FnMut(&PipelineEvent),
 ) -> Option<String> {
-    let summary = images.report.as_ref()?.summary();
+    let mut summary = images.report.as_ref()?.summary();
+    if let Some(total) = images.sampled_from {
+        summary += &format!("; a seeded sample of the shards' {total} samples (the step sees no more)");
+    }
     on_event(&PipelineEvent::Data {
         step,
         summary: summary.clone(),
@@ -1023,13 +1037,16 @@ mod tests {
         }
         let record = StageRecord::read(&dir.path().join("codes")).unwrap().unwrap();
         assert_eq!(record.outputs.len(), 6, "{:?}", record.outputs.keys());
-        // The tokenizer saw the shards' images with the bad one named.
+        // The tokenizer (2 steps × 4 images, 4 validation images: it holds about 80) held a seeded sample of the
+        // 121 samples (120 scenes and the broken image), and said so; what it loaded is counted there.
         let tokenizer = StageRecord::read(&dir.path().join("tokenizer")).unwrap().unwrap();
-        assert!(
-            tokenizer.data.iter().any(|d| d.contains("broken.jpg")),
-            "{:?}",
-            tokenizer.data
-        );
+        let data = tokenizer.data.join(" ");
+        assert!(data.contains("a seeded sample of the shards' 121 samples"), "{data}");
+        let loaded: usize = data
+            .strip_prefix("loaded ")
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("`loaded N of M images` first: {data}"));
+        assert!((40..=110).contains(&loaded), "{data}");
     }
 
     /// The whole pipeline on the tiniest models: it runs, a second run skips every step, and the trained run
