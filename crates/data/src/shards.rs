@@ -363,6 +363,39 @@ fn load_shards_where(
     Ok(all)
 }
 
+/// The first `count` validation images of the shards, in shard order — the validation split of
+/// [`load_shards`] cut to `count` — reading shards only until there are enough and decoding only validation
+/// samples (an evaluation's held-out images from a large shard set).
+///
+/// # Errors
+/// As [`load_shard`] for the shards read; [`DataError::NoImages`] when they hold no validation image.
+pub fn validation_images(
+    paths: &[PathBuf],
+    options: &FolderOptions,
+    count: usize,
+) -> Result<Vec<ImageCaption>, DataError> {
+    let mut images = Vec::new();
+    let mut report = LoadReport::default();
+    for path in paths {
+        if images.len() >= count {
+            break;
+        }
+        let shard = load_shard_where(path, options, &|id| in_valid_split(id, options.valid_fraction))?;
+        images.extend(shard.valid);
+        report.found += shard.report.found;
+        report.loaded += shard.report.loaded;
+        report.skipped.extend(shard.report.skipped);
+    }
+    if images.is_empty() {
+        return Err(DataError::NoImages {
+            root: paths.first().cloned().unwrap_or_default(),
+            summary: format!("no validation image in {} shards: {}", paths.len(), report.summary()),
+        });
+    }
+    images.truncate(count);
+    Ok(images)
+}
+
 /// The number of samples with an image in a shard, from its tar headers (members' contents are skipped).
 ///
 /// # Errors
@@ -537,6 +570,30 @@ mod tests {
         let (all, _) = load_shards_sample(&paths, &options, 120, 7).unwrap();
         assert_eq!(ids(&all), ids(&load_shards(&paths, &options).unwrap()));
         assert_eq!(all.report.loaded, 119, "the broken JPEG is skipped");
+    }
+
+    #[test]
+    fn validation_images_are_the_validation_split_read_only_as_far_as_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = two_shards(dir.path());
+        let options = FolderOptions {
+            valid_fraction: 0.2,
+            ..FolderOptions::new(4)
+        };
+        let ids = |images: &[ImageCaption]| images.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+        let all_valid = load_shards(&paths, &options).unwrap().valid;
+        let first_shard = all_valid.iter().filter(|i| i.id.starts_with("0/")).count();
+        assert!(first_shard >= 2 && all_valid.len() > first_shard, "{}", all_valid.len());
+        for count in [2, first_shard + 1, 1000] {
+            let expected = &all_valid[..count.min(all_valid.len())];
+            assert_eq!(ids(&validation_images(&paths, &options, count).unwrap()), ids(expected));
+        }
+        // A third shard that is not a tar file is never opened while the first has enough.
+        let garbage = dir.path().join("2.tar");
+        std::fs::write(&garbage, b"not a tar file").unwrap();
+        paths.push(garbage);
+        assert!(load_shards(&paths, &options).is_err());
+        assert_eq!(validation_images(&paths, &options, 2).unwrap().len(), 2);
     }
 
     #[test]

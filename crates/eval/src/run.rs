@@ -95,7 +95,7 @@ pub fn held_out_images(
                 })
             })
             .collect(),
-        other => Ok(TrainingImages::load(other, resolution, count, seed)?.valid().to_vec()),
+        other => Ok(TrainingImages::load_valid(other, resolution, count, seed)?),
     }
 }
 

@@ -6,7 +6,7 @@ use token_shuffle_data::ImageCaption;
 use token_shuffle_data::folder::{FolderOptions, LoadReport, load_image_folder};
 use token_shuffle_data::rng::SplitMix64;
 use token_shuffle_data::scenes::{SceneCorpus, Split};
-use token_shuffle_data::shards::{load_shards, load_shards_sample};
+use token_shuffle_data::shards::{load_shards, load_shards_sample, validation_images};
 use token_shuffle_data::twemoji::load_twemoji;
 
 use crate::TrainError;
@@ -108,6 +108,23 @@ impl TrainingImages {
     /// [`load_captioned`](Self::load_captioned) for the LM's data.
     pub fn load(source: &ImageSource, resolution: u32, valid_images: usize, seed: u64) -> Result<Self, TrainError> {
         Self::load_from(source, resolution, valid_images, seed, true, None)
+    }
+
+    /// The first `count` validation images of `source` at `resolution` px (an evaluation's held-out images from
+    /// data that has no held-out split of its own): those of [`load`](Self::load), but of webdataset shards only
+    /// as many shards are read, and only their validation samples decoded, as `count` needs.
+    pub fn load_valid(
+        source: &ImageSource,
+        resolution: u32,
+        count: usize,
+        seed: u64,
+    ) -> Result<Vec<ImageCaption>, TrainError> {
+        match source {
+            ImageSource::Shards { paths, .. } => {
+                Ok(validation_images(paths, &folder_options(resolution, true), count)?)
+            }
+            other => Ok(Self::load(other, resolution, count, seed)?.valid),
+        }
     }
 
     /// [`load`](Self::load), holding about `images` images (train and valid) of webdataset shards: a sample seeded
