@@ -60,6 +60,13 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Adds what another load (of another shard) found.
+    pub fn add(&mut self, other: LoadReport) {
+        self.found += other.found;
+        self.loaded += other.loaded;
+        self.skipped.extend(other.skipped);
+    }
+
     /// One line for a log: counts, and the first few skipped files by name.
     pub fn summary(&self) -> String {
         let mut line = format!("loaded {} of {} images", self.loaded, self.found);

@@ -120,6 +120,8 @@ pub fn shard_paths(spec: &str) -> Result<Vec<PathBuf>, DataError> {
 #[derive(Debug, Default)]
 struct RawSample {
     key: String,
+    /// `<shard stem>/<key>`: the sample's id in an [`ImageCaption`] and for the train/valid split.
+    id: String,
     image: Option<(String, Vec<u8>)>,
     caption: Option<Result<String, String>>,
 }
@@ -180,11 +182,12 @@ fn read_shard(path: &Path, reading: &Reading) -> Result<Vec<RawSample>, DataErro
         let member = entry.path().map_err(not_tar)?.to_string_lossy().into_owned();
         let (key, extension) = key_and_extension(&member);
         let extension = extension.to_ascii_lowercase();
-        let known = IMAGE_EXTENSIONS.contains(&extension.as_str()) || extension == "txt" || extension == "json";
-        if !known || !(reading.keep)(&format!("{stem}/{key}")) {
+        let is_image = IMAGE_EXTENSIONS.contains(&extension.as_str());
+        let known = is_image || extension == "txt" || extension == "json";
+        let id = format!("{stem}/{key}");
+        if !known || !(reading.keep)(&id) {
             continue;
         }
-        let is_image = IMAGE_EXTENSIONS.contains(&extension.as_str());
         let mut bytes = Vec::new();
         if !is_image || reading.images {
             bytes.reserve(entry.size() as usize);
@@ -193,6 +196,7 @@ fn read_shard(path: &Path, reading: &Reading) -> Result<Vec<RawSample>, DataErro
         if samples.last().is_none_or(|s| s.key != key) {
             samples.push(RawSample {
                 key: key.to_string(),
+                id,
                 ..Default::default()
             });
         }
@@ -206,6 +210,11 @@ fn read_shard(path: &Path, reading: &Reading) -> Result<Vec<RawSample>, DataErro
     Ok(samples)
 }
 
+/// Where a sample's member is named in reports and errors: `shard.tar:key.ext`.
+fn member_path(shard: &Path, key: &str, extension: &str) -> PathBuf {
+    PathBuf::from(format!("{}:{key}.{extension}", shard.display()))
+}
+
 /// A sample that passed the caption policy: its id (`<shard stem>/<key>`), caption, image (extension, bytes) and
 /// key.
 type Entry = (String, String, (String, Vec<u8>), String);
@@ -217,10 +226,7 @@ fn shard_entries(
     options: &FolderOptions,
     reading: &Reading,
 ) -> Result<(Vec<Entry>, Vec<Skipped>), DataError> {
-    let stem = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let member = |key: &str, ext: &str| PathBuf::from(format!("{}:{key}.{ext}", path.display()));
+    let member = |key: &str, ext: &str| member_path(path, key, ext);
     let samples = read_shard(path, reading)?;
     let mut uncaptioned = Vec::new();
     let mut entries = Vec::with_capacity(samples.len());
@@ -241,7 +247,7 @@ fn shard_entries(
             }
         };
         match sample.image {
-            Some(image) => entries.push((format!("{stem}/{}", sample.key), caption, image, sample.key)),
+            Some(image) => entries.push((sample.id, caption, image, sample.key)),
             None => no_image.push(Skipped {
                 path: member(&sample.key, "png|jpg|webp"),
                 reason: "the sample has a caption but no image".into(),
@@ -274,7 +280,6 @@ fn load_shard_where(
     options: &FolderOptions,
     keep: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<ImageFolder, DataError> {
-    let member = |key: &str, ext: &str| PathBuf::from(format!("{}:{key}.{ext}", path.display()));
     let (entries, no_image) = shard_entries(path, options, &Reading { keep, images: true })?;
     let decoded: Vec<Result<ImageCaption, Skipped>> = entries
         .into_par_iter()
@@ -282,7 +287,7 @@ fn load_shard_where(
             |(id, caption, (extension, bytes), key)| match decode_square(&bytes, options.resolution) {
                 Ok(image) => Ok(ImageCaption { id, caption, image }),
                 Err(reason) => Err(Skipped {
-                    path: member(&key, &extension),
+                    path: member_path(path, &key, &extension),
                     reason,
                 }),
             },
@@ -350,9 +355,7 @@ fn load_shards_where(
         let shard = load_shard_where(path, options, keep)?;
         all.train.extend(shard.train);
         all.valid.extend(shard.valid);
-        all.report.found += shard.report.found;
-        all.report.loaded += shard.report.loaded;
-        all.report.skipped.extend(shard.report.skipped);
+        all.report.add(shard.report);
     }
     if all.report.loaded == 0 {
         return Err(DataError::NoImages {
@@ -382,9 +385,7 @@ pub fn validation_images(
         }
         let shard = load_shard_where(path, options, &|id| in_valid_split(id, options.valid_fraction))?;
         images.extend(shard.valid);
-        report.found += shard.report.found;
-        report.loaded += shard.report.loaded;
-        report.skipped.extend(shard.report.skipped);
+        report.add(shard.report);
     }
     if images.is_empty() {
         return Err(DataError::NoImages {
