@@ -80,6 +80,12 @@ same "tokenizer weights untouched by the refused configs" "$scratch/tokenizer.be
 probe "the unchanged config: up to date" 0 "up to date" -- "$xtask" train --config configs/run-tiny.json --run "$run"
 probe "--restart-from with an unknown step" 2 "restart-from" -- \
   "$xtask" train --config configs/run-tiny.json --run "$run" --restart-from decoder
+probe "lm.log_every / keep_checkpoints changed (logging only): accepted" 0 "up to date" -- \
+  "$xtask" train --config "$(with '.lm.log_every = 1 | .lm.keep_checkpoints = 5')" --run "$run"
+mkdir -p "$scratch/not-a-run/lm" && echo mine >"$scratch/not-a-run/lm/notes.txt"
+probe "--restart-from on a directory that is not a run" 1 "no run.json" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$scratch/not-a-run" --restart-from tokenizer
+[ -e "$scratch/not-a-run/lm/notes.txt" ] || { failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … it deleted lm/"; }
 
 echo "== bad flags"
 gen=("$xtask" generate --run "$run" --prompt "a red circle" --out "$scratch/out.png")
@@ -89,6 +95,8 @@ probe "--temperature 0" 1 "temperature" -- "${gen[@]}" --temperature 0
 probe "--cfg NaN" 1 "cfg" -- "${gen[@]}" --cfg NaN
 probe "--cfg inf" 1 "cfg" -- "${gen[@]}" --cfg inf
 probe "--cfg -1" 1 "cfg" -- "${gen[@]}" --cfg -1
+probe "--cfg 1e39 (beyond f32)" 1 "overflow" -- "${gen[@]}" --cfg 1e39
+probe "cfg --scales 1e39" 1 "overflow" -- "$xtask" cfg --run "$run" --scales 1e39
 probe "--top-k 0" 1 "top-k" -- "${gen[@]}" --top-k 0
 probe "--top-p 0" 1 "top-p" -- "${gen[@]}" --top-p 0
 probe "--top-p 1.5" 1 "top-p" -- "${gen[@]}" --top-p 1.5
@@ -105,6 +113,62 @@ fi
 touch "$scratch/a-file"
 probe "--out below a regular file" 1 "$scratch/a-file" -- \
   "$xtask" generate --run "$run" --prompt "a red circle" --out "$scratch/a-file/out.png"
+
+echo "== where generate writes: never over a directory, a device or a run's own file"
+gen_to=("$xtask" generate --run "$run" --prompt "a red circle" --out)
+mkdir -p "$scratch/keep" && echo mine >"$scratch/keep/mine.txt"
+probe "--out an existing directory" 1 "is a directory" -- "${gen_to[@]}" "$scratch/keep"
+probe "--out . (run from inside a directory)" 1 "names a directory" -- \
+  bash -c 'cd "$1" && shift && exec "$@"' _ "$scratch/keep" "${gen_to[@]}" .
+probe "--out .." 1 "names a directory" -- \
+  bash -c 'cd "$1" && shift && exec "$@"' _ "$scratch/keep" "${gen_to[@]}" ..
+[ -e "$scratch/keep/mine.txt" ] || { failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … a directory's file was deleted"; }
+probe "--out another run directory" 1 "is a directory" -- "${gen_to[@]}" "$run"
+cp "$run/lm/model.mpk" "$scratch/model.before"
+probe "--out the run's own weights" 1 "is a file of the run directory" -- "${gen_to[@]}" "$run/lm/model.mpk"
+probe "--out the run's run.json" 1 "is a file of the run directory" -- "${gen_to[@]}" "$run/run.json"
+same "the run's weights untouched" "$scratch/model.before" "$run/lm/model.mpk"
+probe "--out /dev/null" 1 "not written" -- "${gen_to[@]}" /dev/null
+ln -sf /dev/null "$scratch/dev.png"
+probe "--out a link to a device" 1 "symbolic link, device" -- "${gen_to[@]}" "$scratch/dev.png"
+[ -c /dev/null ] || { failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … /dev/null is no longer a device"; }
+probe "--out x.gif (a format it does not write)" 1 ".png, .jpg" -- "${gen_to[@]}" "$scratch/x.gif"
+probe "--out x (no extension)" 1 ".png, .jpg" -- "${gen_to[@]}" "$scratch/x"
+probe "--out x.jpg writes a JPEG" 0 "" -- "${gen_to[@]}" "$scratch/x.jpg"
+if ! python3 -c "import sys; sys.exit(open(sys.argv[1],'rb').read(2) != b'\xff\xd8')" "$scratch/x.jpg"; then
+  failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … x.jpg is not a JPEG"
+fi
+echo old >"$scratch/keep.png"
+probe "--out an existing PNG: replaced" 0 "" -- "${gen_to[@]}" "$scratch/keep.png"
+leftovers=$(find "$scratch" -maxdepth 2 -name '*.partial*' | wc -l)
+[ "$leftovers" = 0 ] || { failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … $leftovers partial files left"; }
+
+echo "== sizes that overflowed or reached a tensor panic"
+probe "count --resolution 18446744073709551600" 1 "too large to count" -- \
+  "$xtask" count --config configs/lm-2.7b.json --resolution 18446744073709551600
+probe "count --resolution 4294967296 --downsample 1 --window 1" 1 "too large to count" -- \
+  "$xtask" count --config configs/lm-2.7b.json --resolution 4294967296 --downsample 1 --window 1
+probe "bench lm --grid 0" 1 "holds no image" -- "$xtask" bench lm --grid 0 --repeats 1 --out "$scratch/bench"
+
+echo "== a run directory edited after training"
+for case in '.lm.model.decoder.d_model = 32|lm.model.decoder.d_model' \
+  '.lm.model.decoder.rope_theta = 5000|lm.model.decoder.rope_theta' '.lm.model.decoder.norm_eps = 0.001|norm_eps'; do
+  edit="${case%|*}" phrase="${case#*|}"
+  edited="$scratch/edited-$RANDOM"
+  cp -r "$run" "$edited"
+  jq "$edit" "$run/run.json" >"$edited/run.json"
+  probe "generate after run.json's $phrase was edited" 1 "run.json was edited after training" -- \
+    "$xtask" generate --run "$edited" --prompt "a red circle" --out "$scratch/e.png"
+done
+adopted="$scratch/adopted"
+cp -r "$run" "$adopted"
+rm "$adopted/lm/stage.json"
+truncate -s 64 "$adopted/lm/model.mpk"
+probe "damaged LM weights without their record: made again" 0 "" -- \
+  "$xtask" train --config configs/run-tiny.json --run "$adopted"
+probe "  … and the run generates" 0 "" -- \
+  "$xtask" generate --run "$adopted" --prompt "a red circle" --out "$scratch/a.png"
+
 probe "eval --images-per-prompt 0" 1 "images-per-prompt" -- "$xtask" eval --run "$run" --images-per-prompt 0
 probe "eval --prompts-per-category 0" 1 "prompts-per-category" -- "$xtask" eval --run "$run" --prompts-per-category 0
 probe "eval --checkpoint of a step that has none" 1 "checkpoint" -- "$xtask" eval --run "$run" --checkpoint 999
@@ -116,7 +180,15 @@ probe "bench highres --window 3 (does not divide the grid)" 1 "--window 3" -- \
 
 echo "== configs that cannot work, refused before any work"
 for case in '.lm.model.decoder.n_heads = 3|n_heads' '.lm_images = 0|lm_images' '.text_vocab_size = 10|text_vocab_size' \
-  '.tokenizer.model.norm_groups = 3|norm_groups' '.lm.batch_size = 0|batch_size' '.lm.stages = []|stages'; do
+  '.tokenizer.model.norm_groups = 3|norm_groups' '.lm.batch_size = 0|lm.batch_size = 0' '.lm.stages = []|stages' \
+  '.lm.final_learning_rate_ratio = -1|lm.final_learning_rate_ratio = -1' \
+  '.lm.gradient_clip_norm = -1|lm.gradient_clip_norm = -1' '.lm.weight_decay = -5|lm.weight_decay = -5' \
+  '.tokenizer.weight_decay = -5|tokenizer.weight_decay = -5' '.tokenizer.batch_size = 0|tokenizer.batch_size = 0' \
+  '.tokenizer.steps = 0|tokenizer.steps = 0' '.lm.valid_every = 0|lm.valid_every = 0' \
+  '.lm.checkpoint_every = 0|lm.checkpoint_every = 0' '.lm.log_every = 0|lm.log_every = 0' \
+  '.lm.gradient_accumulation = 0|lm.gradient_accumulation = 0' '.lm.stages[0].steps = 0|lm.stages[0].steps = 0' \
+  '.tokenizer.valid_images = 0|tokenizer.valid_images = 0' '.lm.stages[0].resolution = 0|holds no image' \
+  '.tokenizer.resolution = 0|holds no image'; do
   edit="${case%|*}" phrase="${case#*|}"
   fresh="$scratch/fresh-$RANDOM"
   probe "$edit on a new run" 1 "$phrase" -- "$xtask" train --config "$(with "$edit")" --run "$fresh"
@@ -130,6 +202,10 @@ probe "a config with an unknown field" 1 "stpes" -- \
   "$xtask" train --config "$(with '.lm.stpes = 3')" --run "$scratch/x"
 probe "a config file that does not exist" 1 "$scratch/none.json" -- \
   "$xtask" train --config "$scratch/none.json" --run "$scratch/x"
+probe "train-tokenizer --config <a run config>" 1 "is a run config" -- \
+  "$xtask" train-tokenizer --config configs/run-tiny.json --out "$scratch/tok"
+probe "train-tokenizer --steps 0" 1 "--steps 0" -- \
+  "$xtask" train-tokenizer --config configs/vq-tiny.json --steps 0 --out "$scratch/tok"
 
 echo "== folders"
 folder="$scratch/folder"
@@ -153,6 +229,11 @@ probe "  … allowed by allow_uncaptioned" 0 "" -- \
   "$xtask" train --config "$(with ".data = \"$folder\" | .allow_uncaptioned = true")" --run "$scratch/f2"
 printf 'a caption \xff\xfe not UTF-8' >"$folder/img03.txt"
 probe "a folder caption that is not UTF-8" 1 "img03" -- "$xtask" train --config "$folder_config" --run "$scratch/f3"
+ln -s . "$folder/loop"
+probe "a folder with a symlink loop: each image once" 0 "loaded 64 of 64 images" -- \
+  "$xtask" train-tokenizer --config configs/vq-tiny.json --data "$folder" --resolution 32 --steps 1 --valid-every 1 \
+  --out "$scratch/loop-tok"
+rm "$folder/loop"
 echo "not an image" >"$folder/img04.png"
 echo "a broken file" >"$folder/img04.txt"
 printf 'a picture number 3' >"$folder/img03.txt"
@@ -213,6 +294,48 @@ probe "shards that do not exist" 1 "2 of 2 shards do not exist" -- \
 mkdir -p "$scratch/shards" && echo "not a tar" >"$scratch/shards/0.tar" && echo "x" >"$scratch/shards/1.tar"
 probe "a shard that is not a tar file" 1 "not a readable tar file" -- \
   "$xtask" train --config "$(with ".data = \"$scratch/shards/{0..1}.tar\"")" --run "$scratch/sh2"
+
+echo "== Ctrl-C"
+"$xtask" train --config "$(with '.lm.stages[0].steps = 300')" --run "$scratch/sigint" >"$scratch/sigint.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -e "$scratch/sigint/run.json" ] && break; sleep 0.1; done
+sleep 1
+kill -INT "$pid"
+wait "$pid"
+code=$?
+if [ "$code" = 130 ] && grep -qF "interrupted (SIGINT)" "$scratch/sigint.log"; then
+  passed=$((passed + 1)); printf 'ok    %-62s exit %s\n' "SIGINT during training: says so, how to go on" "$code"
+else
+  failed=$((failed + 1)); printf 'FAIL  %-62s exit %s\n' "SIGINT during training: says so, how to go on" "$code"
+fi
+
+echo "== encode --merge"
+python3 - "$scratch/wds" <<'EOF'
+import io, os, sys, tarfile, struct, zlib
+def png(rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * 32 for _ in range(32))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+os.makedirs(sys.argv[1], exist_ok=True)
+for shard in range(2):
+    with tarfile.open(f"{sys.argv[1]}/{shard}.tar", "w") as tar:
+        for i in range(24):
+            for name, data in [(f"s{i:03}.png", png((i * 9, 40 * shard, 100))), (f"s{i:03}.txt", f"a picture {i}".encode())]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+EOF
+wds_config=$(with ".data = \"$scratch/wds/{0..1}.tar\"")
+"$xtask" train --config "$wds_config" --run "$scratch/wds-run" --until text >/dev/null 2>&1
+probe "encode --shard 0/1" 0 "" -- "$xtask" encode --config "$wds_config" --run "$scratch/wds-run" --shard 0/1
+probe "encode --merge" 0 "all 2 shards encoded" -- "$xtask" encode --config "$wds_config" --run "$scratch/wds-run" --merge
+locks=$(find "$scratch/wds-run/codes" -name '*.train.lock' | wc -l)
+if [ "$locks" = 0 ]; then
+  passed=$((passed + 1)); printf 'ok    %-62s\n' "  … and leaves no *.train.lock files"
+else
+  failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … $locks *.train.lock files left"
+fi
 
 echo "== a NaN loss"
 probe "learning rate 1e30: stops naming the step, advises a new run dir" 1 "new run directory" -- \

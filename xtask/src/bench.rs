@@ -538,7 +538,7 @@ impl BackendTask for LmBench {
             eprintln!("  repetition {done}/{total}")
         })?;
         report.counted =
-            token_shuffle_eval::count_paper_shape(&paper, self.paper_downsample, &[512, 1024, 2048], &[1, 2, 4], 64);
+            token_shuffle_eval::count_paper_shape(&paper, self.paper_downsample, &[512, 1024, 2048], &[1, 2, 4], 64)?;
         let markdown = format!(
             "{}\nThe paper's shape is {} (captions of 64 ids, VQ downsample {}).\n",
             report.markdown(),

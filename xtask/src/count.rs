@@ -38,8 +38,8 @@ impl Count {
         let config = load_lm_config(&self.config)?.into_config([resolution / self.downsample; 2], self.window);
         let s = config.window;
         token_shuffle::check_grid(config.grid[0], config.grid[1], s)?;
-        let count = config.count(self.text_len);
-        let baseline = config.clone().with_window(1).count(self.text_len);
+        let count = config.count(self.text_len)?;
+        let baseline = config.clone().with_window(1).count(self.text_len)?;
         println!(
             "{} at {}×{} codes, s = {s}, text of {} ids",
             self.config.display(),

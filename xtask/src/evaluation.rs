@@ -406,13 +406,8 @@ impl CfgSweep {
             .map(|s| s.parse::<CfgSchedule>().map(|parsed| (s.clone(), parsed)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
-        if let Some(bad) = self
-            .scales
-            .iter()
-            .chain([&self.picture_scale])
-            .find(|s| !(s.is_finite() && **s >= 0.0))
-        {
-            anyhow::bail!("guidance scale {bad} must be a finite number ≥ 0");
+        for &scale in self.scales.iter().chain([&self.picture_scale]) {
+            token_shuffle_lm::check_cfg_scale(scale).map_err(anyhow::Error::msg)?;
         }
         run_on(
             self.backend,

@@ -62,6 +62,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    report_interrupts();
     match Cli::parse().command {
         Command::Backends => list_backends(),
         Command::Bench(bench) => bench.run(),
@@ -76,6 +77,26 @@ fn main() -> Result<()> {
         Command::Train(command) => command.run(),
         Command::Generate(command) => command.run(),
     }
+}
+
+/// On Ctrl-C (SIGINT) or SIGTERM: says what happened and how to go on, then exits as the signal would have
+/// (130 / 143). Nothing needs cleaning up first: every file of a run is written under a temporary name and renamed
+/// whole, and a run's lock goes with its process.
+fn report_interrupts() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return; // Without a handler the signal ends the process as before, only without the message.
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!(
+                "\ninterrupted ({name}); nothing half-written is left: run the same command again to go on (training \
+                 resumes from its last checkpoint)"
+            );
+            std::process::exit(128 + signal);
+        }
+    });
 }
 
 fn list_backends() -> Result<()> {

@@ -362,7 +362,7 @@ pub struct Generate {
     /// Images per row of the grid.
     #[arg(long, default_value_t = 4)]
     columns: usize,
-    /// Output PNG.
+    /// Output image: .png, .jpg or .webp (never a directory, a device, or a file of a run directory).
     #[arg(long, default_value = "out.png")]
     out: PathBuf,
     /// Backend to generate on.
@@ -398,9 +398,7 @@ impl SamplingArgs {
     /// The generation options these flags give, every value checked before any work starts.
     pub fn options(&self) -> Result<GenerateOptions> {
         let schedule: CfgSchedule = self.schedule.parse().map_err(anyhow::Error::msg)?;
-        if !(self.cfg.is_finite() && self.cfg >= 0.0) {
-            bail!("--cfg {} must be a finite number ≥ 0 (1 turns guidance off)", self.cfg);
-        }
+        token_shuffle_lm::check_cfg_scale(self.cfg).map_err(|why| anyhow::anyhow!("--cfg {}: {why}", self.cfg))?;
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             bail!(
                 "--temperature {} must be a finite number > 0; for greedy sampling use `--top-k 1`",
@@ -468,6 +466,7 @@ mod tests {
             (&["--temperature", "-1"][..], "--temperature -1"),
             (&["--cfg", "inf"][..], "--cfg inf"),
             (&["--cfg", "NaN"][..], "--cfg NaN"),
+            (&["--cfg", "1e39"][..], "overflow"),
             (&["--top-k", "0"][..], "--top-k \"0\""),
             (&["--top-p", "0"][..], "--top-p 0"),
         ] {
@@ -480,6 +479,8 @@ mod tests {
 impl Generate {
     pub fn run(self) -> Result<()> {
         let options = self.sampling.options()?;
+        // A bad --out is refused before any work, not after generating.
+        token_shuffle_data::files::check_user_image(&self.out)?;
         let backend = self.backend;
         run_on(
             backend,
@@ -508,7 +509,7 @@ impl BackendTask for GenerateTask {
         let run = TrainedRun::<B>::load(&self.run, &device)?;
         let started = Instant::now();
         let grid = run.generate(&self.prompts, &self.options, self.columns, &device, &mut |_, _| {})?;
-        token_shuffle_data::save_png(&grid, &self.out)?;
+        token_shuffle_data::save_user_image(&grid, &self.out)?;
         eprintln!(
             "{} image(s) in {:.1} s → {}",
             self.prompts.len(),

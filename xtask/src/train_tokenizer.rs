@@ -58,6 +58,25 @@ impl TrainTokenizer {
             std::fs::read_to_string(&self.config).with_context(|| format!("reading {}", self.config.display()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{} is not JSON", self.config.display()))?;
+        if json.get("tokenizer").is_some() && json.get("lm").is_some() {
+            anyhow::bail!(
+                "{} is a run config (it has `tokenizer` and `lm` sections): train it with `cargo xtask train --config \
+                 {}`, or give train-tokenizer a VQ preset such as configs/vq-tiny.json",
+                self.config.display(),
+                self.config.display()
+            );
+        }
+        // Flags are checked as flags, before they are mixed into the config.
+        for (flag, value) in [
+            ("--steps", self.steps),
+            ("--batch-size", self.batch_size),
+            ("--resolution", self.resolution),
+            ("--valid-every", self.valid_every),
+        ] {
+            if value == Some(0) {
+                anyhow::bail!("{flag} 0: must be at least 1");
+            }
+        }
         let defaults = TokenizerTrainingConfig::new(VqModelConfig::tiny());
         let mut config = if json.get("model").is_some() {
             config_file::load_with_defaults(&self.config, &defaults)?

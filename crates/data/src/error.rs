@@ -21,6 +21,15 @@ pub enum DataError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// An output path that is not written because writing it would lose something (a directory, a device, a
+    /// run's own file) or cannot be written as asked.
+    #[error("{}: not written: {why}", path.display())]
+    OutputRefused {
+        /// The path as given.
+        path: PathBuf,
+        /// Why it is refused.
+        why: String,
+    },
     /// A code cache that is truncated, altered, or not a cache.
     #[error("code cache {}: {why}; delete it and run the tokenize step again", path.display())]
     CorruptCache {

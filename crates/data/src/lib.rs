@@ -48,7 +48,7 @@ pub mod text;
 pub mod twemoji;
 
 pub use error::DataError;
-pub use files::{replace_atomically, save_png, write_atomically};
+pub use files::{replace_atomically, save_png, save_user_image, write_atomically, write_user_file};
 
 /// One example of a pixel data set: an id (a relative path, an emoji, a scene index), its caption, and its
 /// square RGB image.

@@ -108,21 +108,21 @@ pub fn count_paper_shape(
     resolutions: &[usize],
     windows: &[usize],
     text_len: usize,
-) -> Vec<CountedRow> {
+) -> Result<Vec<CountedRow>, token_shuffle_lm::LmError> {
     resolutions
         .iter()
         .flat_map(|&resolution| windows.iter().map(move |&window| (resolution, window)))
         .map(|(resolution, window)| {
             let config = paper.clone().into_config([resolution / downsample; 2], window);
-            let count = config.count(text_len);
-            CountedRow {
+            let count = config.count(text_len)?;
+            Ok(CountedRow {
                 resolution,
                 window,
                 image_codes: count.image_codes,
                 sequence_len: count.sequence_len,
                 train_flops: count.train_flops,
                 generate_flops: count.generate_flops,
-            }
+            })
         })
         .collect()
 }
@@ -247,9 +247,9 @@ impl SpeedBench {
             .iter()
             .enumerate()
             .map(|(i, config)| {
-                let count = config.count(self.text_len);
+                let count = config.count(self.text_len)?;
                 let train = median(&mut train_times[i]).as_secs_f64();
-                SpeedRow {
+                Ok(SpeedRow {
                     window: config.window,
                     parameters: count.parameters,
                     image_positions: config.windows(),
@@ -261,9 +261,9 @@ impl SpeedBench {
                     generate_peak_mib: mib(generate_peaks[i]),
                     train_flops: count.train_flops,
                     generate_flops: count.generate_flops,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, EvalError>>()?;
         Ok(SpeedReport {
             backend: backend.to_string(),
             model: format!(
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn the_paper_shape_shrinks_fourfold_per_window_step() {
-        let rows = count_paper_shape(&LmArchitecture::paper_2_7b(), 8, &[1024], &[1, 2], 64);
+        let rows = count_paper_shape(&LmArchitecture::paper_2_7b(), 8, &[1024], &[1, 2], 64).unwrap();
         assert_eq!((rows[0].image_codes, rows[1].image_codes), (16384, 16384));
         // The paper's numbers: 1024² at f = 8 is 16,384 codes, 4,096 Transformer positions after s = 2.
         assert_eq!(rows[1].sequence_len, 64 + 1 + 4096);

@@ -101,6 +101,30 @@ impl FromStr for CfgSchedule {
     }
 }
 
+/// The largest guidance scale [`check_cfg_scale`] accepts. At 10⁶ the guided logits are already the scaled
+/// difference of the two rows alone; far larger scales only overflow f32 (1e39 is infinite there), which would
+/// read as corrupt weights.
+pub const MAX_CFG_SCALE: f64 = 1e6;
+
+/// Checks a classifier-free guidance scale: finite, ≥ 0 (1 = off) and at most [`MAX_CFG_SCALE`].
+///
+/// # Errors
+/// A message naming the scale and the bound it breaks.
+pub fn check_cfg_scale(scale: f64) -> Result<(), String> {
+    if !(scale.is_finite() && scale >= 0.0) {
+        return Err(format!(
+            "guidance scale {scale} must be a finite number ≥ 0 (1 turns guidance off)"
+        ));
+    }
+    if scale > MAX_CFG_SCALE {
+        return Err(format!(
+            "guidance scale {scale} is above {MAX_CFG_SCALE:e}: the guided logits would overflow f32 (and no larger \
+             scale samples differently)"
+        ));
+    }
+    Ok(())
+}
+
 /// Mixes conditional and unconditional logits: `u + w·(c − u)`. `w = 1` gives the conditional logits.
 ///
 /// # Shapes

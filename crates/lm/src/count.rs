@@ -9,7 +9,7 @@
 use serde::Serialize;
 use token_shuffle::Fusion;
 
-use crate::TokenShuffleLmConfig;
+use crate::{LmError, TokenShuffleLmConfig};
 
 /// The counts of one model on one image size.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -28,79 +28,105 @@ pub struct ModelCount {
 
 impl TokenShuffleLmConfig {
     /// Counts parameters and FLOPs for prompts of `text_len` ids.
-    pub fn count(&self, text_len: usize) -> ModelCount {
+    ///
+    /// The arithmetic is done in `f64` (exact for integers below 2⁵³), so that no size of a config file can
+    /// overflow it; the integer results are checked.
+    ///
+    /// # Errors
+    /// [`LmError::Architecture`] when the image's codes, the sequence or the parameter count do not fit the
+    /// integers they are reported in (a resolution or width far beyond any model).
+    pub fn count(&self, text_len: usize) -> Result<ModelCount, LmError> {
+        let too_large = |what: &str| {
+            LmError::Architecture(format!(
+                "{what} of a {}×{} code grid at s = {} with {text_len} text ids is too large to count; use a \
+                 smaller resolution or model",
+                self.grid[0], self.grid[1], self.window
+            ))
+        };
+        let s = self.window.max(1);
+        let image_codes = self.grid[0]
+            .checked_mul(self.grid[1])
+            .ok_or_else(|| too_large("the image codes"))?;
+        let windows = (self.grid[0] / s)
+            .checked_mul(self.grid[1] / s)
+            .ok_or_else(|| too_large("the windows"))?;
+        let sequence_len = text_len
+            .checked_add(windows)
+            .and_then(|n| n.checked_add(1))
+            .ok_or_else(|| too_large("the sequence"))?;
+
         let arch = &self.architecture;
-        let d = arch.decoder.d_model;
-        let heads = arch.decoder.n_heads;
-        let kv_width = arch.decoder.n_kv_heads.unwrap_or(heads) * (d / heads);
-        let hidden = arch.decoder.mlp_hidden;
-        let s2 = self.window * self.window;
-        let codes = self.grid[0] * self.grid[1];
-        let windows = self.windows();
-        let k = arch.codebook;
+        let f = |n: usize| n as f64;
+        let d = f(arch.decoder.d_model);
+        let heads = arch.decoder.n_heads.max(1);
+        let kv_width = f(arch.decoder.n_kv_heads.unwrap_or(heads)) * f(arch.decoder.d_model / heads);
+        let hidden = f(arch.decoder.mlp_hidden);
+        let layers = f(arch.decoder.n_layers);
+        let blocks = f(arch.shuffle_mlp_blocks);
+        let codes = f(image_codes);
+        let windows_f = f(windows);
+        let k = f(arch.codebook);
+        let narrow = f(arch.decoder.d_model / (s * s).max(1)); // d / s²
+        let vocab = f(arch.text_vocab) + f(crate::vocab::SPECIALS) + k;
 
         // Weights applied once per Transformer position.
-        let layer_weights = 2 * d * d + 2 * d * kv_width + 3 * d * hidden;
-        let layer_params = layer_weights + 2 * d;
-        let decoder_params = arch.decoder.n_layers * layer_params + d;
+        let layer_weights = 2.0 * d * d + 2.0 * d * kv_width + 3.0 * d * hidden;
+        let layer_params = layer_weights + 2.0 * d;
+        let decoder_params = layers * layer_params + d;
 
         // Token-Shuffle: per-side fusion stage, the compress and expand layers (with biases).
-        let block_params = 2 * d + 2 * (d * d + d);
+        let block_params = 2.0 * d + 2.0 * (d * d + d);
         let (fuse_params, fuse_weights) = match arch.fusion {
             Fusion::Linear => (d * d + d, d * d),
-            Fusion::ResidualMlp | Fusion::LastToken => (
-                arch.shuffle_mlp_blocks * block_params,
-                arch.shuffle_mlp_blocks * 2 * d * d,
-            ),
+            Fusion::ResidualMlp | Fusion::LastToken => (blocks * block_params, blocks * 2.0 * d * d),
         };
         let (unfuse_params, unfuse_weights) = match arch.fusion {
             Fusion::Linear => (d * d + d, d * d),
-            _ => (
-                arch.shuffle_mlp_blocks * block_params,
-                arch.shuffle_mlp_blocks * 2 * d * d,
-            ),
+            _ => (blocks * block_params, blocks * 2.0 * d * d),
         };
         let compress = if arch.fusion == Fusion::LastToken {
-            0
+            0.0
         } else {
-            d * (d / s2)
+            d * narrow
         };
-        let shuffle_params = if self.window == 1 {
-            0
+        let shuffled = self.window != 1;
+        let shuffle_params = if shuffled {
+            fuse_params + compress + if compress > 0.0 { narrow } else { 0.0 }
         } else {
-            fuse_params + compress + if compress > 0 { d / s2 } else { 0 }
+            0.0
         };
-        let unshuffle_params = if self.window == 1 {
-            0
-        } else {
-            unfuse_params + (d / s2) * d + d
-        };
+        let unshuffle_params = if shuffled { unfuse_params + narrow * d + d } else { 0.0 };
 
-        let parameters = self.vocab().size() * d + shuffle_params + decoder_params + unshuffle_params + d * k;
+        let parameters = vocab * d + shuffle_params + decoder_params + unshuffle_params + d * k;
+        // Every term is a non-negative integer no larger than the sum, so below 2⁵³ the sum is exact.
+        if parameters >= 2f64.powi(53) {
+            return Err(too_large("the parameter count"));
+        }
 
         // Forward FLOPs of one training sequence.
-        let t = self.sequence_len(text_len) as f64;
-        let shuffle_flops = if self.window == 1 {
-            0.0
+        let t = f(sequence_len);
+        let shuffle_flops = if shuffled {
+            2.0 * codes * compress + 2.0 * windows_f * fuse_weights
         } else {
-            2.0 * (codes * compress) as f64 + 2.0 * (windows * fuse_weights) as f64
-        };
-        let unshuffle_flops = if self.window == 1 {
             0.0
-        } else {
-            2.0 * (windows * unfuse_weights) as f64 + 2.0 * (codes * (d / s2) * d) as f64
         };
-        let head_flops = 2.0 * (codes * d * k) as f64;
-        let decoder_flops = |positions: f64| 2.0 * positions * (arch.decoder.n_layers * layer_weights) as f64;
-        let attention_flops = |positions: f64| 2.0 * positions * positions * (arch.decoder.n_layers * d) as f64;
+        let unshuffle_flops = if shuffled {
+            2.0 * windows_f * unfuse_weights + 2.0 * codes * narrow * d
+        } else {
+            0.0
+        };
+        let head_flops = 2.0 * codes * d * k;
+        let decoder_flops = |positions: f64| 2.0 * positions * layers * layer_weights;
+        let attention_flops = |positions: f64| 2.0 * positions * positions * layers * d;
         let forward = shuffle_flops + decoder_flops(t) + attention_flops(t) + unshuffle_flops + head_flops;
 
         // Generation: the same per-token work, but attention at step i reads the i cached positions (4·i·d per
-        // layer: QKᵀ and AV for one query), and the last window is never fed back.
-        let prompt = (text_len + 2) as f64;
-        let cached_attention: f64 = (0..windows.saturating_sub(1))
-            .map(|i| 4.0 * (prompt + i as f64 + 1.0) * (arch.decoder.n_layers * d) as f64)
-            .sum();
+        // layer: QKᵀ and AV for one query), and the last window is never fed back. The sum over steps
+        // i = 0..W-2 of (P + i + 1) is (W-1)·(P + 1) + (W-1)(W-2)/2, in closed form so a huge grid costs nothing.
+        let prompt = f(text_len) + 2.0;
+        let steps = (windows_f - 1.0).max(0.0);
+        let cached_positions = steps * (prompt + 1.0) + steps * (steps - 1.0).max(0.0) / 2.0;
+        let cached_attention = 4.0 * cached_positions * layers * d;
         let generate = attention_flops(prompt)
             + decoder_flops(t)
             + cached_attention
@@ -108,13 +134,13 @@ impl TokenShuffleLmConfig {
             + unshuffle_flops
             + head_flops;
 
-        ModelCount {
-            parameters,
-            image_codes: codes,
-            sequence_len: self.sequence_len(text_len),
+        Ok(ModelCount {
+            parameters: parameters as usize,
+            image_codes,
+            sequence_len,
             train_flops: 3.0 * forward,
             generate_flops: generate,
-        }
+        })
     }
 }
 
@@ -137,7 +163,11 @@ mod tests {
                         .with_shuffle_mlp_blocks(3)
                         .into_config([8, 8], window);
                     let built = config.init::<B>(&device).unwrap().num_params();
-                    assert_eq!(config.count(5).parameters, built, "s = {window}, {fusion:?}, kv {kv:?}");
+                    assert_eq!(
+                        config.count(5).unwrap().parameters,
+                        built,
+                        "s = {window}, {fusion:?}, kv {kv:?}"
+                    );
                 }
             }
         }
@@ -147,7 +177,7 @@ mod tests {
     fn flops_follow_the_formula_on_a_hand_sized_case() {
         // No shuffle (s = 1), 1 layer, d = 4, MLP 8, 2×2 codes, K = 3, text of 1 id: T = 1 + 1 + 4 = 6 positions.
         let config = LmArchitecture::new(2, 3, 1, DecoderConfig::new(4, 1, 1, 8)).into_config([2, 2], 1);
-        let count = config.count(1);
+        let count = config.count(1).unwrap();
         assert_eq!(count.sequence_len, 6);
         let layer_weights = 2 * 16 + 2 * 16 + 3 * 4 * 8; // q, o; k, v; SwiGLU (2) + down
         let forward = 2.0 * 6.0 * layer_weights as f64 + 2.0 * 36.0 * 4.0 + 2.0 * (4 * 4 * 3) as f64;
@@ -160,8 +190,8 @@ mod tests {
     #[test]
     fn shuffle_cuts_the_sequence_and_the_flops() {
         let base = LmArchitecture::new(1000, 8192, 64, DecoderConfig::new(1024, 8, 16, 4096)).into_config([64, 64], 2);
-        let s1 = base.clone().with_window(1).count(64);
-        let s2 = base.clone().with_window(2).count(64);
+        let s1 = base.clone().with_window(1).count(64).unwrap();
+        let s2 = base.clone().with_window(2).count(64).unwrap();
         assert_eq!(s1.sequence_len, 64 + 1 + 4096);
         assert_eq!(s2.sequence_len, 64 + 1 + 1024);
         let ratio = s1.train_flops / s2.train_flops;
@@ -188,10 +218,14 @@ mod tests {
         }
         let tiny = LmArchitecture::tiny().into_config([16, 16], 2);
         assert_eq!(
-            tiny.count(16).parameters,
+            tiny.count(16).unwrap().parameters,
             tiny.init::<B>(&Default::default()).unwrap().num_params()
         );
-        let small = LmArchitecture::small().into_config([32, 32], 2).count(64).parameters;
+        let small = LmArchitecture::small()
+            .into_config([32, 32], 2)
+            .count(64)
+            .unwrap()
+            .parameters;
         assert!(
             (90_000_000..130_000_000).contains(&small),
             "lm-small has {small} parameters"
@@ -199,10 +233,28 @@ mod tests {
         let paper = LmArchitecture::paper_2_7b()
             .into_config([128, 128], 2)
             .count(128)
+            .unwrap()
             .parameters;
         assert!(
             (2_400_000_000..2_900_000_000).contains(&paper),
             "lm-2.7b has {paper} parameters"
         );
+    }
+
+    #[test]
+    fn sizes_beyond_any_model_are_refused_instead_of_overflowing() {
+        // `count --resolution 18446744073709551600` (f = 8, s = 2) and `--resolution 4294967296 --downsample 1
+        // --window 1` panicked on an integer overflow.
+        for (grid, window) in [([usize::MAX / 8; 2], 2), ([1 << 32; 2], 1)] {
+            let config = LmArchitecture::paper_2_7b().into_config(grid, window);
+            let err = config.count(64).unwrap_err().to_string();
+            assert!(err.contains("too large to count"), "{grid:?}: {err}");
+        }
+        // The largest grid the paper names still counts.
+        let paper = LmArchitecture::paper_2_7b()
+            .into_config([256, 256], 2)
+            .count(64)
+            .unwrap();
+        assert_eq!(paper.sequence_len, 64 + 1 + 16384);
     }
 }

@@ -62,7 +62,7 @@ mod vocab;
 
 pub use architecture::LmArchitecture;
 pub use attention::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
-pub use cfg::{CfgSchedule, drop_prompts, guide};
+pub use cfg::{CfgSchedule, MAX_CFG_SCALE, check_cfg_scale, drop_prompts, guide};
 pub use count::ModelCount;
 pub use decoder::{Decoder, DecoderCache, DecoderConfig, DecoderLayer};
 pub use model::{GenerateOptions, GenerateStep, LmError, LmLoss, TokenShuffleLm, TokenShuffleLmConfig};

@@ -83,6 +83,13 @@ impl TokenShuffleLmConfig {
     /// divisible by s or d by s².
     pub fn check(&self) -> Result<(), LmError> {
         self.architecture.check()?;
+        if self.grid.contains(&0) {
+            return Err(LmError::Architecture(format!(
+                "a code grid of {}×{} holds no image: the images must be at least one code wide and high (a \
+                 resolution of at least the VQ downsample factor)",
+                self.grid[0], self.grid[1]
+            )));
+        }
         check_grid(self.grid[0], self.grid[1], self.window)?;
         check_width(self.architecture.decoder.d_model, self.window)?;
         Ok(())
@@ -539,6 +546,14 @@ mod tests {
             matches!(err, LmError::Shuffle(ShuffleError::GridNotDivisible { height: 6, .. })),
             "{err}"
         );
+        // `bench lm --grid 0` reached a tensor panic: an empty grid is refused by name first.
+        for grid in [[0, 0], [0, 4]] {
+            let err = TokenShuffleLmConfig { grid, ..config(2) }
+                .check()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("holds no image"), "{grid:?}: {err}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct VocabLayout {
 }
 
 /// Number of special tokens.
-const SPECIALS: usize = 5;
+pub(crate) const SPECIALS: usize = 5;
 
 impl VocabLayout {
     /// The layout for a text tokenizer of `text` ids and a VQ codebook of `codebook` codes.

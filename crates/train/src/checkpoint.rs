@@ -42,6 +42,36 @@ pub(crate) fn write_failure(what: &str, error: impl std::fmt::Display) -> String
     }
 }
 
+/// Writes `record` (a module's or an optimizer's) to `<path>.mpk` in burn's named MessagePack format, the same bytes
+/// `NamedMpkFileRecorder<FullPrecisionSettings>` writes and reads back. The bytes are made in memory and written
+/// here, so that an I/O error keeps its OS error: burn's file recorder turns a full disk into "invalid value
+/// write: error while writing multi-byte MessagePack value". `what` names the record in the error.
+///
+/// # Errors
+/// A message from [`write_failure`].
+pub(crate) fn write_record<B: burn::tensor::backend::Backend, R: burn::record::Record<B>>(
+    record: R,
+    path: &Path,
+    what: &str,
+) -> Result<(), String> {
+    use burn::record::{BurnRecord, FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
+    // The file recorder's own metadata (it names the recorder), so that the bytes are exactly what it writes.
+    let item = BurnRecord::<_, B>::new::<NamedMpkFileRecorder<FullPrecisionSettings>>(
+        record.into_item::<FullPrecisionSettings>(),
+    );
+    let bytes = Recorder::<B>::save_item(&NamedMpkBytesRecorder::<FullPrecisionSettings>::new(), item, ())
+        .map_err(|e| write_failure(what, e))?;
+    write_synced(&path.with_extension("mpk"), &bytes).map_err(|e| write_failure(what, e))
+}
+
+/// Writes `bytes` into a new file at `path`, synced on the descriptor that wrote it.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// The lines of the metrics file at `path` (one JSON object per line, `{"kind": {"step": …}}`) that cover steps up
 /// to `step`: what a run resumed from the checkpoint after `step` keeps (it writes the rest again).
 pub(crate) fn metrics_up_to(path: &Path, step: usize) -> String {
@@ -221,8 +251,13 @@ impl Checkpoints {
             })
             .and_then(|c| serde_json::to_value(c).ok())
             .unwrap_or_else(|| state.config.clone());
-        if &stored != config {
-            let field = differing_field(&stored, config).unwrap_or_else(|| "?".into());
+        // Fields that change only logging (`log_every`, …) may differ: they do not change what is resumed.
+        let (stored, config) = (
+            crate::lm::without_logging_fields(&stored),
+            crate::lm::without_logging_fields(config),
+        );
+        if stored != config {
+            let field = differing_field(&stored, &config).unwrap_or_else(|| "?".into());
             return Err(TrainError::Checkpoint {
                 path: path.to_path_buf(),
                 message: format!(
@@ -282,6 +317,32 @@ mod tests {
         );
         let other = write_failure("model", "permission denied");
         assert_eq!(other, "writing the model failed: permission denied");
+        // Our own write keeps the OS error, which burn's file recorder loses (/dev/full: every write is ENOSPC).
+        if Path::new("/dev/full").exists() {
+            let err = write_synced(Path::new("/dev/full"), &[0; 4096]).unwrap_err();
+            let message = write_failure("optimizer state", err);
+            assert!(message.contains("no space left on device"), "{message}");
+        }
+    }
+
+    #[test]
+    fn records_are_written_as_burns_file_recorder_writes_them() {
+        use burn::module::Module;
+        use burn::record::Recorder as _;
+        type B = token_shuffle_test_support::TestBackend;
+        let device = Default::default();
+        let linear = burn::nn::LinearConfig::new(3, 2).init::<B>(&device);
+        // burn initialises parameters at first use: read them once, so that both copies hold the same values.
+        let _ = (linear.weight.val(), linear.bias.as_ref().map(burn::module::Param::val));
+        let dir = tempfile::tempdir().unwrap();
+        write_record::<B, _>(linear.clone().into_record(), &dir.path().join("ours"), "model").unwrap();
+        burn::record::NamedMpkFileRecorder::<burn::record::FullPrecisionSettings>::new()
+            .record(linear.into_record(), dir.path().join("burns"))
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("ours.mpk")).unwrap(),
+            std::fs::read(dir.path().join("burns.mpk")).unwrap()
+        );
     }
     use serde_json::json;
 

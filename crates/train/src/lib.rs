@@ -48,6 +48,7 @@
 //! .unwrap();
 //! ```
 
+mod bounds;
 mod checkpoint;
 pub mod config_file;
 mod error;
@@ -60,12 +61,14 @@ mod run_config;
 mod schedule;
 pub mod stage;
 mod tokenizer;
+mod weights;
 
 pub use checkpoint::{CheckpointState, Checkpoints};
 pub use error::TrainError;
 pub use images::{ImageSource, TrainingImages, images_to_hold};
 pub use lm::{
-    LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm, train_lm, train_lm_probed,
+    LOGGING_ONLY_LM_FIELDS, LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm,
+    train_lm, train_lm_probed,
 };
 pub use lock::RunLock;
 pub use pipeline::{

@@ -18,7 +18,7 @@ use serde::Serialize;
 use token_shuffle_data::codes::Codes;
 use token_shuffle_lm::{LmArchitecture, TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
 
-use crate::checkpoint::{CheckpointState, Checkpoints};
+use crate::checkpoint::{CheckpointState, Checkpoints, write_record};
 use crate::images::EpochOrder;
 use crate::{TrainError, WarmupCosine};
 
@@ -87,6 +87,21 @@ pub struct LmTrainingConfig {
     pub seed: u64,
 }
 
+/// The LM fields that change only what a run logs, measures on the side or keeps on disk, never the weights it
+/// trains: changing one on an existing run is accepted (the step's record and its checkpoints ignore them).
+pub const LOGGING_ONLY_LM_FIELDS: [&str; 3] = ["log_every", "benchmark_every", "keep_checkpoints"];
+
+/// An LM training config in JSON without its [`LOGGING_ONLY_LM_FIELDS`]: what decides the weights.
+pub(crate) fn without_logging_fields(lm: &serde_json::Value) -> serde_json::Value {
+    let mut decisive = lm.clone();
+    if let Some(fields) = decisive.as_object_mut() {
+        for field in LOGGING_ONLY_LM_FIELDS {
+            fields.remove(field);
+        }
+    }
+    decisive
+}
+
 impl LmTrainingConfig {
     /// Steps over all stages.
     pub fn total_steps(&self) -> usize {
@@ -141,26 +156,27 @@ impl LmTrainingConfig {
             .map_err(|e| TrainError::Config(format!("lm.model: {e}")))?;
         if self.stages.is_empty() {
             return Err(TrainError::Config(
-                "`stages` is empty: give at least one {resolution, window, steps, learning_rate}".into(),
+                "lm.stages is empty: give at least one {resolution, window, steps, learning_rate}".into(),
             ));
         }
-        if self.batch_size == 0
-            || self.gradient_accumulation == 0
-            || self.valid_every == 0
-            || self.checkpoint_every == 0
-            || self.log_every == 0
-        {
-            return Err(TrainError::Config(
-                "batch_size, gradient_accumulation, valid_every, checkpoint_every and log_every must be positive"
-                    .into(),
-            ));
+        let section = crate::bounds::Section("lm");
+        for (field, value) in [
+            ("batch_size", self.batch_size),
+            ("gradient_accumulation", self.gradient_accumulation),
+            ("valid_every", self.valid_every),
+            ("checkpoint_every", self.checkpoint_every),
+            ("log_every", self.log_every),
+        ] {
+            section.at_least_one(field, value)?;
         }
+        section.optimizer(
+            self.final_learning_rate_ratio,
+            self.weight_decay,
+            self.gradient_clip_norm,
+        )?;
         for (i, stage) in self.stages.iter().enumerate() {
-            if stage.steps == 0 || !(stage.learning_rate > 0.0 && stage.learning_rate.is_finite()) {
-                return Err(TrainError::Config(format!(
-                    "stage {i}: steps and learning_rate must be positive"
-                )));
-            }
+            section.at_least_one(&format!("stages[{i}].steps"), stage.steps)?;
+            section.positive(&format!("stages[{i}].learning_rate"), stage.learning_rate)?;
         }
         Ok(())
     }
@@ -532,7 +548,10 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         Some((path, state)) => {
             let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
                 path: path.clone(),
-                message: format!("unreadable {what} ({e}); delete this checkpoint to resume from the one before"),
+                message: format!(
+                    "unreadable {what} ({}); delete this checkpoint to resume from the one before",
+                    crate::weights::recorder_message(e)
+                ),
             };
             if state.stage >= config.stages.len() {
                 return Err(TrainError::Checkpoint {
@@ -552,16 +571,18 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             (lm, state.stage, state.step)
         }
         None if !resume && checkpoints.latest().is_some() => {
-            return Err(TrainError::Config(format!(
-                "{} holds checkpoints of an earlier run: resume it, or delete them to start over",
-                out.join("checkpoints").display()
-            )));
+            return Err(TrainError::Checkpoint {
+                path: out.join("checkpoints"),
+                message: "holds checkpoints of an earlier run: resume it, or delete them to start over".into(),
+            });
         }
         None if resume => {
-            return Err(TrainError::Config(format!(
-                "resuming: no valid checkpoint in {} (each was skipped, see above): delete them to start over",
-                out.join("checkpoints").display()
-            )));
+            return Err(TrainError::Checkpoint {
+                path: out.join("checkpoints"),
+                message: "no valid checkpoint to resume from (each was skipped, see above): delete them to start \
+                          over"
+                    .into(),
+            });
         }
         None => (build(0)?, 0, 0),
     };
@@ -682,16 +703,12 @@ pub fn train_lm_probed<B: AutodiffBackend>(
                 files: Default::default(),
             };
             let path = checkpoints.save(&state, |dir| {
-                let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+                let failed = |message| TrainError::Checkpoint {
                     path: dir.to_path_buf(),
-                    message: crate::checkpoint::write_failure(what, e),
+                    message,
                 };
-                lm.clone()
-                    .save_file(dir.join("model"), &recorder)
-                    .map_err(|e| failed("model", e))?;
-                recorder
-                    .record(optimizer.to_record(), dir.join("optimizer"))
-                    .map_err(|e| failed("optimizer state", e))
+                write_record::<B, _>(lm.clone().into_record(), &dir.join("model"), "model").map_err(failed)?;
+                write_record::<B, _>(optimizer.to_record(), &dir.join("optimizer"), "optimizer state").map_err(failed)
             })?;
             on_event(&LmEvent::Checkpoint { step: done, path });
         }

@@ -138,11 +138,14 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     let _lock = crate::RunLock::acquire(dir)?;
     let plan = stage::plan(config);
     if let Some(from) = steps.restart_from {
+        // The steps kept must come from this config, checked before anything is deleted.
+        let kept: Vec<_> = plan.iter().filter(|(stage, _)| *stage < from).cloned().collect();
+        check_steps_on_disk::<B::InnerBackend>(dir, &kept, config, device)?;
         let deleted = stage::restart(dir, from)?;
         on_event(&PipelineEvent::Restarted { from, deleted });
     }
     // Every step already on disk must come from this config, checked before anything is written.
-    check_steps_on_disk(dir, &plan, config)?;
+    check_steps_on_disk::<B::InnerBackend>(dir, &plan, config, device)?;
     let run_json = dir.join("run.json");
     let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
     // The LM reads captions: a folder image without one is found now, not after the tokenizer has trained.
@@ -377,13 +380,28 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
 
 /// Checks the steps already in `dir` against `plan` ([`stage::check`]), with the config the run was last started
 /// with (`run.json`) for steps made before stage records existed.
-fn check_steps_on_disk(dir: &Path, plan: &[(StageName, StageRecord)], config: &RunConfig) -> Result<(), TrainError> {
+fn check_steps_on_disk<B: Backend>(
+    dir: &Path,
+    plan: &[(StageName, StageRecord)],
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<(), TrainError> {
     let run_json = dir.join("run.json");
     let legacy = run_json
         .exists()
         .then(|| RunConfig::load_file(&run_json).ok())
         .flatten();
-    stage::check(dir, plan, config, legacy.as_ref())
+    // A step found without a record is recorded as finished only if what it wrote can be used.
+    let mut usable = |stage: StageName, stage_dir: &Path| match stage {
+        StageName::Tokenizer => load_vq_checked::<B>(config, &stage_dir.join("model.safetensors"), device).is_ok(),
+        StageName::Text => TextTokenizer::load(&stage_dir.join("tokenizer.json")).is_ok(),
+        // Code caches check their own header and size whenever they are opened.
+        StageName::Codes => true,
+        StageName::Lm => {
+            load_lm_checked::<B>(config, config.lm.stages.len() - 1, &stage_dir.join("model"), device).is_ok()
+        }
+    };
+    stage::check(dir, plan, config, legacy.as_ref(), &mut usable)
 }
 
 /// The run's VQ tokenizer (finished), and the fingerprint of its weights (what its code caches are keyed by).
@@ -647,6 +665,19 @@ pub fn check_shard_codes<B: Backend>(config: &RunConfig, dir: &Path, device: &B:
                 2 * shards.len()
             )));
         }
+        // Every shard is encoded: the lock files its encoders took are no longer needed. One still held (an
+        // encoder finishing up) is left alone.
+        for shard in &shards {
+            let lock = codes_dir
+                .join(&stage::shard_cache_names(resolution, shard)[0])
+                .with_extension("lock");
+            if lock.is_file()
+                && let Some(held) = FileLock::try_take(&lock)?
+            {
+                std::fs::remove_file(&lock).map_err(io(&lock))?;
+                drop(held);
+            }
+        }
         lines.push(format!(
             "{resolution} px: all {} shards encoded ({} training, {} validation samples)",
             shards.len(),
@@ -681,7 +712,7 @@ fn finished_tokenizers<B: Backend>(
         )));
     };
     let plan = stage::plan(config);
-    check_steps_on_disk(dir, &plan, config)?;
+    check_steps_on_disk::<B>(dir, &plan, config, device)?;
     for stage in [StageName::Tokenizer, StageName::Text] {
         if !plan[stage as usize].1.is_finished(&dir.join(stage.name()), stage)? {
             return Err(TrainError::Config(format!(
@@ -757,14 +788,54 @@ type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 /// Writes the final LM weights to `dir/model.mpk` (through a temporary file).
 fn save_lm<B: Backend>(lm: &TokenShuffleLm<B>, dir: &Path) -> Result<(), TrainError> {
     token_shuffle_data::replace_atomically(&dir.join("model.mpk"), |partial| {
-        // The recorder sets the `.mpk` extension itself; the partial name keeps it.
-        lm.clone()
-            .save_file(partial, &Recorder::new())
-            .map_err(|e| TrainError::Weights {
+        // The partial name keeps the `.mpk` extension that the recorder's reader expects.
+        crate::checkpoint::write_record::<B, _>(lm.clone().into_record(), partial, "final LM weights").map_err(
+            |message| TrainError::Weights {
                 path: partial.to_path_buf(),
-                message: crate::checkpoint::write_failure("final LM weights", e),
-            })
+                message,
+            },
+        )
     })
+}
+
+/// The VQ tokenizer of a run of `config` from `path`, checked to have the config's shapes and finite weights.
+fn load_vq_checked<B: Backend>(config: &RunConfig, path: &Path, device: &B::Device) -> Result<VqModel<B>, TrainError> {
+    crate::weights::load_checked(
+        || config.tokenizer.model.init::<B>(device).map_err(TrainError::from),
+        |vq| vq.load_safetensors(path).map_err(TrainError::from),
+        |why| TrainError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!("{why}; make it again with `--restart-from tokenizer`"),
+        },
+    )
+}
+
+/// The LM of stage `stage` of a run of `config` from the recorder file `weights` (without its `.mpk`), checked
+/// to have the config's shapes and finite weights.
+fn load_lm_checked<B: Backend>(
+    config: &RunConfig,
+    stage: usize,
+    weights: &Path,
+    device: &B::Device,
+) -> Result<TokenShuffleLm<B>, TrainError> {
+    let file = weights.with_extension("mpk");
+    let refuse = |why: String| TrainError::Weights {
+        path: file.clone(),
+        message: format!("{why}; run `cargo xtask train` on the run again to rewrite it"),
+    };
+    let lm_config = config.lm.stage_lm(stage, config.tokenizer.model.downsample_factor());
+    crate::weights::load_checked(
+        || lm_config.init::<B>(device).map_err(TrainError::from),
+        |lm| {
+            lm.load_file(weights, &Recorder::new(), device).map_err(|e| {
+                refuse(format!(
+                    "unreadable, damaged or not LM weights ({})",
+                    crate::weights::recorder_message(e)
+                ))
+            })
+        },
+        refuse,
+    )
 }
 
 /// A finished run, loaded for generation.
@@ -831,6 +902,9 @@ impl<B: Backend> TrainedRun<B> {
                 (path.join("model"), state.stage)
             }
         };
+        // run.json builds the model: it must still say what each step was made from (an edited width would fail
+        // deep inside a forward pass, an edited rope_theta would silently make other images).
+        stage::check_describes(dir, &config)?;
         // Every file loaded is checked against the checksum its step recorded (runs made before step records
         // existed have none to check).
         let mut loaded = vec![StageName::Tokenizer, StageName::Text];
@@ -843,20 +917,9 @@ impl<B: Backend> TrainedRun<B> {
                 record.verify(&stage_dir, stage)?;
             }
         }
-        let vq = config
-            .tokenizer
-            .model
-            .init::<B>(device)?
-            .load_safetensors(&dir.join("tokenizer/model.safetensors"))?;
+        let vq = load_vq_checked(&config, &dir.join("tokenizer/model.safetensors"), device)?;
         let text = TextTokenizer::load(&dir.join("text/tokenizer.json"))?;
-        let lm_config = config.lm.stage_lm(stage, vq.downsample_factor());
-        let lm = lm_config
-            .init::<B>(device)?
-            .load_file(&weights, &Recorder::new(), device)
-            .map_err(|e| TrainError::Weights {
-                path: weights.with_extension("mpk"),
-                message: format!("unreadable ({e}); run `cargo xtask train` on the run again to rewrite it"),
-            })?;
+        let lm = load_lm_checked(&config, stage, &weights, device)?;
         Ok(Self { config, vq, text, lm })
     }
 
@@ -1018,6 +1081,12 @@ mod tests {
             "{summary}"
         );
         let caches = dir.path().join("codes/shards-32");
+        let locks: Vec<_> = std::fs::read_dir(&caches)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".lock"))
+            .collect();
+        assert!(locks.is_empty(), "--merge clears the encoders' lock files: {locks:?}");
         let written: Vec<(PathBuf, Vec<u8>)> = (0..3)
             .flat_map(|s| ["train", "valid"].map(|part| caches.join(format!("{s:03}.{part}.bin"))))
             .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
@@ -1260,6 +1329,19 @@ mod tests {
             );
         }
 
+        // A wider LM is still refused; fields that change only logging are not a changed config.
+        let mut wider_lm = config.clone();
+        wider_lm.lm.model.decoder.d_model *= 2;
+        let err = train(&wider_lm, dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("its lm step is from another config") && err.contains("lm.model.decoder.d_model"),
+            "{err}"
+        );
+        let mut chattier = config.clone();
+        chattier.lm.log_every = 1;
+        chattier.lm.keep_checkpoints = 7;
+        assert_eq!(skipped(&train(&chattier, dir.path(), None).unwrap()), [true; 4]);
+
         // Restarting from the LM keeps the tokenizer, text tokenizer and codes, and trains the LM again.
         let events = train(&other_lm, dir.path(), Some(StageName::Lm)).unwrap();
         assert!(matches!(&events[0], PipelineEvent::Restarted { from: StageName::Lm, deleted } if deleted.len() == 1));
@@ -1327,6 +1409,55 @@ mod tests {
         assert!(err.contains("`tokenizer.steps` = 2, the config says 3"), "{err}");
         assert_eq!(skipped(&train(&config, dir.path(), None).unwrap()), [true; 4]);
         assert!(dir.path().join("lm/stage.json").exists(), "records written on adoption");
+
+        // Weights found without a record are adopted only if they load: damaged ones are made again (here the LM
+        // resumes from its last checkpoint and writes the same weights), never recorded as finished.
+        let lm = dir.path().join("lm/model.mpk");
+        let good = std::fs::read(&lm).unwrap();
+        std::fs::remove_file(dir.path().join("lm/stage.json")).unwrap();
+        std::fs::write(&lm, &good[..64]).unwrap();
+        assert_eq!(
+            skipped(&train(&config, dir.path(), None).unwrap()),
+            [true, true, true, false]
+        );
+        assert_eq!(std::fs::read(&lm).unwrap(), good, "the LM's weights were made again");
+    }
+
+    #[test]
+    fn generation_refuses_a_run_json_edited_after_training() {
+        let _turn = crate::tests::one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        train(&tiny_run(), dir.path(), None).unwrap();
+        let device = Default::default();
+        let run_json = dir.path().join("run.json");
+        let original = std::fs::read_to_string(&run_json).unwrap();
+        let edit = |path: &[&str], value: serde_json::Value| {
+            let mut json: serde_json::Value = serde_json::from_str(&original).unwrap();
+            let mut at = &mut json;
+            for key in path {
+                at = &mut at[*key];
+            }
+            *at = value;
+            std::fs::write(&run_json, json.to_string()).unwrap();
+        };
+        for (path, value) in [
+            (&["lm", "model", "decoder", "rope_theta"][..], serde_json::json!(5000.0)),
+            (&["lm", "model", "decoder", "d_model"][..], serde_json::json!(64)),
+        ] {
+            edit(path, value);
+            let err = TrainedRun::<TestBackend>::load(dir.path(), &device)
+                .err()
+                .unwrap()
+                .to_string();
+            let field = path.join(".");
+            assert!(
+                err.contains("run.json was edited after training") && err.contains(&field),
+                "{err}"
+            );
+        }
+        // A logging-only field may change.
+        edit(&["lm", "log_every"], serde_json::json!(1));
+        assert!(TrainedRun::<TestBackend>::load(dir.path(), &device).is_ok());
     }
 
     #[test]

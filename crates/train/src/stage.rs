@@ -115,10 +115,25 @@ fn normalised(value: Value) -> Value {
     serde_json::from_str(&value.to_string()).expect("JSON text parses")
 }
 
+/// A stage's inputs without what changes only logging (the LM's [`crate::LOGGING_ONLY_LM_FIELDS`]): what decides
+/// the stage's files, and so what its fingerprint covers.
+fn decisive(inputs: &Value) -> Value {
+    let mut decisive = inputs.clone();
+    if let Some(lm) = decisive.get_mut("lm") {
+        *lm = crate::lm::without_logging_fields(lm);
+    }
+    decisive
+}
+
+/// The fingerprint of `inputs`: BLAKE3 of their decisive part ([`decisive`]).
+fn fingerprint_of(inputs: &Value) -> String {
+    fingerprint(decisive(inputs).to_string().as_bytes())
+}
+
 fn record(inputs: Value) -> StageRecord {
     let inputs = normalised(inputs);
     StageRecord {
-        fingerprint: fingerprint(inputs.to_string().as_bytes()),
+        fingerprint: fingerprint_of(&inputs),
         inputs,
         outputs: BTreeMap::new(),
         data: Vec::new(),
@@ -188,6 +203,13 @@ pub(crate) fn first_difference(a: &Value, b: &Value) -> Option<(String, Value, V
 }
 
 impl StageRecord {
+    /// Whether this record (read from disk) was made from the inputs `wanted` asks for. The fingerprint is
+    /// computed again from the recorded inputs, so that records written before logging-only fields left the
+    /// fingerprint still match.
+    fn made_from(&self, wanted: &StageRecord) -> bool {
+        fingerprint_of(&self.inputs) == wanted.fingerprint
+    }
+
     fn path(stage_dir: &Path) -> PathBuf {
         stage_dir.join("stage.json")
     }
@@ -269,7 +291,7 @@ impl StageRecord {
     /// [`TrainError::Corrupt`] when it finished but a file fails its checksum; reading errors.
     pub fn is_finished(&self, stage_dir: &Path, stage: StageName) -> Result<bool, TrainError> {
         match Self::read(stage_dir)? {
-            Some(found) if found.fingerprint == self.fingerprint && !found.outputs.is_empty() => {
+            Some(found) if found.made_from(self) && !found.outputs.is_empty() => {
                 found.verify(stage_dir, stage)?;
                 Ok(true)
             }
@@ -281,8 +303,25 @@ impl StageRecord {
 /// Deletes stage `from` and every stage after it in `dir`; returns the directories deleted.
 ///
 /// # Errors
+/// [`TrainError::NotARun`] (nothing deleted) when `dir` has step folders but no `run.json` and no step record;
 /// [`TrainError::Io`].
 pub fn restart(dir: &Path, from: StageName) -> Result<Vec<PathBuf>, TrainError> {
+    // Only a run's own steps are deleted: a directory that merely has a folder named like a step is not a run.
+    let is_run = dir.join("run.json").is_file()
+        || StageName::ALL
+            .iter()
+            .any(|stage| StageRecord::path(&dir.join(stage.name())).is_file());
+    let present = StageName::ALL
+        .iter()
+        .any(|stage| *stage >= from && dir.join(stage.name()).exists());
+    if present && !is_run {
+        return Err(TrainError::NotARun {
+            dir: dir.to_path_buf(),
+            why: "has no run.json and no step records, so `--restart-from` deletes nothing there; give the \
+                  directory of a run"
+                .into(),
+        });
+    }
     let mut deleted = Vec::new();
     for stage in StageName::ALL.into_iter().filter(|s| *s >= from) {
         let stage_dir = dir.join(stage.name());
@@ -298,7 +337,8 @@ pub fn restart(dir: &Path, from: StageName) -> Result<Vec<PathBuf>, TrainError> 
 ///
 /// A stage directory without a record was made before records existed: it is compared through the run's
 /// `run.json` (`legacy`, the config it was last run with) and, when that agrees, given its record (finished, with
-/// the checksums of its files as they are, when its files are all there).
+/// the checksums of its files as they are, when its files are all there and `usable` accepts them: weights must
+/// load, have the config's shapes and be finite, or the step is made again rather than recorded as finished).
 ///
 /// # Errors
 /// [`TrainError::ChangedConfig`] for the first stage made from other inputs (nothing is written then);
@@ -308,6 +348,7 @@ pub fn check(
     plan: &[(StageName, StageRecord)],
     config: &RunConfig,
     legacy: Option<&RunConfig>,
+    usable: &mut dyn FnMut(StageName, &Path) -> bool,
 ) -> Result<(), TrainError> {
     let legacy_plan = legacy.map(self::plan);
     let mut adopt = Vec::new();
@@ -330,8 +371,8 @@ pub fn check(
                 old
             }
         };
-        if found.fingerprint != wanted.fingerprint {
-            let difference = match first_difference(&found.inputs, &wanted.inputs) {
+        if !found.made_from(wanted) {
+            let difference = match first_difference(&decisive(&found.inputs), &decisive(&wanted.inputs)) {
                 Some((field, on_disk, asked)) => {
                     format!("it was made with `{field}` = {on_disk}, the config says {asked}")
                 }
@@ -350,7 +391,8 @@ pub fn check(
         let legacy_done = match stage {
             StageName::Tokenizer | StageName::Lm => stage_dir.join("done.json").exists(),
             StageName::Text | StageName::Codes => true,
-        } && files.iter().all(|f| stage_dir.join(f).exists());
+        } && files.iter().all(|f| stage_dir.join(f).exists())
+            && usable(stage, &stage_dir);
         if legacy_done {
             record.finish(&stage_dir, &files)?;
         } else {
@@ -360,7 +402,87 @@ pub fn check(
     Ok(())
 }
 
+/// Checks that `config` — a run's `run.json`, read to build its models — still describes every step recorded in
+/// `dir`, so that generation never builds a model other than the one its weights were trained as.
+///
+/// # Errors
+/// [`TrainError::NotARun`] naming the first step and field that differ, with both values; [`TrainError::Corrupt`]
+/// for an unreadable record.
+pub fn check_describes(dir: &Path, config: &RunConfig) -> Result<(), TrainError> {
+    for (stage, wanted) in plan(config) {
+        let Some(found) = StageRecord::read(&dir.join(stage.name()))? else {
+            continue;
+        };
+        if !found.made_from(&wanted) {
+            let difference = match first_difference(&decisive(&found.inputs), &decisive(&wanted.inputs)) {
+                Some((field, made, now)) => format!(
+                    "its {} step was made with `{field}` = {made}, run.json now says {now}",
+                    stage.name()
+                ),
+                None => format!(
+                    "its {} step was made from other inputs than run.json now gives",
+                    stage.name()
+                ),
+            };
+            return Err(TrainError::NotARun {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "run.json was edited after training: {difference}. Put run.json back as it was (the models are \
+                     built from it); to train with the new value, use a new --run directory or `--restart-from {}`",
+                    stage.name()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The files stage `stage` of a run of `config` writes (for [`StageRecord::finish`]).
 pub fn outputs(stage: StageName, config: &RunConfig) -> Vec<String> {
     stage.outputs(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_deletes_only_the_steps_of_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lm")).unwrap();
+        std::fs::write(dir.path().join("lm/mine.txt"), b"not a run's").unwrap();
+        let err = restart(dir.path(), StageName::Tokenizer).unwrap_err().to_string();
+        assert!(err.contains("no run.json"), "{err}");
+        assert!(dir.path().join("lm/mine.txt").exists(), "nothing deleted");
+
+        std::fs::write(dir.path().join("run.json"), b"{}").unwrap();
+        let deleted = restart(dir.path(), StageName::Codes).unwrap();
+        assert_eq!(deleted, [dir.path().join("lm")]);
+        // Nothing to delete is not an error, in a run or not.
+        assert!(
+            restart(tempfile::tempdir().unwrap().path(), StageName::Lm)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn logging_only_fields_leave_the_fingerprint_as_it_was() {
+        let config = RunConfig::tiny();
+        let mut chattier = config.clone();
+        chattier.lm.log_every += 1;
+        chattier.lm.benchmark_every += 5;
+        chattier.lm.keep_checkpoints += 1;
+        let mut other = config.clone();
+        other.lm.seed += 1;
+        let lm = |c: &RunConfig| plan(c)[StageName::Lm as usize].1.clone();
+        assert_eq!(lm(&config).fingerprint, lm(&chattier).fingerprint);
+        assert!(lm(&chattier).made_from(&lm(&config)));
+        assert_ne!(lm(&config).fingerprint, lm(&other).fingerprint);
+        // A record written before these fields left the fingerprint (its fingerprint covers them) still matches.
+        let mut old = lm(&config);
+        old.fingerprint = fingerprint(old.inputs.to_string().as_bytes());
+        assert_ne!(old.fingerprint, lm(&config).fingerprint);
+        assert!(old.made_from(&lm(&chattier)));
+    }
 }

@@ -18,6 +18,7 @@ use token_shuffle_data::batch::PixelBatcher;
 use token_shuffle_data::imaging::tile;
 use token_shuffle_vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr, ssim};
 
+use crate::checkpoint::write_record;
 use crate::images::tensor_to_images;
 use crate::{CheckpointState, Checkpoints, TrainError, TrainingImages, WarmupCosine};
 
@@ -74,17 +75,22 @@ impl TokenizerTrainingConfig {
     pub fn check(&self) -> Result<(), TrainError> {
         self.model.check()?;
         self.model.check_image_size(self.resolution, self.resolution)?;
-        if self.batch_size == 0 || self.steps == 0 || self.valid_every == 0 || self.log_every == 0 {
-            return Err(TrainError::Config(
-                "batch_size, steps, valid_every and log_every must be positive".into(),
-            ));
+        let section = crate::bounds::Section("tokenizer");
+        for (field, value) in [
+            ("batch_size", self.batch_size),
+            ("steps", self.steps),
+            ("valid_every", self.valid_every),
+            ("valid_images", self.valid_images),
+            ("log_every", self.log_every),
+        ] {
+            section.at_least_one(field, value)?;
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(TrainError::Config(format!(
-                "learning_rate {} must be positive",
-                self.learning_rate
-            )));
-        }
+        section.positive("learning_rate", self.learning_rate)?;
+        section.optimizer(
+            self.final_learning_rate_ratio,
+            self.weight_decay,
+            self.gradient_clip_norm,
+        )?;
         Ok(())
     }
 
@@ -320,7 +326,10 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     if let Some((path, state)) = found {
         let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
             path: path.clone(),
-            message: format!("unreadable {what} ({e}); delete this checkpoint to start over"),
+            message: format!(
+                "unreadable {what} ({}); delete this checkpoint to start over",
+                crate::weights::recorder_message(e)
+            ),
         };
         model = model
             .load_file(path.join("model"), &recorder, device)
@@ -430,24 +439,22 @@ pub fn train_tokenizer<B: AutodiffBackend>(
                 files: Default::default(),
             };
             checkpoints.save(&state, |dir| {
-                let failed = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+                let failed = |message| TrainError::Checkpoint {
                     path: dir.to_path_buf(),
-                    message: crate::checkpoint::write_failure(what, e),
+                    message,
                 };
-                model
-                    .clone()
-                    .save_file(dir.join("model"), &recorder)
-                    .map_err(|e| failed("model", e))?;
-                recorder
-                    .record(optimizer.to_record(), dir.join("optimizer"))
-                    .map_err(|e| failed("optimizer state", e))?;
+                write_record::<B, _>(model.clone().into_record(), &dir.join("model"), "model").map_err(failed)?;
+                write_record::<B, _>(optimizer.to_record(), &dir.join("optimizer"), "optimizer state")
+                    .map_err(failed)?;
                 if let Some(disc) = &discriminator {
-                    disc.clone()
-                        .save_file(dir.join("discriminator"), &recorder)
-                        .map_err(|e| failed("discriminator", e))?;
-                    recorder
-                        .record(discriminator_optimizer.to_record(), dir.join("discriminator-optimizer"))
-                        .map_err(|e| failed("discriminator optimizer state", e))?;
+                    write_record::<B, _>(disc.clone().into_record(), &dir.join("discriminator"), "discriminator")
+                        .map_err(failed)?;
+                    write_record::<B, _>(
+                        discriminator_optimizer.to_record(),
+                        &dir.join("discriminator-optimizer"),
+                        "discriminator optimizer state",
+                    )
+                    .map_err(failed)?;
                 }
                 Ok(())
             })?;

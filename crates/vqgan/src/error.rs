@@ -3,6 +3,19 @@ use std::path::PathBuf;
 /// Errors of the VQ tokenizer. Each names what was wrong and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum VqError {
+    /// An image side of 0 px.
+    #[error(
+        "an image size of {height}×{width} px holds no image: give a resolution of at least {factor} px (this VQ \
+         model's downsample factor), a multiple of it"
+    )]
+    EmptyImage {
+        /// Image height.
+        height: usize,
+        /// Image width.
+        width: usize,
+        /// The model's downsample factor.
+        factor: usize,
+    },
     /// An image side is not a multiple of the downsample factor.
     #[error(
         "image size {height}×{width} is not divisible by this VQ model's downsample factor {factor}: \

@@ -251,7 +251,10 @@ impl<B: Backend> VqModel<B> {
 }
 
 fn check_image_size(height: usize, width: usize, factor: usize) -> Result<(), VqError> {
-    if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) || height == 0 || width == 0 {
+    if height == 0 || width == 0 {
+        return Err(VqError::EmptyImage { height, width, factor });
+    }
+    if !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
         return Err(VqError::ImageSize { height, width, factor });
     }
     Ok(())

@@ -1,0 +1,111 @@
+//! Checks on weights read from disk, before they are used or recorded as a finished step: every parameter has the
+//! shape the config builds (burn's recorders load a tensor of any shape, which then fails deep inside a forward
+//! pass), and every value is finite.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+/// The shape of every float parameter, in the module's visiting order (without initialising lazy parameters).
+fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push(param.lazy_shape().dims::<D>().to_vec());
+        }
+    }
+    let mut visitor = Shapes(Vec::new());
+    module.visit(&mut visitor);
+    visitor.0
+}
+
+/// How many float parameters hold a NaN or an infinity.
+fn non_finite_parameters<B: Backend, M: Module<B>>(module: &M) -> usize {
+    struct Count(usize);
+    impl<B: Backend> ModuleVisitor<B> for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let data = param.val().into_data();
+            let finite = data.iter::<f32>().all(f32::is_finite);
+            self.0 += usize::from(!finite);
+        }
+    }
+    let mut visitor = Count(0);
+    module.visit(&mut visitor);
+    visitor.0
+}
+
+/// Builds with `build`, records the shapes its config gives, loads with `load`, and checks that the loaded weights
+/// have those shapes and are finite.
+///
+/// # Errors
+/// What `build` or `load` returns, or a message (through `refuse`) naming the first parameter of another shape or
+/// the number of parameters that are not finite.
+pub(crate) fn load_checked<B: Backend, M: Module<B>, E>(
+    build: impl FnOnce() -> Result<M, E>,
+    load: impl FnOnce(M) -> Result<M, E>,
+    refuse: impl FnOnce(String) -> E,
+) -> Result<M, E> {
+    let built = build()?;
+    let expected = shapes(&built);
+    let loaded = load(built)?;
+    let found = shapes(&loaded);
+    if let Some((index, (want, got))) = expected.iter().zip(&found).enumerate().find(|(_, (w, g))| w != g) {
+        return Err(refuse(format!(
+            "parameter {index} has shape {got:?} where the config builds {want:?}: these weights were trained with \
+             another config"
+        )));
+    }
+    if expected.len() != found.len() {
+        return Err(refuse(format!(
+            "{} parameters where the config builds {}: these weights were trained with another config",
+            found.len(),
+            expected.len()
+        )));
+    }
+    let bad = non_finite_parameters(&loaded);
+    if bad > 0 {
+        return Err(refuse(format!(
+            "{bad} parameter tensor(s) hold NaN or infinite values: the weights are corrupt or diverged"
+        )));
+    }
+    Ok(loaded)
+}
+
+/// A recorder's error without burn's hint about its 0.14 format change, which misleads for a file that is simply
+/// damaged.
+pub(crate) fn recorder_message(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    let cut = text
+        .find("\nThe internal data format has changed")
+        .unwrap_or(text.len());
+    text[..cut].trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::{Linear, LinearConfig};
+    use token_shuffle_test_support::TestBackend as B;
+
+    #[test]
+    fn weights_of_another_shape_or_not_finite_are_refused() {
+        let device = Default::default();
+        let build = |d_out: usize| move || Ok::<Linear<B>, String>(LinearConfig::new(4, d_out).init(&device));
+        let same = |m: Linear<B>| Ok(m);
+        assert!(load_checked(build(3), same, |e| e).is_ok());
+
+        let other = LinearConfig::new(4, 5).init::<B>(&device);
+        let err = load_checked(build(3), |_| Ok(other.clone()), |e| e).unwrap_err();
+        assert!(err.contains("[4, 5]") && err.contains("[4, 3]"), "{err}");
+
+        let nan = |m: Linear<B>| {
+            let weight = m.weight.val().mul_scalar(f32::NAN);
+            Ok(Linear {
+                weight: Param::from_tensor(weight),
+                ..m
+            })
+        };
+        let err = load_checked(build(3), nan, |e| e).unwrap_err();
+        assert!(err.contains("1 parameter tensor(s) hold NaN"), "{err}");
+    }
+}
