@@ -223,17 +223,17 @@ for i in range(64):
     open(f"{sys.argv[1]}/img{i:02}.txt", "w").write(f"a picture number {i}")
 EOF
 folder_config=$(with ".data = \"$folder\"")
+ln -s . "$folder/loop"
+probe "a folder with a symlink loop: each image once" 0 "loaded 64 of 64 images" -- \
+  "$xtask" train-tokenizer --config configs/vq-tiny.json --data "$folder" --resolution 32 --steps 1 --valid-every 1 \
+  --out "$scratch/loop-tok"
+rm "$folder/loop"
 rm "$folder/img03.txt"
 probe "a folder image without a caption" 1 "img03" -- "$xtask" train --config "$folder_config" --run "$scratch/f1"
 probe "  … allowed by allow_uncaptioned" 0 "" -- \
   "$xtask" train --config "$(with ".data = \"$folder\" | .allow_uncaptioned = true")" --run "$scratch/f2"
 printf 'a caption \xff\xfe not UTF-8' >"$folder/img03.txt"
 probe "a folder caption that is not UTF-8" 1 "img03" -- "$xtask" train --config "$folder_config" --run "$scratch/f3"
-ln -s . "$folder/loop"
-probe "a folder with a symlink loop: each image once" 0 "loaded 64 of 64 images" -- \
-  "$xtask" train-tokenizer --config configs/vq-tiny.json --data "$folder" --resolution 32 --steps 1 --valid-every 1 \
-  --out "$scratch/loop-tok"
-rm "$folder/loop"
 echo "not an image" >"$folder/img04.png"
 echo "a broken file" >"$folder/img04.txt"
 printf 'a picture number 3' >"$folder/img03.txt"

@@ -285,6 +285,8 @@ pub const USER_IMAGE_EXTENSIONS: &str = ".png, .jpg / .jpeg or .webp";
 /// [`DataError::OutputRefused`] for an extension other than [`USER_IMAGE_EXTENSIONS`] and for the targets
 /// [`check_user_output`] refuses.
 pub fn check_user_image(target: &Path) -> Result<image::ImageFormat, DataError> {
+    // What is at the path first: "is a directory" says more than "has no image extension".
+    check_user_output(target)?;
     let format = match image::ImageFormat::from_path(target) {
         Ok(format @ (image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP)) => format,
         _ => {
@@ -294,7 +296,6 @@ pub fn check_user_image(target: &Path) -> Result<image::ImageFormat, DataError> 
             ));
         }
     };
-    check_user_output(target)?;
     Ok(format)
 }
 

@@ -8,7 +8,7 @@
 //! images are allowed. The train/valid split is a hash of each image's relative path: stable when files are
 //! added or removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -113,9 +113,7 @@ struct ManifestRow {
 /// As [`load_image_folder`], except for decoding (which this does not do).
 pub fn captioned_images(root: &Path, allow_uncaptioned: bool) -> Result<Vec<(PathBuf, String, String)>, DataError> {
     let manifest = read_manifest(root)?;
-    let mut paths = Vec::new();
-    list_images(root, &mut paths)?;
-    paths.sort();
+    let paths = list_images(root)?;
 
     let mut entries = Vec::with_capacity(paths.len());
     let mut uncaptioned = Vec::new();
@@ -235,15 +233,36 @@ fn relative_name(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-fn list_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+/// The images under `root`, sorted, each file once: a directory reached again through a symbolic link (`loop -> .`)
+/// is not walked again, and an image reached through several links is listed under its first path in sorted
+/// order.
+fn list_images(root: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut paths = Vec::new();
+    walk_images(root, &mut HashSet::new(), &mut paths)?;
+    paths.sort();
+    let mut seen = HashSet::new();
+    paths.retain(|path| seen.insert(path.canonicalize().unwrap_or_else(|_| path.clone())));
+    Ok(paths)
+}
+
+fn walk_images(dir: &Path, visited: &mut HashSet<PathBuf>, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
     let io = |source| DataError::Io {
         path: dir.to_path_buf(),
         source,
     };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
+    if !visited.insert(dir.canonicalize().map_err(io)?) {
+        return Ok(());
+    }
+    // In sorted order, so that which of two links to one folder is walked does not depend on the file system.
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort();
+    for path in entries {
         if path.is_dir() {
-            list_images(&path, out)?;
+            walk_images(&path, visited, out)?;
         } else if path
             .extension()
             .and_then(|e| e.to_str())
@@ -255,11 +274,12 @@ fn list_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Reads `captions.jsonl` or `captions.csv` at the root, if there is one: relative path → caption.
+/// Reads `captions.jsonl` or `captions.csv` at the root, if there is one: relative path → caption. An image given
+/// two different captions is an error naming both lines (the same caption twice is accepted: it says one thing).
 fn read_manifest(root: &Path) -> Result<Option<HashMap<String, String>>, DataError> {
     let jsonl = root.join("captions.jsonl");
     let csv_path = root.join("captions.csv");
-    let rows: Vec<ManifestRow> = if jsonl.is_file() {
+    let (manifest, rows): (&Path, Vec<(usize, ManifestRow)>) = if jsonl.is_file() {
         let text = std::fs::read_to_string(&jsonl).map_err(|source| DataError::Io {
             path: jsonl.clone(),
             source,
@@ -268,13 +288,16 @@ fn read_manifest(root: &Path) -> Result<Option<HashMap<String, String>>, DataErr
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
             .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| DataError::Manifest {
-                    path: jsonl.clone(),
-                    line: i + 1,
-                    why: e.to_string(),
-                })
+                serde_json::from_str(line)
+                    .map(|row| (i + 1, row))
+                    .map_err(|e| DataError::Manifest {
+                        path: jsonl.clone(),
+                        line: i + 1,
+                        why: e.to_string(),
+                    })
             })
-            .collect::<Result<_, _>>()?
+            .collect::<Result<Vec<_>, _>>()
+            .map(|rows| (jsonl.as_path(), rows))?
     } else if csv_path.is_file() {
         let mut reader = csv::Reader::from_path(&csv_path).map_err(|e| DataError::Manifest {
             path: csv_path.clone(),
@@ -285,24 +308,39 @@ fn read_manifest(root: &Path) -> Result<Option<HashMap<String, String>>, DataErr
             .deserialize()
             .enumerate()
             .map(|(i, row)| {
-                row.map_err(|e| DataError::Manifest {
+                row.map(|row| (i + 2, row)).map_err(|e| DataError::Manifest {
                     path: csv_path.clone(),
                     line: i + 2,
                     why: e.to_string(),
                 })
             })
-            .collect::<Result<_, _>>()?
+            .collect::<Result<Vec<_>, _>>()
+            .map(|rows| (csv_path.as_path(), rows))?
     } else {
         return Ok(None);
     };
+    let mut captions: HashMap<String, (usize, String)> = HashMap::with_capacity(rows.len());
+    for (line, row) in rows {
+        let path = row.path.trim_start_matches("./").to_string();
+        let caption = row.caption.trim().to_string();
+        match captions.get(&path) {
+            Some((first, earlier)) if *earlier != caption => {
+                return Err(DataError::Manifest {
+                    path: manifest.to_path_buf(),
+                    line,
+                    why: format!("{path} already has another caption on line {first}; keep one of the two"),
+                });
+            }
+            Some(_) => {}
+            None => {
+                captions.insert(path, (line, caption));
+            }
+        }
+    }
     Ok(Some(
-        rows.into_iter()
-            .map(|r| {
-                (
-                    r.path.trim_start_matches("./").to_string(),
-                    r.caption.trim().to_string(),
-                )
-            })
+        captions
+            .into_iter()
+            .map(|(path, (_, caption))| (path, caption))
             .collect(),
     ))
 }
@@ -443,6 +481,21 @@ mod tests {
         let err = load_image_folder(&root, &FolderOptions::new(8)).unwrap_err();
         assert!(matches!(err, DataError::Manifest { line: 2, .. }), "{err}");
 
+        // One image, two different captions: named with both lines (the same caption twice says one thing).
+        std::fs::write(
+            root.join("captions.jsonl"),
+            "{\"path\": \"red.png\", \"caption\": \"red\"}\n{\"path\": \"green.JPG\", \"caption\": \"green\"}\n\
+             {\"path\": \"red.png\", \"caption\": \"red\"}\n{\"path\": \"./red.png\", \"caption\": \"blue\"}\n",
+        )
+        .unwrap();
+        let err = load_image_folder(&root, &FolderOptions::new(8)).unwrap_err();
+        assert!(matches!(err, DataError::Manifest { line: 4, .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("red.png already has another caption on line 1"),
+            "{err}"
+        );
+
         std::fs::remove_file(root.join("captions.jsonl")).unwrap();
         std::fs::write(
             root.join("captions.csv"),
@@ -462,6 +515,31 @@ mod tests {
             "red, bright"
         );
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_loop_or_a_linked_folder_loads_each_image_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("images");
+        std::fs::create_dir_all(root.join("nested")).unwrap();
+        let square = image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]));
+        for name in ["a.png", "b.png", "nested/c.png"] {
+            square.save(root.join(name)).unwrap();
+        }
+        std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("nested"), root.join("again")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.png"), root.join("z-link.png")).unwrap();
+        let names: Vec<String> = list_images(&root)
+            .unwrap()
+            .iter()
+            .map(|p| relative_name(&root, p))
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names.contains(&"a.png".to_string()) && names.contains(&"b.png".to_string()),
+            "{names:?}"
+        );
     }
 
     #[test]
