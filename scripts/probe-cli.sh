@@ -207,6 +207,11 @@ probe "train-tokenizer --config <a run config>" 1 "is a run config" -- \
 probe "train-tokenizer --steps 0" 1 "--steps 0" -- \
   "$xtask" train-tokenizer --config configs/vq-tiny.json --steps 0 --out "$scratch/tok"
 
+probe "train-tokenizer --out <a run directory>" 1 "holds run.json" -- \
+  "$xtask" train-tokenizer --config configs/vq-tiny.json --steps 1 --out "$run"
+probe "train-tokenizer --out <a run's tokenizer step>" 1 "holds stage.json" -- \
+  "$xtask" train-tokenizer --config configs/vq-tiny.json --steps 1 --out "$run/tokenizer"
+
 echo "== folders"
 folder="$scratch/folder"
 mkdir -p "$folder"

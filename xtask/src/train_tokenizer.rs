@@ -105,6 +105,7 @@ impl TrainTokenizer {
         let out = self
             .out
             .unwrap_or_else(|| PathBuf::from(format!("runs/tokenizer-{name}-{data_name}")));
+        token_shuffle_train::check_tokenizer_out(&out, &config)?;
         run_on(self.backend, Task { config, source, out })
     }
 }

@@ -96,7 +96,8 @@ pub(crate) fn reopen_metrics(path: &Path, kept: &str) -> Result<std::fs::File, T
         path: path.to_path_buf(),
         source,
     };
-    std::fs::write(path, kept).map_err(io)?;
+    // Atomically: a crash here must not leave a metrics file shorter than the checkpoint it resumes from.
+    token_shuffle_data::write_atomically(path, kept.as_bytes())?;
     std::fs::OpenOptions::new().append(true).open(path).map_err(io)
 }
 

@@ -78,8 +78,8 @@ pub use pipeline::{
 pub use run_config::RunConfig;
 pub use schedule::WarmupCosine;
 pub use tokenizer::{
-    ReconstructionReport, TokenizerEvent, TokenizerStep, TokenizerTrainingConfig, evaluate_reconstruction, reconstruct,
-    reconstruction_grid, train_tokenizer,
+    ReconstructionReport, TokenizerEvent, TokenizerStep, TokenizerTrainingConfig, check_tokenizer_out,
+    evaluate_reconstruction, reconstruct, reconstruction_grid, train_tokenizer,
 };
 
 #[cfg(test)]

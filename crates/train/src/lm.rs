@@ -71,7 +71,7 @@ pub struct LmTrainingConfig {
     /// Write a checkpoint every this many steps (and at the end of each stage). Default: 100.
     #[config(default = 100)]
     pub checkpoint_every: usize,
-    /// Checkpoints kept. Default: 2.
+    /// Checkpoints kept (at least 1: resuming needs one). Default: 2.
     #[config(default = 2)]
     pub keep_checkpoints: usize,
     /// Measure the LM with the caller's probe (the compositional benchmark on a few validation-seed prompts, when
@@ -166,6 +166,7 @@ impl LmTrainingConfig {
             ("valid_every", self.valid_every),
             ("checkpoint_every", self.checkpoint_every),
             ("log_every", self.log_every),
+            ("keep_checkpoints", self.keep_checkpoints),
         ] {
             section.at_least_one(field, value)?;
         }
@@ -1107,6 +1108,34 @@ mod tests {
         let (last, path) = checkpoints.latest().unwrap();
         assert_eq!(last, step - 1, "the last checkpoint is the step before the bad one");
         assert_eq!(std::fs::read(path.join("model.mpk")).unwrap(), saved);
+    }
+
+    #[test]
+    fn every_count_and_optimiser_value_is_checked_by_its_name() {
+        let good = config(vec![Stage::new(16, 2, 6, 1e-2)]);
+        assert!(good.check().is_ok());
+        let zero: [(&str, fn(&mut LmTrainingConfig)); 6] = [
+            ("lm.batch_size = 0", |c| c.batch_size = 0),
+            ("lm.gradient_accumulation = 0", |c| c.gradient_accumulation = 0),
+            ("lm.valid_every = 0", |c| c.valid_every = 0),
+            ("lm.checkpoint_every = 0", |c| c.checkpoint_every = 0),
+            ("lm.log_every = 0", |c| c.log_every = 0),
+            ("lm.keep_checkpoints = 0", |c| c.keep_checkpoints = 0),
+        ];
+        let signs: [(&str, fn(&mut LmTrainingConfig)); 4] = [
+            ("lm.final_learning_rate_ratio = -1", |c| {
+                c.final_learning_rate_ratio = -1.0
+            }),
+            ("lm.weight_decay = -5", |c| c.weight_decay = -5.0),
+            ("lm.gradient_clip_norm = -1", |c| c.gradient_clip_norm = Some(-1.0)),
+            ("lm.stages[0].steps = 0", |c| c.stages[0].steps = 0),
+        ];
+        for (named, spoil) in zero.into_iter().chain(signs) {
+            let mut bad = good.clone();
+            spoil(&mut bad);
+            let err = bad.check().unwrap_err().to_string();
+            assert!(err.contains(named), "{named}: {err}");
+        }
     }
 
     #[test]

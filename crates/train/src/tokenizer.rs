@@ -273,6 +273,62 @@ pub fn reconstruction_grid<B: Backend>(
     Ok(tile(&cells, columns as u32))
 }
 
+/// Checks that `out`, a directory named for [`train_tokenizer`] on the command line, holds nothing another config
+/// or another command made: it is new, empty, or a tokenizer run of this very `config` (which then resumes).
+///
+/// # Errors
+/// [`TrainError::NotARun`] naming `out` and why: a run directory or one of its steps (`run.json` or `stage.json`
+/// there: `cargo xtask train` manages those), a tokenizer of another config (the first differing field and both
+/// values), an unreadable `config.json`, files of something else, or a path that is not a directory.
+pub fn check_tokenizer_out(out: &Path, config: &TokenizerTrainingConfig) -> Result<(), TrainError> {
+    let refuse = |why: String| TrainError::NotARun {
+        dir: out.to_path_buf(),
+        why,
+    };
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        return Err(refuse(
+            "is not a directory; give a directory for the tokenizer run".into(),
+        ));
+    }
+    if let Some(marker) = ["run.json", "stage.json"].iter().find(|m| out.join(m).exists()) {
+        return Err(refuse(format!(
+            "holds {marker}: it is a run directory or one of its steps, which `cargo xtask train` manages; give \
+             train-tokenizer a directory of its own"
+        )));
+    }
+    let recorded = out.join("config.json");
+    if recorded.exists() {
+        let old: serde_json::Value = std::fs::read(&recorded)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| refuse("config.json is unreadable; give a new --out".into()))?;
+        // Through text, as config.json was written: an f32 read back from text differs from its f64 widening.
+        let text = serde_json::to_string(config).expect("the config serialises");
+        let new: serde_json::Value = serde_json::from_str(&text).expect("its JSON reads");
+        return match crate::stage::first_difference(&old, &new) {
+            None => Ok(()),
+            Some((field, was, now)) => Err(refuse(format!(
+                "holds a tokenizer trained with {field} = {was}, not {now}; give a new --out (or the same settings \
+                 to resume it)"
+            ))),
+        };
+    }
+    let mut entries = std::fs::read_dir(out).map_err(|source| TrainError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    if let Some(entry) = entries.find(|e| e.as_ref().map_or(true, |e| e.file_name() != ".lock")) {
+        let name = entry.map_or_else(|e| e.to_string(), |e| e.file_name().to_string_lossy().into_owned());
+        return Err(refuse(format!(
+            "holds {name} and no tokenizer config.json: files of something else; give a new or empty directory"
+        )));
+    }
+    Ok(())
+}
+
 /// Trains a tokenizer as `config` says on `images`, writing into `out`:
 /// `config.json`, `model.safetensors` (after each validation and at the end, atomically), `metrics.jsonl` (one
 /// JSON object per logged step and validation) and `reconstructions.png` (validation originals over their
@@ -496,6 +552,41 @@ mod tests {
             .with_valid_every(3)
             .with_valid_images(4)
             .with_log_every(2)
+    }
+
+    #[test]
+    fn a_tokenizer_out_dir_of_another_config_or_command_is_refused() {
+        let config = tiny_config();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tok");
+        assert!(check_tokenizer_out(&out, &config).is_ok(), "a new directory");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join(".lock"), "").unwrap();
+        assert!(check_tokenizer_out(&out, &config).is_ok(), "empty but for a lock");
+        config.save(out.join("config.json")).unwrap();
+        check_tokenizer_out(&out, &config).expect("the same config resumes");
+        let err = check_tokenizer_out(&out, &config.clone().with_steps(7))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("steps = 6, not 7"), "{err}");
+        std::fs::write(out.join("config.json"), "{").unwrap();
+        assert!(
+            check_tokenizer_out(&out, &config)
+                .unwrap_err()
+                .to_string()
+                .contains("unreadable")
+        );
+        std::fs::remove_file(out.join("config.json")).unwrap();
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let err = check_tokenizer_out(&out, &config).unwrap_err().to_string();
+        assert!(err.contains("holds notes.txt"), "{err}");
+        std::fs::write(out.join("run.json"), "{}").unwrap();
+        let err = check_tokenizer_out(&out, &config).unwrap_err().to_string();
+        assert!(err.contains("holds run.json"), "{err}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(check_tokenizer_out(&file, &config).is_err());
+        assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
     }
 
     /// A tokenizer whose output is not finite (NaN weights) reports PSNR and SSIM as NaN, named as such in its
