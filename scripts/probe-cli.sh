@@ -212,6 +212,15 @@ probe "train-tokenizer --out <a run directory>" 1 "holds run.json" -- \
 probe "train-tokenizer --out <a run's tokenizer step>" 1 "holds stage.json" -- \
   "$xtask" train-tokenizer --config configs/vq-tiny.json --steps 1 --out "$run/tokenizer"
 
+hf=crates/lm/tests/fixtures/hf/qwen2-untied
+probe "hf-check on a Qwen2 fixture, with its reference" 0 "max |Δ| = " -- \
+  "$xtask" hf-check --model "$hf" --reference "$hf/reference.safetensors"
+probe "count --config <a checkpoint directory>" 0 "parameters" -- "$xtask" count --config "$hf" --resolution 256
+probe "count --codebook 0" 1 "codebook is 0" -- "$xtask" count --config configs/lm-tiny.json --codebook 0
+probe "hf-check --model <not a checkpoint>" 1 "has no config.json" -- "$xtask" hf-check --model "$scratch"
+probe "hf-check --reference <not safetensors>" 1 "is not a safetensors file" -- \
+  "$xtask" hf-check --model "$hf" --reference "$hf/config.json"
+
 echo "== folders"
 folder="$scratch/folder"
 mkdir -p "$folder"

@@ -9,9 +9,14 @@ use token_shuffle_lm::LmArchitecture;
 /// Arguments of `cargo xtask count`.
 #[derive(Args)]
 pub struct Count {
-    /// LM preset (JSON), e.g. configs/lm-2.7b.json.
+    /// LM preset (JSON), e.g. configs/lm-2.7b.json, or a HuggingFace checkpoint directory (Llama, Qwen2,
+    /// Mistral), whose decoder is then extended with `--codebook` image codes.
     #[arg(long)]
     config: PathBuf,
+    /// Image codes (the VQ codebook): overrides the preset's; for a checkpoint directory, default 8192 (the
+    /// paper's codebook).
+    #[arg(long)]
+    codebook: Option<usize>,
     /// Image resolution in pixels.
     #[arg(long, default_value_t = 1024)]
     resolution: usize,
@@ -35,9 +40,14 @@ impl Count {
                 self.downsample
             );
         }
-        let config = load_lm_config(&self.config)?.into_config([resolution / self.downsample; 2], self.window);
+        let mut architecture = match self.config.is_dir() {
+            true => token_shuffle_lm::HfConfig::read(&self.config)?.architecture(8192, self.text_len),
+            false => load_lm_config(&self.config)?,
+        };
+        architecture.codebook = self.codebook.unwrap_or(architecture.codebook);
+        let config = architecture.into_config([resolution / self.downsample; 2], self.window);
         let s = config.window;
-        token_shuffle::check_grid(config.grid[0], config.grid[1], s)?;
+        config.check()?;
         let count = config.count(self.text_len)?;
         let baseline = config.clone().with_window(1).count(self.text_len)?;
         println!(

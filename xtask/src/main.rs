@@ -6,6 +6,8 @@ mod cache_bench;
 mod count;
 mod dashboard;
 mod evaluation;
+mod export_hf;
+mod hf_check;
 mod highres;
 mod run;
 mod train_tokenizer;
@@ -53,6 +55,11 @@ enum Command {
     Encode(run::Encode),
     /// Evaluate a trained run: the compositional benchmark on generated images, the tokenizer on held-out images.
     Eval(evaluation::Eval),
+    /// Write a trained run's LM as a HuggingFace checkpoint (config.json, model.safetensors, tokenizer.json).
+    ExportHf(export_hf::ExportHf),
+    /// Load a HuggingFace checkpoint (Llama, Qwen2, Mistral) as the LM's initialisation; with `--reference`,
+    /// compare its logits with the reference implementation's.
+    HfCheck(hf_check::HfCheck),
     /// Run a whole training pipeline: tokenizer, text tokenizer, code caches, LM (finished steps are skipped).
     Train(run::Train),
     /// Generate images from a trained run.
@@ -74,6 +81,8 @@ fn main() -> Result<()> {
         Command::Cfg(command) => command.run(),
         Command::TrainTokenizer(command) => command.run(),
         Command::Demo(command) => command.run(),
+        Command::ExportHf(command) => command.run(),
+        Command::HfCheck(command) => command.run(),
         Command::Train(command) => command.run(),
         Command::Generate(command) => command.run(),
     }

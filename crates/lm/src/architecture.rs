@@ -3,6 +3,7 @@
 //! from its resolution and the tokenizer, and the rotary length, which follows from both).
 
 use burn::config::Config;
+use serde::{Deserialize, Serialize};
 use token_shuffle::Fusion;
 
 use crate::{DecoderConfig, LmError, TokenShuffleLmConfig};
@@ -36,11 +37,28 @@ pub struct LmArchitecture {
     /// paper trains text-to-image only; 0 (the default) skips it.
     #[config(default = 0.0)]
     pub text_loss_weight: f64,
+    /// What turns a decoder output into text logits. Default: the embedding table scaled by 1/√d (no
+    /// parameters of its own); a pretrained model brings its own head.
+    #[config(default = "TextHead::ScaledEmbedding")]
+    pub text_head: TextHead,
     /// Fraction of training prompts replaced by the empty prompt, so that the model also learns the
     /// unconditional distribution that classifier-free guidance needs. Default: 0.1. Applied by the trainer
     /// with [`crate::drop_prompts`].
     #[config(default = 0.1)]
     pub prompt_dropout: f64,
+}
+
+/// The LM's text output layer, over the text ids and the special tokens ([`crate::VocabLayout::non_image`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextHead {
+    /// The embedding table's rows, scaled by 1/√d: the normalised hidden state and the rows both have norm
+    /// ~√d, so raw dot products would start a model trained from scratch saturated.
+    ScaledEmbedding,
+    /// The embedding table's rows as they are (a pretrained model with `tie_word_embeddings`).
+    TiedEmbedding,
+    /// A linear layer of its own, `[d, text ids + specials]` (a pretrained model's untied `lm_head`).
+    Linear,
 }
 
 impl LmArchitecture {
@@ -96,17 +114,28 @@ impl LmArchitecture {
                 return fail(format!("{name} is 0; it must be at least 1"));
             }
         }
-        if !d.d_model.is_multiple_of(d.n_heads) {
+        match d.head_dim {
+            None if !d.d_model.is_multiple_of(d.n_heads) => {
+                return fail(format!(
+                    "decoder.d_model {} is not divisible by decoder.n_heads {}: choose a head count that divides \
+                     it, or give decoder.head_dim",
+                    d.d_model, d.n_heads
+                ));
+            }
+            Some(0) => return fail("decoder.head_dim is 0; it must be at least 2 (or null)".into()),
+            _ => {}
+        }
+        if !d.head_width().is_multiple_of(2) {
             return fail(format!(
-                "decoder.d_model {} is not divisible by decoder.n_heads {}: choose a head count that divides it",
-                d.d_model, d.n_heads
+                "the head width (decoder.head_dim, or decoder.d_model / decoder.n_heads) is {}: odd; rotary \
+                 positions need it even",
+                d.head_width()
             ));
         }
-        if !(d.d_model / d.n_heads).is_multiple_of(2) {
-            return fail(format!(
-                "the head width decoder.d_model / decoder.n_heads = {} is odd; rotary positions need it even",
-                d.d_model / d.n_heads
-            ));
+        if let Some(scaling) = &d.rope_scaling {
+            scaling
+                .check()
+                .map_err(|e| LmError::Architecture(format!("decoder.{e}")))?;
         }
         if let Some(kv) = d.n_kv_heads
             && (kv == 0 || !d.n_heads.is_multiple_of(kv))

@@ -7,6 +7,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use token_shuffle::on_rows;
 
+use crate::rope::RopeScaling;
+
 /// Configuration of [`CausalSelfAttention`].
 #[derive(Config, Debug)]
 pub struct CausalSelfAttentionConfig {
@@ -23,10 +25,20 @@ pub struct CausalSelfAttentionConfig {
     /// Rotary base frequency. Default: 10000.
     #[config(default = 10000.0)]
     pub rope_theta: f32,
+    /// Width of one head. Default: `None`, meaning `d_model / n_heads` (pretrained models such as Qwen3 or
+    /// Gemma choose it apart).
+    #[config(default = "None")]
+    pub head_dim: Option<usize>,
+    /// Biases on the query, key and value projections (Qwen2's). Default: false (Llama's).
+    #[config(default = false)]
+    pub qkv_bias: bool,
+    /// Rescaling of the rotary frequencies (a pretrained model's `rope_scaling`). Default: none.
+    #[config(default = "None")]
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 /// Causal multi-head self-attention with rotary positions over the (shortened) sequence and optional grouped
-/// key/value heads, in the Llama design (no biases).
+/// key/value heads, in the Llama design (no biases unless `qkv_bias`).
 #[derive(Module, Debug)]
 pub struct CausalSelfAttention<B: Backend> {
     query: Linear<B>,
@@ -107,7 +119,7 @@ impl CausalSelfAttentionConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> CausalSelfAttention<B> {
         let n_kv_heads = self.n_kv_heads.unwrap_or(self.n_heads);
         assert!(
-            self.d_model.is_multiple_of(self.n_heads),
+            self.head_dim.is_some() || self.d_model.is_multiple_of(self.n_heads),
             "d_model {} is not divisible by n_heads {}",
             self.d_model,
             self.n_heads
@@ -117,16 +129,31 @@ impl CausalSelfAttentionConfig {
             "n_heads {} is not divisible by n_kv_heads {n_kv_heads}",
             self.n_heads
         );
-        let head_dim = self.d_model / self.n_heads;
-        let linear = |d_out| LinearConfig::new(self.d_model, d_out).with_bias(false).init(device);
+        let head_dim = self.head_dim.unwrap_or(self.d_model / self.n_heads);
+        let linear = |d_in, d_out, bias| LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
+        let (d, qkv_bias) = (self.d_model, self.qkv_bias);
+        let rope = RotaryEncodingConfig::new(self.max_seq_len, head_dim).with_theta(self.rope_theta);
+        let rope = match self.rope_scaling {
+            None => rope.init(device),
+            Some(scaling) => rope.init_with_frequency_scaling(
+                |theta: Tensor<B, 1>| {
+                    let scaled: Vec<f32> = theta
+                        .to_data()
+                        .iter::<f32>()
+                        .map(|t| scaling.scale(f64::from(t)) as f32)
+                        .collect();
+                    let n = scaled.len();
+                    Tensor::from_data(TensorData::new(scaled, [n]), &theta.device())
+                },
+                device,
+            ),
+        };
         CausalSelfAttention {
-            query: linear(self.d_model),
-            key: linear(n_kv_heads * head_dim),
-            value: linear(n_kv_heads * head_dim),
-            output: linear(self.d_model),
-            rope: RotaryEncodingConfig::new(self.max_seq_len, head_dim)
-                .with_theta(self.rope_theta)
-                .init(device),
+            query: linear(d, self.n_heads * head_dim, qkv_bias),
+            key: linear(d, n_kv_heads * head_dim, qkv_bias),
+            value: linear(d, n_kv_heads * head_dim, qkv_bias),
+            output: linear(self.n_heads * head_dim, d, false),
+            rope,
             n_heads: self.n_heads,
             n_kv_heads,
         }
@@ -203,9 +230,8 @@ impl<B: Backend> CausalSelfAttention<B> {
 
     /// Merges the heads of the attention context and applies the output projection.
     fn merge(&self, context: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [batch, _, t, _] = context.dims();
-        let d = self.query.weight.dims()[0];
-        on_rows(context.swap_dims(1, 2).reshape([batch, t, d]), |x| {
+        let [batch, heads, t, hd] = context.dims();
+        on_rows(context.swap_dims(1, 2).reshape([batch, t, heads * hd]), |x| {
             self.output.forward(x)
         })
     }

@@ -59,7 +59,14 @@ impl TokenShuffleLmConfig {
         let f = |n: usize| n as f64;
         let d = f(arch.decoder.d_model);
         let heads = arch.decoder.n_heads.max(1);
-        let kv_width = f(arch.decoder.n_kv_heads.unwrap_or(heads)) * f(arch.decoder.d_model / heads);
+        let head_width = f(arch.decoder.head_width());
+        let q_width = f(heads) * head_width;
+        let kv_width = f(arch.decoder.n_kv_heads.unwrap_or(heads)) * head_width;
+        let qkv_biases = if arch.decoder.qkv_bias {
+            q_width + 2.0 * kv_width
+        } else {
+            0.0
+        };
         let hidden = f(arch.decoder.mlp_hidden);
         let layers = f(arch.decoder.n_layers);
         let blocks = f(arch.shuffle_mlp_blocks);
@@ -70,8 +77,8 @@ impl TokenShuffleLmConfig {
         let vocab = f(arch.text_vocab) + f(crate::vocab::SPECIALS) + k;
 
         // Weights applied once per Transformer position.
-        let layer_weights = 2.0 * d * d + 2.0 * d * kv_width + 3.0 * d * hidden;
-        let layer_params = layer_weights + 2.0 * d;
+        let layer_weights = 2.0 * d * q_width + 2.0 * d * kv_width + 3.0 * d * hidden;
+        let layer_params = layer_weights + qkv_biases + 2.0 * d;
         let decoder_params = layers * layer_params + d;
 
         // Token-Shuffle: per-side fusion stage, the compress and expand layers (with biases).
@@ -97,7 +104,11 @@ impl TokenShuffleLmConfig {
         };
         let unshuffle_params = if shuffled { unfuse_params + narrow * d + d } else { 0.0 };
 
-        let parameters = vocab * d + shuffle_params + decoder_params + unshuffle_params + d * k;
+        let text_head = match arch.text_head {
+            crate::TextHead::Linear => d * (f(arch.text_vocab) + f(crate::vocab::SPECIALS)),
+            crate::TextHead::ScaledEmbedding | crate::TextHead::TiedEmbedding => 0.0,
+        };
+        let parameters = vocab * d + shuffle_params + decoder_params + unshuffle_params + d * k + text_head;
         // Every term is a non-negative integer no larger than the sum, so below 2⁵³ the sum is exact.
         if parameters >= 2f64.powi(53) {
             return Err(too_large("the parameter count"));
@@ -117,7 +128,7 @@ impl TokenShuffleLmConfig {
         };
         let head_flops = 2.0 * codes * d * k;
         let decoder_flops = |positions: f64| 2.0 * positions * layers * layer_weights;
-        let attention_flops = |positions: f64| 2.0 * positions * positions * layers * d;
+        let attention_flops = |positions: f64| 2.0 * positions * positions * layers * q_width;
         let forward = shuffle_flops + decoder_flops(t) + attention_flops(t) + unshuffle_flops + head_flops;
 
         // Generation: the same per-token work, but attention at step i reads the i cached positions (4·i·d per
@@ -126,7 +137,7 @@ impl TokenShuffleLmConfig {
         let prompt = f(text_len) + 2.0;
         let steps = (windows_f - 1.0).max(0.0);
         let cached_positions = steps * (prompt + 1.0) + steps * (steps - 1.0).max(0.0) / 2.0;
-        let cached_attention = 4.0 * cached_positions * layers * d;
+        let cached_attention = 4.0 * cached_positions * layers * q_width;
         let generate = attention_flops(prompt)
             + decoder_flops(t)
             + cached_attention
@@ -147,7 +158,7 @@ impl TokenShuffleLmConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DecoderConfig, LmArchitecture};
+    use crate::{DecoderConfig, LmArchitecture, TextHead};
     use burn::module::Module;
 
     type B = token_shuffle_test_support::TestBackend;
@@ -158,7 +169,20 @@ mod tests {
         for window in [1, 2, 4] {
             for fusion in [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken] {
                 for kv in [None, Some(2)] {
-                    let config = LmArchitecture::new(30, 24, 5, DecoderConfig::new(32, 2, 4, 48).with_n_kv_heads(kv))
+                    // With kv heads, also what pretrained models add: their own head width, q/k/v biases, and
+                    // an untied text head.
+                    let pretrained = kv.is_some();
+                    let decoder = DecoderConfig::new(32, 2, 4, 48)
+                        .with_n_kv_heads(kv)
+                        .with_head_dim(pretrained.then_some(6))
+                        .with_qkv_bias(pretrained);
+                    let text_head = if pretrained {
+                        TextHead::Linear
+                    } else {
+                        TextHead::ScaledEmbedding
+                    };
+                    let config = LmArchitecture::new(30, 24, 5, decoder)
+                        .with_text_head(text_head)
                         .with_fusion(fusion)
                         .with_shuffle_mlp_blocks(3)
                         .into_config([8, 8], window);

@@ -6,6 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use token_shuffle::on_rows;
 
 use crate::attention::full_sequence_mask;
+use crate::rope::RopeScaling;
 use crate::{CausalSelfAttention, CausalSelfAttentionConfig, KvCache};
 
 /// Configuration of a [`Decoder`]: a stack of Llama-style layers.
@@ -28,6 +29,22 @@ pub struct DecoderConfig {
     /// RMSNorm epsilon. Default: 1e-5.
     #[config(default = 1e-5)]
     pub norm_eps: f64,
+    /// Width of one head. Default: `None`, meaning `d_model / n_heads`.
+    #[config(default = "None")]
+    pub head_dim: Option<usize>,
+    /// Biases on the query, key and value projections (Qwen2). Default: false.
+    #[config(default = false)]
+    pub qkv_bias: bool,
+    /// Rescaling of the rotary frequencies (pretrained models' `rope_scaling`). Default: none.
+    #[config(default = "None")]
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+impl DecoderConfig {
+    /// Width of one head: `head_dim`, or `d_model / n_heads`.
+    pub fn head_width(&self) -> usize {
+        self.head_dim.unwrap_or(self.d_model / self.n_heads.max(1))
+    }
 }
 
 /// One pre-norm layer: `x + Attn(RMSNorm(x))`, then `x + W_down·SwiGLU(RMSNorm(x))`.
@@ -80,6 +97,9 @@ impl DecoderConfig {
             attention: CausalSelfAttentionConfig::new(self.d_model, self.n_heads, max_seq_len)
                 .with_n_kv_heads(self.n_kv_heads)
                 .with_rope_theta(self.rope_theta)
+                .with_head_dim(self.head_dim)
+                .with_qkv_bias(self.qkv_bias)
+                .with_rope_scaling(self.rope_scaling)
                 .init(device),
             mlp_norm: RmsNormConfig::new(self.d_model)
                 .with_epsilon(self.norm_eps)

@@ -7,7 +7,7 @@ use token_shuffle::{
     on_rows, window_merge, window_split,
 };
 
-use crate::{CfgSchedule, Decoder, LmArchitecture, Sampler, VocabLayout, guide, seeded_rng};
+use crate::{CfgSchedule, Decoder, DecoderCache, LmArchitecture, Sampler, TextHead, VocabLayout, guide, seeded_rng};
 
 /// Why the LM refused a configuration or an input.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -28,6 +28,14 @@ pub enum LmError {
         step: usize,
         /// Windows per image.
         total: usize,
+    },
+    /// A pretrained checkpoint that cannot be loaded (the file, and why).
+    #[error("{}: {why}", path.display())]
+    Pretrained {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it, and what to do.
+        why: String,
     },
     /// Code grids of another size than the model was built for.
     #[error(
@@ -113,6 +121,15 @@ impl TokenShuffleLmConfig {
             decoder: arch.decoder.init(self.sequence_len(arch.max_text_len), device),
             unshuffle: TokenUnshuffleConfig::from(&shuffle_config).init(device)?,
             image_head: LinearConfig::new(d, arch.codebook).with_bias(false).init(device),
+            text_head: (arch.text_head == TextHead::Linear).then(|| {
+                LinearConfig::new(d, self.vocab().non_image())
+                    .with_bias(false)
+                    .init(device)
+            }),
+            text_divisor: match arch.text_head {
+                TextHead::ScaledEmbedding => (d as f64).sqrt(),
+                TextHead::TiedEmbedding | TextHead::Linear => 1.0,
+            },
             vocab: self.vocab(),
             grid: self.grid,
             z_loss_weight: arch.z_loss_weight,
@@ -138,6 +155,11 @@ pub struct TokenShuffleLm<B: Backend> {
     decoder: Decoder<B>,
     unshuffle: TokenUnshuffle<B>,
     image_head: Linear<B>,
+    /// The text head of its own ([`TextHead::Linear`]); otherwise the embedding table's rows serve.
+    text_head: Option<Linear<B>>,
+    /// What the embedding-table head's logits are divided by (√d, or 1 for a pretrained tied head).
+    #[module(skip)]
+    text_divisor: f64,
     #[module(skip)]
     vocab: VocabLayout,
     #[module(skip)]
@@ -336,15 +358,92 @@ impl<B: Backend> TokenShuffleLm<B> {
         })
     }
 
-    /// Next-token cross-entropy over the prompt, with the embedding table (scaled by 1/√d) as the output layer,
-    /// so the text head adds no parameters; left-padding targets are ignored.
+    /// Text logits (text ids and specials) of decoder outputs, through the architecture's [`TextHead`].
+    ///
+    /// # Shapes
+    /// - `hidden`: `[R, d]`
+    /// - output: `[R, text ids + specials]`
+    fn text_head_logits(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.text_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let table = self.embedding.weight.val().narrow(0, 0, self.vocab.non_image());
+                let logits = hidden.matmul(table.transpose());
+                match self.text_divisor == 1.0 {
+                    true => logits,
+                    false => logits / self.text_divisor,
+                }
+            }
+        }
+    }
+
+    /// Next-token logits of a text-only sequence (no image): the language model inside the LM, for text
+    /// pretraining and for checking a loaded checkpoint against its reference.
+    ///
+    /// # Shapes
+    /// - `ids`: `[B, T]`, text ids and specials, `T` at most the rotary table's length
+    /// - output: `[B, T, text ids + specials]`
+    ///
+    /// With a `cache` (from [`new_text_cache`](Self::new_text_cache)), `ids` continue the cached positions: a
+    /// prefill first, then one id per call, as text generation runs.
+    pub fn text_logits(&self, ids: Tensor<B, 2, Int>, cache: Option<&mut DecoderCache<B>>) -> Tensor<B, 3> {
+        let [batch, t] = ids.dims();
+        let hidden = self.decoder.forward(self.embedding.forward(ids), cache, None);
+        let d = hidden.dims()[2];
+        let logits = self.text_head_logits(hidden.reshape([batch * t, d]));
+        let n = logits.dims()[1];
+        logits.reshape([batch, t, n])
+    }
+
+    /// The image head's weight, `[d, K]`.
+    pub(crate) fn image_head_weight(&self) -> Tensor<B, 2> {
+        self.image_head.weight.val()
+    }
+
+    /// The text head as rows, `[text ids + specials, d]`: the `lm_head` rows a HuggingFace checkpoint holds.
+    pub(crate) fn text_head_rows(&self) -> Tensor<B, 2> {
+        match &self.text_head {
+            Some(head) => head.weight.val().transpose(),
+            None => {
+                let table = self.embedding.weight.val().narrow(0, 0, self.vocab.non_image());
+                match self.text_divisor == 1.0 {
+                    true => table,
+                    false => table / self.text_divisor,
+                }
+            }
+        }
+    }
+
+    /// Logits over the whole vocabulary at every position of `ids`: the text head's for the text ids and
+    /// specials, then the image head's for the codes. At s = 1 (no Token-Shuffle) this is the whole model as one
+    /// causal LM over one vocabulary: what an exported checkpoint computes (the image head's logits at the
+    /// positions that predict a code).
+    ///
+    /// # Shapes
+    /// - `ids`: `[B, T]`
+    /// - output: `[B, T, vocabulary]`
+    pub fn vocabulary_logits(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [batch, t] = ids.dims();
+        let hidden = self.decoder.forward(self.embedding.forward(ids), None, None);
+        let d = hidden.dims()[2];
+        let rows = hidden.reshape([batch * t, d]);
+        let logits = Tensor::cat(
+            vec![self.text_head_logits(rows.clone()), self.image_head.forward(rows)],
+            1,
+        );
+        logits.reshape([batch, t, self.vocab.size()])
+    }
+
+    /// An empty KV cache for [`text_logits`](Self::text_logits) over `batch` rows and up to `max_len` ids.
+    pub fn new_text_cache(&self, batch: usize, max_len: usize, device: &B::Device) -> DecoderCache<B> {
+        self.decoder.new_cache(batch, max_len, device)
+    }
+
+    /// Next-token cross-entropy over the prompt through the text head; left-padding targets are ignored.
     fn text_loss(&self, hidden: Tensor<B, 3>, prompt: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         let [batch, p] = prompt.dims();
         let d = hidden.dims()[2];
-        let table = self.embedding.weight.val().narrow(0, 0, self.vocab.non_image());
-        // Scaled by 1/√d: the normalised hidden state has norm ~√d and embedding rows ~√d, so raw dot
-        // products would start the head saturated.
-        let logits = hidden.reshape([batch * (p - 1), d]).matmul(table.transpose()) / (d as f64).sqrt();
+        let logits = self.text_head_logits(hidden.reshape([batch * (p - 1), d]));
         let targets = prompt.narrow(1, 1, p - 1).reshape([batch * (p - 1), 1]);
         let mask = targets.clone().not_equal_elem(self.vocab.pad() as i64).float();
         let ce = log_sum_exp(logits.clone()) - logits.gather(1, targets);

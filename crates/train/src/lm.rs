@@ -1114,7 +1114,8 @@ mod tests {
     fn every_count_and_optimiser_value_is_checked_by_its_name() {
         let good = config(vec![Stage::new(16, 2, 6, 1e-2)]);
         assert!(good.check().is_ok());
-        let zero: [(&str, fn(&mut LmTrainingConfig)); 6] = [
+        type Spoil = fn(&mut LmTrainingConfig);
+        let zero: [(&str, Spoil); 6] = [
             ("lm.batch_size = 0", |c| c.batch_size = 0),
             ("lm.gradient_accumulation = 0", |c| c.gradient_accumulation = 0),
             ("lm.valid_every = 0", |c| c.valid_every = 0),
@@ -1122,7 +1123,7 @@ mod tests {
             ("lm.log_every = 0", |c| c.log_every = 0),
             ("lm.keep_checkpoints = 0", |c| c.keep_checkpoints = 0),
         ];
-        let signs: [(&str, fn(&mut LmTrainingConfig)); 4] = [
+        let signs: [(&str, Spoil); 4] = [
             ("lm.final_learning_rate_ratio = -1", |c| {
                 c.final_learning_rate_ratio = -1.0
             }),
