@@ -11,6 +11,7 @@ Three checkpoints cover what Llama / Qwen2 / Mistral families use:
                 (rope_theta / rope_scaling beside the other fields, as most published checkpoints carry it).
 - llama-bf16-sharded: LlamaForCausalLM in bf16, head_dim 12 != hidden / heads, linear rope scaling, an untied
                 head, written in shards through model.safetensors.index.json.
+- mistral-f16:  MistralForCausalLM in f16 with a sliding window (longer than any sequence here), untied.
 Each directory gets reference.safetensors: `ids` (int64 [1, T]) and `logits` (f32 [1, T, vocab]) from
 transformers in f32 (the bf16 checkpoint loaded as f32, which is what our loader computes in).
 """
@@ -128,6 +129,16 @@ def main():
         ),
         dtype=torch.bfloat16,
         shard="20KB",
+    )
+    write(
+        "mistral-f16",
+        transformers.MistralConfig(
+            **common,
+            sliding_window=32,
+            tie_word_embeddings=False,
+            rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+        ),
+        dtype=torch.float16,
     )
     print("transformers", transformers.__version__, "torch", torch.__version__)
 

@@ -52,6 +52,9 @@ pub struct HfConfig {
     pub bos: Option<u32>,
     /// `eos_token_id` (the first, when it is a list).
     pub eos: Option<u32>,
+    /// Mistral's attention window (`sliding_window`, when `use_sliding_window` is not false): a longer sequence
+    /// would attend further than the model was trained to, so [`load_hf`] refuses an LM whose sequence exceeds it.
+    pub sliding_window: Option<usize>,
 }
 
 fn fail(path: &Path, why: impl Into<String>) -> LmError {
@@ -151,6 +154,10 @@ impl HfConfig {
             max_positions: optional("max_position_embeddings").unwrap_or(usize::MAX),
             bos: first(&json["bos_token_id"]).map(|n| n as u32),
             eos: first(&json["eos_token_id"]).map(|n| n as u32),
+            sliding_window: match json["use_sliding_window"].as_bool() {
+                Some(false) => None,
+                _ => optional("sliding_window"),
+            },
         })
     }
 
@@ -393,6 +400,18 @@ pub fn load_hf<B: Backend>(
         return Err(fail(
             &hf.dir,
             "the LM config is not this checkpoint's: build it with HfConfig::architecture",
+        ));
+    }
+    let longest = config.sequence_len(arch.max_text_len);
+    if let Some(window) = hf.sliding_window
+        && longest > window
+    {
+        return Err(fail(
+            &hf.dir,
+            format!(
+                "the LM's longest sequence is {longest} positions, beyond the checkpoint's sliding_window of {window} \
+                 (full attention there would differ from the model's); use shorter captions or fewer image windows"
+            ),
         ));
     }
     let mut model = config.init::<B>(device)?;

@@ -81,8 +81,19 @@ fn a_sharded_bf16_llama_with_its_own_head_width_and_linear_rope_gives_transforme
 }
 
 #[test]
+fn an_f16_mistral_with_a_sliding_window_gives_transformers_logits_and_refuses_longer_sequences() {
+    let hf = HfConfig::read(&fixture("mistral-f16")).unwrap();
+    assert_eq!(hf.sliding_window, Some(32));
+    let delta = max_logit_difference("mistral-f16");
+    assert!(delta <= 1e-4, "max |Δ| = {delta}");
+    let long = hf.architecture(16, 40).into_config([2, 2], 1);
+    let err = load_hf::<B>(&hf, &long, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("sliding_window of 32"), "{err}");
+}
+
+#[test]
 fn the_parameter_count_is_what_the_files_hold() {
-    for name in ["llama-gqa", "qwen2-untied", "llama-bf16-sharded"] {
+    for name in ["llama-gqa", "qwen2-untied", "llama-bf16-sharded", "mistral-f16"] {
         let hf = HfConfig::read(&fixture(name)).unwrap();
         assert_eq!(hf.parameters(), parameters_in_files(&hf), "{name}");
     }
