@@ -476,7 +476,8 @@ pub struct LmBench {
     /// Backend to run on.
     #[arg(long, value_enum, default_value = "flex")]
     backend: BackendKind,
-    /// LM preset whose decoder and vocabulary are measured.
+    /// LM preset whose decoder and vocabulary are measured, or a HuggingFace checkpoint directory (its shape,
+    /// with 8192 image codes; the weights are not read).
     #[arg(long, default_value = "configs/lm-tiny.json")]
     config: PathBuf,
     /// Side of the code grid (16: 64 px images through vq-tiny).

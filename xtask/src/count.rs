@@ -40,10 +40,7 @@ impl Count {
                 self.downsample
             );
         }
-        let mut architecture = match self.config.is_dir() {
-            true => token_shuffle_lm::HfConfig::read(&self.config)?.architecture(8192, self.text_len),
-            false => load_lm_config(&self.config)?,
-        };
+        let mut architecture = load_lm_config(&self.config)?;
         architecture.codebook = self.codebook.unwrap_or(architecture.codebook);
         let config = architecture.into_config([resolution / self.downsample; 2], self.window);
         let s = config.window;
@@ -82,8 +79,13 @@ impl Count {
     }
 }
 
-/// Reads an LM preset (JSON; fields it does not give are lm-tiny's), naming the file and the field at fault.
+/// Reads an LM preset (JSON; fields it does not give are lm-tiny's), naming the file and the field at fault; or,
+/// for a directory, the shape of a HuggingFace checkpoint's LM extended with the paper's 8192 image codes (the
+/// weights are not read).
 pub fn load_lm_config(path: &Path) -> Result<LmArchitecture> {
+    if path.is_dir() {
+        return Ok(token_shuffle_lm::HfConfig::read(path)?.architecture(8192, 64));
+    }
     Ok(token_shuffle_train::config_file::load_with_defaults(
         path,
         &LmArchitecture::tiny(),
