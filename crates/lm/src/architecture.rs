@@ -41,6 +41,10 @@ pub struct LmArchitecture {
     /// parameters of its own); a pretrained model brings its own head.
     #[config(default = "TextHead::ScaledEmbedding")]
     pub text_head: TextHead,
+    /// The text id a prompt starts with in place of our `bos` special: a pretrained model's own
+    /// `bos_token_id`, which every text it learnt from started with. Default: none (our `bos`).
+    #[config(default = "None")]
+    pub text_bos: Option<u32>,
     /// Fraction of training prompts replaced by the empty prompt, so that the model also learns the
     /// unconditional distribution that classifier-free guidance needs. Default: 0.1. Applied by the trainer
     /// with [`crate::drop_prompts`].
@@ -155,6 +159,14 @@ impl LmArchitecture {
             if !(value.is_finite() && value >= 0.0) {
                 return fail(format!("{name} is {value}; it must be finite and ≥ 0"));
             }
+        }
+        if let Some(bos) = self.text_bos
+            && bos as usize >= self.text_vocab
+        {
+            return fail(format!(
+                "text_bos {bos} is not a text id (text_vocab is {}): give an id below it, or null for our bos",
+                self.text_vocab
+            ));
         }
         if !(0.0..1.0).contains(&self.prompt_dropout) {
             return fail(format!(

@@ -164,12 +164,12 @@ impl HfConfig {
     /// The LM architecture of this checkpoint extended with `codebook` image codes, for prompts of up to
     /// `max_text_len` ids.
     pub fn architecture(&self, codebook: usize, max_text_len: usize) -> LmArchitecture {
-        LmArchitecture::new(self.vocab_size, codebook, max_text_len, self.decoder.clone()).with_text_head(
-            match self.tied {
+        LmArchitecture::new(self.vocab_size, codebook, max_text_len, self.decoder.clone())
+            .with_text_head(match self.tied {
                 true => TextHead::TiedEmbedding,
                 false => TextHead::Linear,
-            },
-        )
+            })
+            .with_text_bos(self.bos.filter(|&bos| (bos as usize) < self.vocab_size))
     }
 
     /// The safetensors files of the checkpoint: the shards `model.safetensors.index.json` lists, or

@@ -90,8 +90,17 @@ fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) -> Res
     std::fs::write(path, serialized).map_err(|e| fail(format!("cannot be written ({e})")))
 }
 
+/// Which ids an exported checkpoint has rows for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vocabulary {
+    /// Text ids, specials and image codes: the whole LM.
+    Whole,
+    /// Text ids and specials: the text LM inside it.
+    Text,
+}
+
 /// The `config.json` of the exported checkpoint.
-fn config_json(config: &TokenShuffleLmConfig) -> serde_json::Value {
+fn config_json(config: &TokenShuffleLmConfig, vocabulary: Vocabulary) -> serde_json::Value {
     let arch = &config.architecture;
     let d = &arch.decoder;
     let vocab = config.vocab();
@@ -119,7 +128,10 @@ fn config_json(config: &TokenShuffleLmConfig) -> serde_json::Value {
     let mut json = json!({
         "architectures": [architecture],
         "model_type": model_type,
-        "vocab_size": vocab.size(),
+        "vocab_size": match vocabulary {
+            Vocabulary::Whole => vocab.size(),
+            Vocabulary::Text => vocab.non_image(),
+        },
         "hidden_size": d.d_model,
         "intermediate_size": d.mlp_hidden,
         "num_hidden_layers": d.n_layers,
@@ -146,6 +158,11 @@ fn config_json(config: &TokenShuffleLmConfig) -> serde_json::Value {
             "grid": config.grid,
         },
     });
+    if vocabulary == Vocabulary::Text
+        && let Some(fields) = json.as_object_mut()
+    {
+        fields.remove("token_shuffle");
+    }
     if model_type == "llama" {
         json["attention_bias"] = false.into();
         json["mlp_bias"] = false.into();
@@ -163,6 +180,30 @@ pub fn export_hf<B: Backend>(
     model: &TokenShuffleLm<B>,
     config: &TokenShuffleLmConfig,
     dir: &Path,
+) -> Result<usize, LmError> {
+    export(model, config, dir, Vocabulary::Whole)
+}
+
+/// [`export_hf`] of the text LM inside `model`: the embedding and `lm_head` rows of the text ids and specials only
+/// (`vocab_size` = [`crate::VocabLayout::non_image`], `bos_token_id` and `eos_token_id` our specials), without
+/// the image head and the Token-Shuffle modules. What a text-pretraining step writes, for a run to start from
+/// through [`crate::load_hf`] as from any pretrained LLM.
+///
+/// # Errors
+/// As [`export_hf`].
+pub fn export_hf_text<B: Backend>(
+    model: &TokenShuffleLm<B>,
+    config: &TokenShuffleLmConfig,
+    dir: &Path,
+) -> Result<usize, LmError> {
+    export(model, config, dir, Vocabulary::Text)
+}
+
+fn export<B: Backend>(
+    model: &TokenShuffleLm<B>,
+    config: &TokenShuffleLmConfig,
+    dir: &Path,
+    vocabulary: Vocabulary,
 ) -> Result<usize, LmError> {
     let fail = |path: &Path, why: String| LmError::Pretrained {
         path: path.to_path_buf(),
@@ -189,14 +230,25 @@ pub fn export_hf<B: Backend>(
         };
         if path.starts_with("shuffle.") || path.starts_with("unshuffle.") {
             shuffle.insert(path, rows);
+        } else if path == "embedding.weight" && vocabulary == Vocabulary::Text {
+            let d = rows.shape[1];
+            let text = config.vocab().non_image();
+            let values = rows.values[..text * d].to_vec();
+            backbone.insert(
+                "model.embed_tokens.weight".into(),
+                HostTensor {
+                    shape: vec![text, d],
+                    values,
+                },
+            );
         } else if let Some((name, transform)) = hf_name(&path) {
             backbone.insert(name, transform(rows, head_dim));
         }
     }
-    let text = host(model.text_head_rows())?;
-    let image = host(model.image_head_weight())?.transposed();
-    let mut head = text.values;
-    head.extend(image.values);
+    let mut head = host(model.text_head_rows())?.values;
+    if vocabulary == Vocabulary::Whole {
+        head.extend(host(model.image_head_weight())?.transposed().values);
+    }
     let d = config.architecture.decoder.d_model;
     backbone.insert(
         "lm_head.weight".into(),
@@ -207,10 +259,10 @@ pub fn export_hf<B: Backend>(
     );
     let tensors = backbone.len();
     write_safetensors(&dir.join("model.safetensors"), &backbone)?;
-    if !shuffle.is_empty() {
+    if !shuffle.is_empty() && vocabulary == Vocabulary::Whole {
         write_safetensors(&dir.join("token_shuffle.safetensors"), &shuffle)?;
     }
-    let json = serde_json::to_vec_pretty(&config_json(config)).expect("the config serialises");
+    let json = serde_json::to_vec_pretty(&config_json(config, vocabulary)).expect("the config serialises");
     let path = dir.join("config.json");
     std::fs::write(&path, json).map_err(|e| fail(&path, format!("cannot be written ({e})")))?;
     Ok(tensors)

@@ -69,7 +69,7 @@ pub use cfg::{CfgSchedule, MAX_CFG_SCALE, check_cfg_scale, drop_prompts, guide};
 pub use count::ModelCount;
 pub use decoder::{Decoder, DecoderCache, DecoderConfig, DecoderLayer};
 pub use hf::{HF_ARCHITECTURES, HfConfig, HfReference, load_hf};
-pub use hf_export::export_hf;
+pub use hf_export::{export_hf, export_hf_text};
 pub use model::{GenerateOptions, GenerateStep, LmError, LmLoss, TokenShuffleLm, TokenShuffleLmConfig};
 pub use rope::RopeScaling;
 pub use sampling::{Sampler, seeded_rng};

@@ -65,6 +65,7 @@ impl TokenShuffleLmConfig {
     /// The vocabulary layout.
     pub fn vocab(&self) -> VocabLayout {
         VocabLayout::new(self.architecture.text_vocab, self.architecture.codebook)
+            .with_text_bos(self.architecture.text_bos)
     }
 
     /// The same architecture with window `window`.

@@ -27,6 +27,9 @@ pub struct VocabLayout {
     pub text: usize,
     /// Number of image codes K (the VQ codebook size).
     pub codebook: usize,
+    /// A text id that begins sequences instead of the `bos` special (a pretrained model's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_bos: Option<u32>,
 }
 
 /// Number of special tokens.
@@ -35,7 +38,16 @@ pub(crate) const SPECIALS: usize = 5;
 impl VocabLayout {
     /// The layout for a text tokenizer of `text` ids and a VQ codebook of `codebook` codes.
     pub fn new(text: usize, codebook: usize) -> Self {
-        Self { text, codebook }
+        Self {
+            text,
+            codebook,
+            text_bos: None,
+        }
+    }
+
+    /// The same layout with sequences begun by the text id `bos` (a pretrained model's `bos_token_id`).
+    pub fn with_text_bos(self, bos: Option<u32>) -> Self {
+        Self { text_bos: bos, ..self }
     }
 
     /// Total number of ids: the embedding table's rows.
@@ -48,9 +60,9 @@ impl VocabLayout {
         self.text + SPECIALS
     }
 
-    /// Begin of sequence.
+    /// Begin of sequence: the text bos when there is one, else the special.
     pub fn bos(&self) -> u32 {
-        self.text as u32
+        self.text_bos.unwrap_or(self.text as u32)
     }
     /// End of sequence.
     pub fn eos(&self) -> u32 {
@@ -104,6 +116,9 @@ mod tests {
         let v = VocabLayout::new(10, 4);
         let specials = [v.bos(), v.eos(), v.pad(), v.boi(), v.eoi()];
         assert_eq!(specials, [10, 11, 12, 13, 14]);
+        let pretrained = v.with_text_bos(Some(3));
+        assert_eq!(pretrained.prompt(&[7]), vec![3, 7, 13]);
+        assert_eq!((pretrained.size(), pretrained.eos()), (v.size(), v.eos()));
         let codes: Vec<u32> = (0..4).map(|c| v.image_id(c)).collect();
         assert_eq!(codes, vec![15, 16, 17, 18]);
         assert_eq!(v.size(), 19);

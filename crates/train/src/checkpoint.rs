@@ -253,10 +253,7 @@ impl Checkpoints {
             .and_then(|c| serde_json::to_value(c).ok())
             .unwrap_or_else(|| state.config.clone());
         // Fields that change only logging (`log_every`, …) may differ: they do not change what is resumed.
-        let (stored, config) = (
-            crate::lm::without_logging_fields(&stored),
-            crate::lm::without_logging_fields(config),
-        );
+        let (stored, config) = (crate::lm::decisive_lm(&stored), crate::lm::decisive_lm(config));
         if stored != config {
             let field = differing_field(&stored, &config).unwrap_or_else(|| "?".into());
             return Err(TrainError::Checkpoint {

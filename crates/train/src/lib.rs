@@ -56,6 +56,7 @@ mod images;
 mod lm;
 mod lock;
 mod pipeline;
+mod pretrained;
 pub mod report;
 mod run_config;
 mod schedule;
@@ -75,6 +76,7 @@ pub use pipeline::{
     PipelineEvent, PipelineSteps, RunProbe, ShardSlice, TrainedRun, check_shard_codes, encode_shards, run_dir,
     run_pipeline, run_pipeline_probed,
 };
+pub use pretrained::{Pretrained, architecture_fields, fill_from_checkpoint};
 pub use run_config::RunConfig;
 pub use schedule::WarmupCosine;
 pub use tokenizer::{

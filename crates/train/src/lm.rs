@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
@@ -43,8 +43,20 @@ pub struct Stage {
 /// starts them fresh). The optimizer state restarts with each stage.
 #[derive(Config, Debug)]
 pub struct LmTrainingConfig {
-    /// The LM's architecture (an LM preset).
+    /// The LM's architecture (an LM preset). With [`init`](Self::init), the decoder, the text vocabulary, the
+    /// text head and the prompt's first id are the checkpoint's (a run config may leave them out).
     pub model: LmArchitecture,
+    /// Where the weights start: `None` (the default) draws them from [`seed`](Self::seed); a HuggingFace
+    /// checkpoint directory (Llama, Qwen2, Mistral: `config.json`, safetensors, `tokenizer.json`) gives the decoder,
+    /// the text embedding and the text head ([`token_shuffle_lm::load_hf`]); the image rows, the image head and
+    /// the Token-Shuffle modules start fresh from the seed.
+    #[config(default = "None")]
+    pub init: Option<std::path::PathBuf>,
+    /// Learning rate of the pretrained parameters (the decoder and an untied text head) as a multiple of the
+    /// stage's; 0 freezes them. The embedding table always trains at the stage's rate (it holds the new image
+    /// rows). Used with [`init`](Self::init). Default: 1.
+    #[config(default = 1.0)]
+    pub pretrained_learning_rate_scale: f64,
     /// The curriculum, in order.
     pub stages: Vec<Stage>,
     /// Samples per micro-batch. Default: 16.
@@ -91,12 +103,38 @@ pub struct LmTrainingConfig {
 /// trains: changing one on an existing run is accepted (the step's record and its checkpoints ignore them).
 pub const LOGGING_ONLY_LM_FIELDS: [&str; 3] = ["log_every", "benchmark_every", "keep_checkpoints"];
 
-/// An LM training config in JSON without its [`LOGGING_ONLY_LM_FIELDS`]: what decides the weights.
-pub(crate) fn without_logging_fields(lm: &serde_json::Value) -> serde_json::Value {
+/// LM fields added after run records existed, each with the value that keeps what a run did before it (its
+/// default): a record written before the field was made with that value.
+fn added_lm_fields() -> [(&'static [&'static str], serde_json::Value); 7] {
+    use serde_json::{Value, json};
+    [
+        (&["model", "decoder", "head_dim"], Value::Null),
+        (&["model", "decoder", "qkv_bias"], json!(false)),
+        (&["model", "decoder", "rope_scaling"], Value::Null),
+        (&["model", "text_head"], json!("scaled_embedding")),
+        (&["model", "text_bos"], Value::Null),
+        (&["init"], Value::Null),
+        (&["pretrained_learning_rate_scale"], json!(1.0)),
+    ]
+}
+
+/// What decides an LM training run's weights, from its config in JSON: without its [`LOGGING_ONLY_LM_FIELDS`],
+/// and without the fields added since records existed while they hold the value runs had before them (so that a
+/// record without the field and one with its default compare equal, and any other value is compared).
+pub(crate) fn decisive_lm(lm: &serde_json::Value) -> serde_json::Value {
     let mut decisive = lm.clone();
     if let Some(fields) = decisive.as_object_mut() {
         for field in LOGGING_ONLY_LM_FIELDS {
             fields.remove(field);
+        }
+    }
+    for (path, before) in added_lm_fields() {
+        let (last, parents) = path.split_last().expect("paths are not empty");
+        let parent = parents.iter().try_fold(&mut decisive, |v, key| v.get_mut(*key));
+        if let Some(fields) = parent.and_then(serde_json::Value::as_object_mut)
+            && fields.get(*last) == Some(&before)
+        {
+            fields.remove(*last);
         }
     }
     decisive
@@ -175,6 +213,14 @@ impl LmTrainingConfig {
             self.weight_decay,
             self.gradient_clip_norm,
         )?;
+        section.non_negative("pretrained_learning_rate_scale", self.pretrained_learning_rate_scale)?;
+        if self.init.is_none() && self.pretrained_learning_rate_scale != 1.0 {
+            return Err(TrainError::Config(format!(
+                "lm.pretrained_learning_rate_scale = {} but lm.init is null: nothing is pretrained; set lm.init to a \
+                 checkpoint directory, or remove the field",
+                self.pretrained_learning_rate_scale
+            )));
+        }
         for (i, stage) in self.stages.iter().enumerate() {
             section.at_least_one(&format!("stages[{i}].steps"), stage.steps)?;
             section.positive(&format!("stages[{i}].learning_rate"), stage.learning_rate)?;
@@ -254,6 +300,18 @@ pub enum LmEvent {
         /// What is wrong with it.
         why: String,
     },
+    /// The LM starts from a pretrained checkpoint ([`LmTrainingConfig::init`]): said before its weights are
+    /// read, with the memory they will take.
+    Pretrained {
+        /// The checkpoint directory.
+        dir: std::path::PathBuf,
+        /// Its `architectures` name.
+        architecture: String,
+        /// Parameters of the extended LM (the checkpoint's, the new vocabulary rows, the image head, Token-Shuffle).
+        parameters: usize,
+        /// Bytes its f32 weights take (the optimizer state adds twice that, the gradients once).
+        bytes: u64,
+    },
     /// A checkpoint was written.
     Checkpoint {
         /// Steps it covers.
@@ -317,10 +375,11 @@ struct MicroGradients {
 }
 
 /// burn-autodiff 0.21 keeps the graphs of every thread in one process-wide locator, and each backward pass ends by
-/// freeing the entries it judges orphaned, in all graphs. With replicas in threads, backward passes at the same
-/// time appear to lose gradient terms now and then (the replicas test failed 1 run in 3 under load: same losses,
-/// weights off by 1e-3; docs/BUILDING.md), so backward passes take turns; forward passes still run in parallel.
-static BACKWARD_PASSES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// freeing, in *all* graphs, the nodes it judges orphaned (`GraphCleaner::cleanup_orphaned_entries`): a node of
+/// another thread's graph that is being built at that moment can be among them, and that thread's backward then
+/// misses its gradient terms. The replicas test failed so (weights off by 1e-3) with backward passes alone taking
+/// turns, so each replica's whole forward + backward takes its turn (docs/BUILDING.md).
+static AUTODIFF_GRAPHS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The gradients of `lm`'s loss on `batch`, computed on `device` and moved to `main`.
 fn micro_gradients<B: AutodiffBackend>(
@@ -330,6 +389,7 @@ fn micro_gradients<B: AutodiffBackend>(
     device: &B::Device,
     main: &B::Device,
 ) -> Result<MicroGradients, TrainError> {
+    let turn = AUTODIFF_GRAPHS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let codes = Tensor::from_data(TensorData::new(batch.codes.clone(), batch.shape), device);
     let loss = lm.loss(lm.prompt_ids(&batch.texts, device), codes)?;
     let read = |t: &Tensor<B, 1>| -> f32 { t.clone().into_scalar().elem() };
@@ -339,10 +399,8 @@ fn micro_gradients<B: AutodiffBackend>(
         ("text cross-entropy", loss.text_ce.as_ref().map_or(0.0, read)),
         ("total", read(&loss.total)),
     ];
-    let grads = {
-        let _turn = BACKWARD_PASSES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        GradientsParams::from_grads((loss.total / micro_batches as f32).backward(), lm)
-    };
+    let grads = GradientsParams::from_grads((loss.total / micro_batches as f32).backward(), lm);
+    drop(turn);
     Ok(MicroGradients {
         grads: grads.to_device(main, lm),
         losses,
@@ -417,6 +475,51 @@ impl<B: Backend> ModuleVisitor<B> for InitialiseParameters {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let _ = param.val();
     }
+}
+
+/// The checkpoint file of the pretrained parameters' optimizer ([`LmTrainingConfig::pretrained_learning_rate_scale`]
+/// other than 0 and 1).
+const PRETRAINED_OPTIMIZER: &str = "optimizer-pretrained";
+
+/// Whether a parameter (by its path in the LM) came from the pretrained checkpoint and follows
+/// [`LmTrainingConfig::pretrained_learning_rate_scale`]: the decoder and an untied text head. The embedding table
+/// holds the new image rows too, so it trains at the stage's rate.
+fn is_pretrained(path: &str) -> bool {
+    path.starts_with("decoder.") || path.starts_with("text_head.")
+}
+
+/// Moves the gradients of the pretrained parameters ([`is_pretrained`]) out of `grads`.
+fn take_pretrained_gradients<B: AutodiffBackend>(
+    lm: &TokenShuffleLm<B>,
+    grads: &mut GradientsParams,
+) -> GradientsParams {
+    struct Take<'a> {
+        ids: std::collections::HashSet<ParamId>,
+        from: &'a mut GradientsParams,
+        to: GradientsParams,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Take<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.ids.contains(&param.id)
+                && let Some(grad) = self.from.remove::<B::InnerBackend, D>(param.id)
+            {
+                self.to.register::<B::InnerBackend, D>(param.id, grad);
+            }
+        }
+    }
+    let ids = lm
+        .collect(None, None, false)
+        .into_iter()
+        .filter(|snapshot| is_pretrained(&snapshot.full_path()))
+        .filter_map(|snapshot| snapshot.tensor_id)
+        .collect();
+    let mut take = Take {
+        ids,
+        from: grads,
+        to: GradientsParams::new(),
+    };
+    lm.visit(&mut take);
+    take.to
 }
 
 /// Transformer positions of one sample besides its text: `[bos]`/`[boi]` and one per image window.
@@ -522,7 +625,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
 
     // Start fresh, or from the latest checkpoint. Each stage's LM is built right after seeding with
     // `seed + stage`, so that layers a stage starts fresh are the same in a resumed run and an uninterrupted one.
-    let build = |index: usize| -> Result<TokenShuffleLm<B>, TrainError> {
+    let stage_config = |index: usize| -> Result<TokenShuffleLmConfig, TrainError> {
         let key = data[&config.stages[index].resolution].train.key();
         let lm = config.stage_lm(index, key.resolution as usize / key.grid[0].max(1));
         if lm.grid != key.grid {
@@ -531,6 +634,10 @@ pub fn train_lm_probed<B: AutodiffBackend>(
                 key.resolution, key.grid
             )));
         }
+        Ok(lm)
+    };
+    let build = |index: usize| -> Result<TokenShuffleLm<B>, TrainError> {
+        let lm = stage_config(index)?;
         B::seed(device, config.seed.wrapping_add(index as u64));
         let lm = lm.init::<B>(device)?;
         // burn draws a parameter's initial values when it is first read. Drawn now, in one fixed order, they
@@ -539,10 +646,35 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         lm.visit(&mut InitialiseParameters);
         Ok(lm)
     };
+    // The first stage's LM at a fresh start: from the seed, or from the pretrained checkpoint (its new parts from
+    // the seed, as `build` draws them).
+    let start = |on_event: &mut dyn FnMut(&LmEvent)| -> Result<TokenShuffleLm<B>, TrainError> {
+        let Some(dir) = &config.init else {
+            return build(0);
+        };
+        let hf = token_shuffle_lm::HfConfig::read(dir)?;
+        let lm = stage_config(0)?;
+        let parameters = lm.count(lm.architecture.max_text_len)?.parameters;
+        on_event(&LmEvent::Pretrained {
+            dir: dir.clone(),
+            architecture: hf.architecture.clone(),
+            parameters,
+            bytes: parameters as u64 * 4,
+        });
+        B::seed(device, config.seed);
+        let lm = token_shuffle_lm::load_hf::<B>(&hf, &lm, device)?;
+        lm.visit(&mut InitialiseParameters);
+        Ok(lm)
+    };
     let optimizer_config = AdamWConfig::new()
         .with_weight_decay(config.weight_decay)
         .with_grad_clipping(config.gradient_clip_norm.map(GradientClippingConfig::Norm));
     let mut optimizer = optimizer_config.init::<B, TokenShuffleLm<B>>();
+    // The pretrained parameters' own optimizer, when their learning rate is scaled (0 freezes them: no optimizer).
+    let scale = config.pretrained_learning_rate_scale;
+    let split = config.init.is_some() && scale != 1.0;
+    let mut pretrained_optimizer = optimizer_config.init::<B, TokenShuffleLm<B>>();
+    let with_pretrained_optimizer = split && scale > 0.0;
     let metrics_path = out.join("metrics.jsonl");
     let mut kept_metrics = String::new();
     let resume_from = if resume {
@@ -576,6 +708,12 @@ pub fn train_lm_probed<B: AutodiffBackend>(
                 .load(path.join("optimizer"), device)
                 .map_err(|e| unreadable("optimizer state", e))?;
             optimizer = optimizer.load_record(record);
+            if with_pretrained_optimizer {
+                let record = recorder
+                    .load(path.join(PRETRAINED_OPTIMIZER), device)
+                    .map_err(|e| unreadable("pretrained parameters' optimizer state", e))?;
+                pretrained_optimizer = pretrained_optimizer.load_record(record);
+            }
             // Keep the metrics of the steps the checkpoint covers; the resumed run writes the rest again.
             kept_metrics = crate::checkpoint::metrics_up_to(&metrics_path, state.step);
             (lm, state.stage, state.step)
@@ -594,7 +732,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
                     .into(),
             });
         }
-        None => (build(0)?, 0, 0),
+        None => (start(&mut on_event)?, 0, 0),
     };
     config
         .save(out.join("config.json"))
@@ -616,6 +754,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             let keep_shuffle = config.stages[current_stage].window == stage.window;
             lm = carry_over(&lm, build(stage_index)?, keep_shuffle);
             optimizer = optimizer_config.init();
+            pretrained_optimizer = optimizer_config.init();
             current_stage = stage_index;
         }
         if stage_step == 0 || step == start_step {
@@ -667,7 +806,16 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             since_log.1 += config.batch_size * (longest_text + lm_positions(&lm));
             since_log.2 += config.batch_size;
         }
-        lm = optimizer.step(learning_rate, lm, accumulator.grads());
+        let mut grads = accumulator.grads();
+        if split {
+            let pretrained = take_pretrained_gradients(&lm, &mut grads);
+            lm = optimizer.step(learning_rate, lm, grads);
+            if with_pretrained_optimizer {
+                lm = pretrained_optimizer.step(learning_rate * scale, lm, pretrained);
+            }
+        } else {
+            lm = optimizer.step(learning_rate, lm, grads);
+        }
 
         let done = step + 1;
         let stage_end = stage_step + 1 == stage.steps;
@@ -718,7 +866,13 @@ pub fn train_lm_probed<B: AutodiffBackend>(
                     message,
                 };
                 write_record::<B, _>(lm.clone().into_record(), &dir.join("model"), "model").map_err(failed)?;
-                write_record::<B, _>(optimizer.to_record(), &dir.join("optimizer"), "optimizer state").map_err(failed)
+                write_record::<B, _>(optimizer.to_record(), &dir.join("optimizer"), "optimizer state")
+                    .map_err(failed)?;
+                if with_pretrained_optimizer {
+                    let path = dir.join(PRETRAINED_OPTIMIZER);
+                    write_record::<B, _>(pretrained_optimizer.to_record(), &path, "optimizer state").map_err(failed)?;
+                }
+                Ok(())
             })?;
             on_event(&LmEvent::Checkpoint { step: done, path });
         }
@@ -852,6 +1006,40 @@ mod tests {
             6,
             "{metrics}"
         );
+    }
+
+    #[test]
+    fn a_pretrained_start_with_its_own_learning_rate_resumes_as_it_ran() {
+        let _turn = one_at_a_time();
+        let checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lm/tests/fixtures/hf/llama-gqa");
+        let hf = token_shuffle_lm::HfConfig::read(&checkpoint).unwrap();
+        let pretrained = |scale: f64| LmTrainingConfig {
+            model: hf.architecture(12, 6),
+            init: Some(checkpoint.clone()),
+            pretrained_learning_rate_scale: scale,
+            ..config(vec![Stage::new(16, 2, 6, 1e-2)])
+        };
+        let device = Default::default();
+        let run = |config: &LmTrainingConfig| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut events = Vec::new();
+            train_lm::<A>(config, &data(), dir.path(), false, &device, |e| events.push(e.clone())).unwrap();
+            (steps(&events), dir)
+        };
+        let losses = |s: &[LmStep]| s.iter().map(|s| (s.step, s.image_ce, s.z_loss)).collect::<Vec<_>>();
+        let (half, dir) = run(&pretrained(0.5));
+        assert!(
+            dir.path()
+                .join("checkpoints/step-00000006")
+                .join(PRETRAINED_OPTIMIZER)
+                .with_extension("mpk")
+                .exists()
+        );
+        let (full, _) = run(&pretrained(1.0));
+        assert_ne!(losses(&half)[5], losses(&full)[5], "the scale changes the training");
+        let resumed_dir = tempfile::tempdir().unwrap();
+        let resumed = killed_and_resumed(&pretrained(0.5), resumed_dir.path(), 4);
+        assert_eq!(losses(&resumed), losses(&half));
     }
 
     /// A logged step: its number, image cross-entropy and z-loss.
@@ -1132,7 +1320,12 @@ mod tests {
             ("lm.log_every = 0", |c| c.log_every = 0),
             ("lm.keep_checkpoints = 0", |c| c.keep_checkpoints = 0),
         ];
-        let signs: [(&str, Spoil); 4] = [
+        let signs: [(&str, Spoil); 6] = [
+            ("lm.pretrained_learning_rate_scale = -1", |c| {
+                c.init = Some("llm".into());
+                c.pretrained_learning_rate_scale = -1.0
+            }),
+            ("lm.init is null", |c| c.pretrained_learning_rate_scale = 0.0),
             ("lm.final_learning_rate_ratio = -1", |c| {
                 c.final_learning_rate_ratio = -1.0
             }),

@@ -29,6 +29,7 @@ use token_shuffle_vqgan::VqModel;
 
 use crate::images::tensor_to_images;
 use crate::lock::FileLock;
+use crate::pretrained::Pretrained;
 use crate::stage::{self, StageName, StageRecord};
 use crate::{
     ImageSource, LmData, LmEvent, RunConfig, TokenizerEvent, TrainError, TrainingImages, train_lm_probed,
@@ -135,8 +136,17 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     };
     // Before hours of tokenizer training, not after.
     config.lm.check_devices(devices.len())?;
+    // A pretrained checkpoint is read and checked against the config before anything is written.
+    let pretrained = config.lm.init.as_deref().map(Pretrained::open).transpose()?;
+    let pretrained_print = match &pretrained {
+        Some(pretrained) => {
+            pretrained.check_architecture(&config.lm.model)?;
+            Some(pretrained.fingerprint()?)
+        }
+        None => None,
+    };
     let _lock = crate::RunLock::acquire(dir)?;
-    let plan = stage::plan(config);
+    let plan = stage::plan_from(config, pretrained_print.as_deref());
     if let Some(from) = steps.restart_from {
         // The steps kept must come from this config, checked before anything is deleted.
         let kept: Vec<_> = plan.iter().filter(|(stage, _)| *stage < from).cloned().collect();
@@ -206,6 +216,20 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
             detail: text_path.display().to_string(),
         });
         TextTokenizer::load(&text_path)?
+    } else if let Some(pretrained) = &pretrained {
+        on_event(&PipelineEvent::Phase {
+            name: "text tokenizer",
+            skipped: false,
+            detail: format!(
+                "the checkpoint's, {} ids ({})",
+                pretrained.tokenizer.vocab_size(),
+                pretrained.hf.dir.join("tokenizer.json").display()
+            ),
+        });
+        record(StageName::Text).write(&text_dir)?;
+        pretrained.tokenizer.save(&text_path)?;
+        record(StageName::Text).finish(&text_dir, &stage::outputs(StageName::Text, config))?;
+        pretrained.tokenizer.clone()
     } else {
         on_event(&PipelineEvent::Phase {
             name: "text tokenizer",
@@ -1421,6 +1445,84 @@ mod tests {
             [true, true, true, false]
         );
         assert_eq!(std::fs::read(&lm).unwrap(), good, "the LM's weights were made again");
+    }
+
+    /// The parameters of `lm` under `prefix`, by path.
+    fn parameters_under(lm: &TokenShuffleLm<TestBackend>, prefix: &str) -> BTreeMap<String, Vec<f32>> {
+        use burn_store::ModuleSnapshot;
+        lm.collect(None, None, false)
+            .into_iter()
+            .filter(|s| s.full_path().starts_with(prefix))
+            .map(|s| (s.full_path(), s.to_data().unwrap().to_vec().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_run_starts_from_a_pretrained_checkpoint_with_its_tokenizer_and_refuses_a_changed_one() {
+        let _turn = crate::tests::one_at_a_time();
+        let checkpoint = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lm/tests/fixtures/hf/llama-gqa");
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(fixture.join(file), checkpoint.path().join(file)).unwrap();
+        }
+        // The file gives only where the weights come from; the checkpoint fills in the decoder.
+        let mut json = serde_json::to_value(tiny_run()).unwrap();
+        let model = json["lm"]["model"].as_object_mut().unwrap();
+        for field in ["text_vocab", "decoder", "text_head", "text_bos"] {
+            model.remove(field);
+        }
+        json["lm"]["init"] = checkpoint.path().to_string_lossy().into_owned().into();
+        json["lm"]["pretrained_learning_rate_scale"] = 0.0.into();
+        let config = RunConfig::parse(&json.to_string()).unwrap();
+        assert_eq!(config.lm.model.decoder.d_model, 32);
+        assert_eq!(config.lm.model.text_bos, Some(1));
+
+        let dir = tempfile::tempdir().unwrap();
+        let events = train(&config, dir.path(), None).unwrap();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            PipelineEvent::Lm(crate::LmEvent::Pretrained { parameters, .. }) if *parameters > 0
+        )));
+        let device = Default::default();
+        let run = TrainedRun::<TestBackend>::load(dir.path(), &device).unwrap();
+        let theirs = TextTokenizer::load(&checkpoint.path().join("tokenizer.json")).unwrap();
+        assert_eq!(
+            run.text.encode("a red circle").unwrap(),
+            theirs.encode("a red circle").unwrap()
+        );
+        // Frozen (scale 0): the decoder is the checkpoint's to the bit; what is new has trained.
+        let hf = token_shuffle_lm::HfConfig::read(checkpoint.path()).unwrap();
+        let stage = config.lm.stage_lm(0, config.tokenizer.model.downsample_factor());
+        let loaded = token_shuffle_lm::load_hf::<TestBackend>(&hf, &stage, &device).unwrap();
+        assert_eq!(
+            parameters_under(&run.lm, "decoder."),
+            parameters_under(&loaded, "decoder.")
+        );
+        assert_ne!(
+            parameters_under(&run.lm, "image_head."),
+            parameters_under(&loaded, "image_head.")
+        );
+
+        // A contradicting field is named with both values, before anything is written.
+        let mut wider = config.clone();
+        wider.lm.model.decoder.mlp_hidden = 64;
+        let err = train(&wider, tempfile::tempdir().unwrap().path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lm.model.decoder.mlp_hidden = 64") && err.contains("gives 48"),
+            "{err}"
+        );
+        // A changed checkpoint is a changed config for the LM step.
+        let tokenizer = checkpoint.path().join("tokenizer.json");
+        let mut text = std::fs::read_to_string(&tokenizer).unwrap();
+        text.push('\n');
+        std::fs::write(&tokenizer, text).unwrap();
+        let err = train(&config, dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("its lm step is from another config") && err.contains("pretrained"),
+            "{err}"
+        );
     }
 
     #[test]

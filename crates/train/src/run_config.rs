@@ -18,7 +18,8 @@ pub struct RunConfig {
     /// Default: 4000.
     #[config(default = 4000)]
     pub lm_images: usize,
-    /// Largest id count of the text BPE (at least 256). Default: 512.
+    /// Largest id count of the text BPE (at least 256; not used with `lm.init`, whose tokenizer the run takes).
+    /// Default: 512.
     #[config(default = 512)]
     pub text_vocab_size: usize,
     /// For a folder of images: train the LM on images without a caption (with an empty one) instead of refusing
@@ -97,7 +98,8 @@ impl RunConfig {
     }
 
     /// Reads a run config file: its fields over [`demo`](Self::demo)'s (a file may give only what it changes),
-    /// unknown fields refused by path. Run directories written before the LM's `grid`, `window` and
+    /// unknown fields refused by path. With `lm.init`, the LM fields the checkpoint decides and the file leaves
+    /// out are read from the checkpoint's `config.json` ([`crate::fill_from_checkpoint`]). Run directories written before the LM's `grid`, `window` and
     /// `decoder.max_seq_len` left the format (and with the LM under `lm.lm`) still load.
     ///
     /// # Errors
@@ -115,7 +117,10 @@ impl RunConfig {
     /// # Errors
     /// A message naming the field at fault.
     pub fn parse(text: &str) -> Result<Self, String> {
-        parse_with_defaults(text, &Self::demo(), migrate_run)
+        let mut given: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        migrate_run(&mut given);
+        crate::fill_from_checkpoint(&mut given)?;
+        parse_with_defaults(&given.to_string(), &Self::demo(), |_| {})
     }
 
     /// Checks, before anything is written, that every stage can be built and that the parts fit together.
@@ -133,13 +138,14 @@ impl RunConfig {
                 model.codebook, self.tokenizer.model.codebook_size
             ));
         }
-        if model.text_vocab < self.text_vocab_size {
+        // With a pretrained checkpoint its tokenizer is the run's (checked against it when the run starts).
+        if self.lm.init.is_none() && model.text_vocab < self.text_vocab_size {
             return fail(format!(
                 "lm.model.text_vocab = {} is below text_vocab_size = {}; raise it",
                 model.text_vocab, self.text_vocab_size
             ));
         }
-        if self.text_vocab_size < 256 {
+        if self.lm.init.is_none() && self.text_vocab_size < 256 {
             return fail(format!(
                 "text_vocab_size = {} is below 256: the byte-level BPE needs an id for every byte",
                 self.text_vocab_size

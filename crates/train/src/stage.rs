@@ -120,7 +120,7 @@ fn normalised(value: Value) -> Value {
 fn decisive(inputs: &Value) -> Value {
     let mut decisive = inputs.clone();
     if let Some(lm) = decisive.get_mut("lm") {
-        *lm = crate::lm::without_logging_fields(lm);
+        *lm = crate::lm::decisive_lm(lm);
     }
     decisive
 }
@@ -142,15 +142,25 @@ fn record(inputs: Value) -> StageRecord {
 
 /// The record each stage of a run of `config` must carry (without outputs), in pipeline order.
 pub fn plan(config: &RunConfig) -> Vec<(StageName, StageRecord)> {
+    plan_from(config, None)
+}
+
+/// [`plan`] for a run that starts from a pretrained checkpoint (`lm.init`) whose files have the fingerprint
+/// `pretrained` ([`crate::Pretrained::fingerprint`]): the LM step's record holds it.
+pub fn plan_from(config: &RunConfig, pretrained: Option<&str>) -> Vec<(StageName, StageRecord)> {
     let tokenizer = record(json!({ "data": config.data, "tokenizer": config.tokenizer }));
-    // The text tokenizer is trained on the captions of the LM's training images, drawn with the tokenizer's seed.
-    let text = record(json!({
-        "data": config.data,
-        "lm_images": config.lm_images,
-        "text_vocab_size": config.text_vocab_size,
-        "allow_uncaptioned": config.allow_uncaptioned,
-        "seed": config.tokenizer.seed,
-    }));
+    let text = match &config.lm.init {
+        // The checkpoint's own tokenizer, copied (its content is in the LM step's `pretrained` fingerprint).
+        Some(init) => record(json!({ "tokenizer_json": init.join("tokenizer.json") })),
+        // A BPE trained on the captions of the LM's training images, drawn with the tokenizer's seed.
+        None => record(json!({
+            "data": config.data,
+            "lm_images": config.lm_images,
+            "text_vocab_size": config.text_vocab_size,
+            "allow_uncaptioned": config.allow_uncaptioned,
+            "seed": config.tokenizer.seed,
+        })),
+    };
     let codes = record(json!({
         "tokenizer": tokenizer.fingerprint,
         "text": text.fingerprint,
@@ -160,7 +170,11 @@ pub fn plan(config: &RunConfig) -> Vec<(StageName, StageRecord)> {
         "seed": config.tokenizer.seed,
         "resolutions": resolutions(config),
     }));
-    let lm = record(json!({ "codes": codes.fingerprint, "lm": config.lm }));
+    let mut lm = json!({ "codes": codes.fingerprint, "lm": config.lm });
+    if let Some(pretrained) = pretrained {
+        lm["pretrained"] = pretrained.into();
+    }
+    let lm = record(lm);
     StageName::ALL.into_iter().zip([tokenizer, text, codes, lm]).collect()
 }
 
@@ -410,9 +424,13 @@ pub fn check(
 /// for an unreadable record.
 pub fn check_describes(dir: &Path, config: &RunConfig) -> Result<(), TrainError> {
     for (stage, wanted) in plan(config) {
-        let Some(found) = StageRecord::read(&dir.join(stage.name()))? else {
+        let Some(mut found) = StageRecord::read(&dir.join(stage.name()))? else {
             continue;
         };
+        // Which files a pretrained LM started from does not change the model its weights are built as.
+        if let Some(inputs) = found.inputs.as_object_mut() {
+            inputs.remove("pretrained");
+        }
         if !found.made_from(&wanted) {
             let difference = match first_difference(&decisive(&found.inputs), &decisive(&wanted.inputs)) {
                 Some((field, made, now)) => format!(
@@ -464,6 +482,32 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn an_lm_record_made_before_a_field_existed_matches_its_default_and_no_other_value() {
+        let config = RunConfig::tiny();
+        let lm = |c: &RunConfig| plan(c)[StageName::Lm as usize].1.clone();
+        let mut old = lm(&config);
+        let fields = old.inputs["lm"].as_object_mut().unwrap();
+        fields.remove("init");
+        fields.remove("pretrained_learning_rate_scale");
+        fields["model"].as_object_mut().unwrap().remove("text_head");
+        fields["model"].as_object_mut().unwrap().remove("text_bos");
+        let decoder = fields["model"]["decoder"].as_object_mut().unwrap();
+        for field in ["head_dim", "qkv_bias", "rope_scaling"] {
+            decoder.remove(field);
+        }
+        assert!(
+            old.made_from(&lm(&config)),
+            "the defaults are what the old record was made with"
+        );
+        let mut changed = config.clone();
+        changed.lm.model.decoder.qkv_bias = true;
+        assert!(!old.made_from(&lm(&changed)));
+        let mut changed = config;
+        changed.lm.pretrained_learning_rate_scale = 0.5;
+        assert!(!old.made_from(&lm(&changed)));
     }
 
     #[test]
