@@ -9,6 +9,7 @@ mod evaluation;
 mod export_hf;
 mod hf_check;
 mod highres;
+mod pretrain_text;
 mod run;
 mod train_tokenizer;
 
@@ -60,6 +61,9 @@ enum Command {
     /// Load a HuggingFace checkpoint (Llama, Qwen2, Mistral) as the LM's initialisation; with `--reference`,
     /// compare its logits with the reference implementation's.
     HfCheck(hf_check::HfCheck),
+    /// Pretrain a text LM on the scene grammar's training captions and write it as a HuggingFace checkpoint, for a
+    /// run to start from (`lm.init`).
+    PretrainText(pretrain_text::PretrainText),
     /// Run a whole training pipeline: tokenizer, text tokenizer, code caches, LM (finished steps are skipped).
     Train(run::Train),
     /// Generate images from a trained run.
@@ -83,6 +87,7 @@ fn main() -> Result<()> {
         Command::Demo(command) => command.run(),
         Command::ExportHf(command) => command.run(),
         Command::HfCheck(command) => command.run(),
+        Command::PretrainText(command) => command.run(),
         Command::Train(command) => command.run(),
         Command::Generate(command) => command.run(),
     }

@@ -351,11 +351,11 @@ fn event_line(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, l
             parameters,
             bytes,
         }) => format!(
-            "[{t:>6.0} s]   lm starts from {} ({architecture}): {:.1}M parameters, {:.2} GiB of f32 weights \
+            "[{t:>6.0} s]   lm starts from {} ({architecture}): {:.1}M parameters, {:.1} MiB of f32 weights \
              (+ 2x that for AdamW, 1x for gradients)",
             dir.display(),
             *parameters as f64 / 1e6,
-            *bytes as f64 / (1u64 << 30) as f64
+            *bytes as f64 / (1u64 << 20) as f64
         ),
     }
 }

@@ -396,6 +396,20 @@ impl<B: Backend> TokenShuffleLm<B> {
         logits.reshape([batch, t, n])
     }
 
+    /// Mean next-token cross-entropy of text-only sequences through the text head (text pretraining), the targets
+    /// that are padding ignored.
+    ///
+    /// # Shapes
+    /// - `ids`: `[B, T]`, `T ≥ 2`, text ids and specials, right-padded with [`VocabLayout::pad`]
+    /// - output: `[1]`
+    pub fn text_sequence_ce(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let t = ids.dims()[1];
+        let hidden = self
+            .decoder
+            .forward(self.embedding.forward(ids.clone().narrow(1, 0, t - 1)), None, None);
+        self.text_loss(hidden, ids)
+    }
+
     /// The image head's weight, `[d, K]`.
     pub(crate) fn image_head_weight(&self) -> Tensor<B, 2> {
         self.image_head.weight.val()

@@ -61,6 +61,7 @@ pub mod report;
 mod run_config;
 mod schedule;
 pub mod stage;
+mod text_pretraining;
 mod tokenizer;
 mod weights;
 
@@ -79,6 +80,7 @@ pub use pipeline::{
 pub use pretrained::{Pretrained, architecture_fields, fill_from_checkpoint};
 pub use run_config::RunConfig;
 pub use schedule::WarmupCosine;
+pub use text_pretraining::{TextPretrainingConfig, TextPretrainingReport, TextStep, pretrain_text};
 pub use tokenizer::{
     ReconstructionReport, TokenizerEvent, TokenizerStep, TokenizerTrainingConfig, check_tokenizer_out,
     evaluate_reconstruction, reconstruct, reconstruction_grid, train_tokenizer,
