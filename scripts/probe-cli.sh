@@ -221,6 +221,49 @@ probe "hf-check --model <not a checkpoint>" 1 "has no config.json" -- "$xtask" h
 probe "hf-check --reference <not safetensors>" 1 "is not a safetensors file" -- \
   "$xtask" hf-check --model "$hf" --reference "$hf/config.json"
 
+echo "== lm.init (a run from a pretrained checkpoint)"
+# A copy of a fixture checkpoint, spoilt one way per probe; the run config names it in lm.init.
+spoilt() {
+  local dir="$scratch/ckpt-$RANDOM$RANDOM"
+  cp -r "crates/lm/tests/fixtures/hf/${2:-llama-gqa}" "$dir"
+  (cd "$dir" && eval "$1")
+  echo "$dir"
+}
+init_run() { with ".lm.init = \"$1\" | del(.lm.model.text_vocab, .lm.model.decoder, .lm.model.text_head, .lm.model.text_bos)"; }
+probe "lm.init: a directory without config.json" 1 "has no config.json" -- \
+  "$xtask" train --config "$(init_run "$scratch")" --run "$scratch/init-run"
+ckpt=$(spoilt 'jq ".architectures = [\"GPT2LMHeadModel\"]" config.json > c && mv c config.json')
+probe "lm.init: an unknown architecture" 1 "GPT2LMHeadModel is not supported" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+ckpt=$(spoilt 'jq ".rope_parameters.rope_type = \"yarn\"" config.json > c && mv c config.json')
+probe "lm.init: an unknown rope type" 1 "yarn" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+ckpt=$(spoilt 'rm tokenizer.json')
+probe "lm.init: no tokenizer.json" 1 "tokenizer.json is missing" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+ckpt=$(spoilt 'echo "{ broken" > tokenizer.json')
+probe "lm.init: a corrupt tokenizer.json" 1 "tokenizer.json" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+ckpt=$(spoilt 'jq ".vocab_size = 50" config.json > c && mv c config.json')
+probe "lm.init: a tokenizer larger than the embedding" 1 "vocab_size = 50" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+ckpt=$(spoilt 'jq ".intermediate_size = 40" config.json > c && mv c config.json')
+probe "lm.init: a tensor of another shape than config.json says" 1 "does not match its weights" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+ckpt=$(spoilt 'truncate -s 5000 model-00002-of-00003.safetensors' llama-bf16-sharded)
+probe "lm.init: a truncated shard" 1 "model-00002-of-00003.safetensors" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+ckpt=$(spoilt 'rm model-00003-of-00003.safetensors' llama-bf16-sharded)
+probe "lm.init: a missing shard" 1 "model-00003-of-00003.safetensors" -- \
+  "$xtask" train --config "$(init_run "$ckpt")" --run "$scratch/init-run"
+probe "lm.init: a run config field that contradicts the checkpoint" 1 "contradicts the checkpoint" -- \
+  "$xtask" train --config "$(with ".lm.init = \"crates/lm/tests/fixtures/hf/llama-gqa\" | .lm.model.text_vocab = 100 | del(.lm.model.text_bos, .lm.model.text_head, .lm.model.decoder)")" --run "$scratch/init-run"
+probe "lm.pretrained_learning_rate_scale without lm.init" 1 "lm.init is null" -- \
+  "$xtask" train --config "$(with '.lm.pretrained_learning_rate_scale = 0.5')" --run "$scratch/init-run"
+[ -e "$scratch/init-run/lm" ] && { echo "FAIL  a refused lm.init run wrote an LM step"; failed=$((failed + 1)); }
+probe "pretrain-text --out <a directory with files>" 1 "holds files already" -- \
+  "$xtask" pretrain-text --config configs/text-tiny.json --steps 1 --captions 40 --out "$run"
+
 echo "== folders"
 folder="$scratch/folder"
 mkdir -p "$folder"

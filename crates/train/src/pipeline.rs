@@ -141,6 +141,12 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     let pretrained_print = match &pretrained {
         Some(pretrained) => {
             pretrained.check_architecture(&config.lm.model)?;
+            // Every weight file read and matched against the model now, not after hours of tokenizer training
+            // (a truncated shard, a tensor of another shape); the LM step loads it again when it starts.
+            if !dir.join(StageName::Lm.name()).join("done.json").exists() {
+                let first = config.lm.stage_lm(0, config.tokenizer.model.downsample_factor());
+                token_shuffle_lm::load_hf::<B::InnerBackend>(&pretrained.hf, &first, device)?;
+            }
             Some(pretrained.fingerprint()?)
         }
         None => None,
