@@ -10,6 +10,8 @@
 #   bash scripts/ablate-pretrained.sh          # ~35 min on 2 cores; OUT=… TEXT_STEPS=… to change
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The target dir CI and scripts/probe-cli.sh use, so that this does not build a second one.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/token-shuffle-rs/target}"
 OUT=${OUT:-runs/ablate-pretrained}
 TEXT_STEPS=${TEXT_STEPS:-600}
 mkdir -p "$OUT"
