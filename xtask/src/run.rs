@@ -349,13 +349,12 @@ fn event_line(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, l
             dir,
             architecture,
             parameters,
-            bytes,
         }) => format!(
             "[{t:>6.0} s]   lm starts from {} ({architecture}): {:.1}M parameters, {:.1} MiB of f32 weights \
              (+ 2x that for AdamW, 1x for gradients)",
             dir.display(),
             *parameters as f64 / 1e6,
-            *bytes as f64 / (1u64 << 20) as f64
+            (*parameters * 4) as f64 / (1u64 << 20) as f64
         ),
     }
 }

@@ -2,7 +2,7 @@
 //! warm-up + cosine learning rate per stage, gradient accumulation and clipping, validation, checkpoints every N
 //! steps and exact resume, and a stop with a named error on a NaN loss.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -307,10 +307,9 @@ pub enum LmEvent {
         dir: std::path::PathBuf,
         /// Its `architectures` name.
         architecture: String,
-        /// Parameters of the extended LM (the checkpoint's, the new vocabulary rows, the image head, Token-Shuffle).
+        /// Parameters of the extended LM (the checkpoint's, the new vocabulary rows, the image head, Token-Shuffle),
+        /// held in f32: 4 bytes each, twice that again for AdamW's state and once for the gradients.
         parameters: usize,
-        /// Bytes its f32 weights take (the optimizer state adds twice that, the gradients once).
-        bytes: u64,
     },
     /// A checkpoint was written.
     Checkpoint {
@@ -488,13 +487,24 @@ fn is_pretrained(path: &str) -> bool {
     path.starts_with("decoder.") || path.starts_with("text_head.")
 }
 
-/// Moves the gradients of the pretrained parameters ([`is_pretrained`]) out of `grads`.
-fn take_pretrained_gradients<B: AutodiffBackend>(
+/// The ids of `lm`'s pretrained parameters ([`is_pretrained`]); they stay the same through optimizer steps, so
+/// they are found once per LM built.
+fn pretrained_ids<B: Backend>(lm: &TokenShuffleLm<B>) -> HashSet<ParamId> {
+    lm.collect(None, None, false)
+        .into_iter()
+        .filter(|snapshot| is_pretrained(&snapshot.full_path()))
+        .filter_map(|snapshot| snapshot.tensor_id)
+        .collect()
+}
+
+/// Moves the gradients of the parameters `ids` of `lm` out of `grads`.
+fn take_gradients<B: AutodiffBackend>(
     lm: &TokenShuffleLm<B>,
+    ids: &HashSet<ParamId>,
     grads: &mut GradientsParams,
 ) -> GradientsParams {
     struct Take<'a> {
-        ids: std::collections::HashSet<ParamId>,
+        ids: &'a HashSet<ParamId>,
         from: &'a mut GradientsParams,
         to: GradientsParams,
     }
@@ -507,12 +517,6 @@ fn take_pretrained_gradients<B: AutodiffBackend>(
             }
         }
     }
-    let ids = lm
-        .collect(None, None, false)
-        .into_iter()
-        .filter(|snapshot| is_pretrained(&snapshot.full_path()))
-        .filter_map(|snapshot| snapshot.tensor_id)
-        .collect();
     let mut take = Take {
         ids,
         from: grads,
@@ -659,7 +663,6 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             dir: dir.clone(),
             architecture: hf.architecture.clone(),
             parameters,
-            bytes: parameters as u64 * 4,
         });
         B::seed(device, config.seed);
         let lm = token_shuffle_lm::load_hf::<B>(&hf, &lm, device)?;
@@ -734,6 +737,7 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         }
         None => (start(&mut on_event)?, 0, 0),
     };
+    let mut pretrained = if split { pretrained_ids(&lm) } else { HashSet::new() };
     config
         .save(out.join("config.json"))
         .map_err(io(&out.join("config.json")))?;
@@ -755,6 +759,9 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             lm = carry_over(&lm, build(stage_index)?, keep_shuffle);
             optimizer = optimizer_config.init();
             pretrained_optimizer = optimizer_config.init();
+            if split {
+                pretrained = pretrained_ids(&lm);
+            }
             current_stage = stage_index;
         }
         if stage_step == 0 || step == start_step {
@@ -808,10 +815,10 @@ pub fn train_lm_probed<B: AutodiffBackend>(
         }
         let mut grads = accumulator.grads();
         if split {
-            let pretrained = take_pretrained_gradients(&lm, &mut grads);
+            let pretrained_grads = take_gradients(&lm, &pretrained, &mut grads);
             lm = optimizer.step(learning_rate, lm, grads);
             if with_pretrained_optimizer {
-                lm = pretrained_optimizer.step(learning_rate * scale, lm, pretrained);
+                lm = pretrained_optimizer.step(learning_rate * scale, lm, pretrained_grads);
             }
         } else {
             lm = optimizer.step(learning_rate, lm, grads);

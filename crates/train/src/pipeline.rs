@@ -142,8 +142,12 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
         Some(pretrained) => {
             pretrained.check_architecture(&config.lm.model)?;
             // Every weight file read and matched against the model now, not after hours of tokenizer training
-            // (a truncated shard, a tensor of another shape); the LM step loads it again when it starts.
-            if !dir.join(StageName::Lm.name()).join("done.json").exists() {
+            // (a truncated shard, a tensor of another shape), when the LM step will read it: it has not finished
+            // and has no checkpoint to resume from (the fingerprint covers a checkpoint changed since).
+            let lm_dir = dir.join(StageName::Lm.name());
+            let lm_started = lm_dir.join("done.json").exists()
+                || !crate::Checkpoints::new(lm_dir.join("checkpoints"), 1).list().is_empty();
+            if !lm_started {
                 let first = config.lm.stage_lm(0, config.tokenizer.model.downsample_factor());
                 token_shuffle_lm::load_hf::<B::InnerBackend>(&pretrained.hf, &first, device)?;
             }

@@ -13,15 +13,22 @@ use token_shuffle_lm::{HfConfig, LmArchitecture};
 
 use crate::TrainError;
 
+/// The fields of `lm.model` that a checkpoint decides.
+const CHECKPOINT_FIELDS: [&str; 4] = ["text_vocab", "decoder", "text_head", "text_bos"];
+
+/// The [`CHECKPOINT_FIELDS`] of `arch` as the run config writes them, normalised through their text form (so that
+/// an f32 widened to f64 in memory compares equal to the file's decimal).
+fn checkpoint_fields(arch: &LmArchitecture) -> Value {
+    let all = serde_json::to_value(arch).expect("the architecture serialises");
+    let fields = CHECKPOINT_FIELDS
+        .iter()
+        .map(|field| (field.to_string(), all[field].clone()));
+    crate::stage::normalised(Value::Object(fields.collect()))
+}
+
 /// The LM architecture fields that a checkpoint decides, as the run config writes them under `lm.model`.
 pub fn architecture_fields(hf: &HfConfig) -> Value {
-    let arch = hf.architecture(1, 1);
-    json!({
-        "text_vocab": arch.text_vocab,
-        "decoder": arch.decoder,
-        "text_head": arch.text_head,
-        "text_bos": arch.text_bos,
-    })
+    checkpoint_fields(&hf.architecture(1, 1))
 }
 
 /// A checkpoint directory opened as a run's starting point: its config and its tokenizer, both checked.
@@ -77,17 +84,7 @@ impl Pretrained {
     /// # Errors
     /// [`TrainError::Config`].
     pub fn check_architecture(&self, arch: &LmArchitecture) -> Result<(), TrainError> {
-        // Compared as JSON text read back, so that an f32 widened to f64 on one side compares equal.
-        let text = |v: Value| -> Value { serde_json::from_str(&v.to_string()).expect("JSON text parses") };
-        let wanted = text(architecture_fields(&self.hf));
-        let given = serde_json::to_value(arch).expect("the architecture serialises");
-        let given = text(json!({
-            "text_vocab": given["text_vocab"],
-            "decoder": given["decoder"],
-            "text_head": given["text_head"],
-            "text_bos": given["text_bos"],
-        }));
-        match crate::stage::first_difference(&given, &wanted) {
+        match crate::stage::first_difference(&checkpoint_fields(arch), &architecture_fields(&self.hf)) {
             None => Ok(()),
             Some((field, ours, theirs)) => Err(TrainError::Config(format!(
                 "lm.model.{field} = {ours} contradicts the checkpoint lm.init = {}, whose config.json gives {theirs}: \
@@ -143,9 +140,7 @@ pub fn fill_from_checkpoint(given: &mut Value) -> Result<(), String> {
     let model = &given["lm"]["model"];
     let decoder_fields =
         serde_json::to_value(token_shuffle_lm::DecoderConfig::new(1, 1, 1, 1)).expect("the decoder config serialises");
-    let complete = ["text_vocab", "text_head", "text_bos"]
-        .iter()
-        .all(|field| model.get(field).is_some())
+    let complete = CHECKPOINT_FIELDS.iter().all(|field| model.get(field).is_some())
         && decoder_fields
             .as_object()
             .is_some_and(|fields| fields.keys().all(|field| model["decoder"].get(field).is_some()));

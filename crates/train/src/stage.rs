@@ -111,7 +111,7 @@ pub struct StageRecord {
 
 /// Normalises a JSON value through its text form, so that a record read back from disk compares equal to one made
 /// in memory (an f32 field widened to f64 in memory reads back as the shorter decimal it was written as).
-fn normalised(value: Value) -> Value {
+pub(crate) fn normalised(value: Value) -> Value {
     serde_json::from_str(&value.to_string()).expect("JSON text parses")
 }
 

@@ -16,10 +16,10 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use serde::Serialize;
-use token_shuffle_data::rng::SplitMix64;
 use token_shuffle_data::text::TextTokenizer;
 use token_shuffle_lm::{DecoderConfig, LmArchitecture, TextHead, TokenShuffleLm, TokenShuffleLmConfig, VocabLayout};
 
+use crate::images::EpochOrder;
 use crate::{TrainError, WarmupCosine};
 
 /// A text-pretraining run.
@@ -221,22 +221,16 @@ pub fn pretrain_text<B: AutodiffBackend>(
         total_steps: config.steps,
         final_ratio: 0.1,
     };
-    let mut rng = SplitMix64::new(config.seed, 0x7e47);
-    let mut order: Vec<usize> = Vec::new();
+    let mut order = EpochOrder::default();
     let started = Instant::now();
     let mut since_log = (Instant::now(), 0usize);
     for step in 0..config.steps {
-        let rows: Vec<&Vec<u32>> = (0..config.batch_size)
-            .map(|_| {
-                if order.is_empty() {
-                    // A new epoch in a seeded order (Fisher–Yates).
-                    order = (0..train_ids.len()).collect();
-                    for i in (1..order.len()).rev() {
-                        order.swap(i, rng.below(i + 1));
-                    }
-                }
-                &train_ids[order.pop().expect("refilled above")]
-            })
+        // Each epoch in its own seeded order, as the LM's training reads its samples.
+        let positions = step * config.batch_size..(step + 1) * config.batch_size;
+        let rows: Vec<&Vec<u32>> = order
+            .indices(train_ids.len(), config.seed, positions)
+            .into_iter()
+            .map(|i| &train_ids[i])
             .collect();
         let loss = lm.text_sequence_ce(batch::<B>(&rows, vocab.pad(), device));
         let text_ce: f32 = loss.clone().into_scalar().elem();
