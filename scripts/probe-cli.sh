@@ -353,7 +353,7 @@ probe "a shard that is not a tar file" 1 "not a readable tar file" -- \
   "$xtask" train --config "$(with ".data = \"$scratch/shards/{0..1}.tar\"")" --run "$scratch/sh2"
 
 echo "== Ctrl-C"
-"$xtask" train --config "$(with '.lm.stages[0].steps = 300')" --run "$scratch/sigint" >"$scratch/sigint.log" 2>&1 &
+"$xtask" train --config "$(with '.lm.stages[0].steps = 100000')" --run "$scratch/sigint" >"$scratch/sigint.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do [ -e "$scratch/sigint/run.json" ] && break; sleep 0.1; done
 sleep 1
