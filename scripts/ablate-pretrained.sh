@@ -26,20 +26,27 @@ batch=$(jq '.lm.batch_size * .lm.gradient_accumulation' "$CONFIG")
 
 # Arm A: the recipe from scratch.
 xtask train --config "$CONFIG" --run "$OUT/scratch"
-# Seconds per LM step of arm A, from its logged throughput (images per step / images per second).
-step_seconds=$(python3 -c "
-import json
-rates = [json.loads(l)['train']['images_per_second'] for l in open('$OUT/scratch/lm/metrics.jsonl') if l.startswith('{\"train\"')]
-print($batch / (sum(rates) / len(rates)))")
-
-# Arm B: text pretraining (timed), then the same recipe from its checkpoint for the LM time that is left.
+# Seconds per LM step of arm A and of text pretraining on a quiet machine: each from the 75th percentile of its
+# logged per-window throughput, so that a build or another job sharing the cores while one arm ran (this script is
+# meant to run under `nice` in the background) does not move the budget. The raw means are printed beside them.
 if [ ! -f "$OUT/text/pretraining.json" ]; then
   rm -rf "$OUT/text"
-  xtask pretrain-text --config "$TEXT_CONFIG" --out "$OUT/text" --steps "$TEXT_STEPS"
+  xtask pretrain-text --config "$TEXT_CONFIG" --out "$OUT/text" --steps "$TEXT_STEPS" 2> >(tee "$OUT/text.log" >&2)
 fi
-text_seconds=$(jq '.seconds' "$OUT/text/pretraining.json")
-lm_steps=$(python3 -c "print(int(round($steps - $text_seconds / $step_seconds)))")
-echo "arm A: $step_seconds s per LM step; text pretraining took $text_seconds s, so arm B trains $lm_steps LM steps"
+read -r step_seconds text_seconds lm_steps < <(python3 -c "
+import json, re, statistics
+def quiet(rates): return statistics.quantiles(rates, n=4)[2] if len(rates) >= 4 else max(rates)
+lm = [json.loads(l)['train']['images_per_second'] for l in open('$OUT/scratch/lm/metrics.jsonl') if l.startswith('{\"train\"')]
+text = [float(m) for m in re.findall(r'([0-9.]+) captions/s', open('$OUT/text.log').read())]
+raw_text = json.load(open('$OUT/text/pretraining.json'))['seconds']
+step = $batch / quiet(lm)
+# The run's wall time scaled by how much slower its windows ran on average (harmonic mean) than quietly.
+text_s = raw_text * quiet(text) / statistics.harmonic_mean(text)
+import sys
+print(f'arm A: {$batch / statistics.harmonic_mean(lm):.3f} s per LM step as run, {step:.3f} quiet; '
+      f'text pretraining {raw_text:.0f} s as run, {text_s:.0f} quiet', file=sys.stderr)
+print(step, text_s, int(round($steps - text_s / step)))")
+echo "arm B trains $lm_steps LM steps ($steps minus $text_seconds s of text pretraining at $step_seconds s per step)"
 jq --arg init "$OUT/text" --argjson steps "$lm_steps" \
   '.lm.init = $init | .lm.stages[0].steps = $steps
    | del(.lm.model.text_vocab, .lm.model.decoder, .lm.model.text_head, .lm.model.text_bos)' \
