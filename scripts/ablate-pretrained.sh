@@ -19,7 +19,8 @@ TEXT_CONFIG=${TEXT_CONFIG:-configs/text-tiny.json}
 OUT=${OUT:-runs/ablate-pretrained}
 TEXT_STEPS=${TEXT_STEPS:-600}
 mkdir -p "$OUT"
-xtask() { cargo xtask "$@"; }
+# XTASK=path/to/a/copied/xtask binary keeps a long run on one build while the working tree changes.
+xtask() { if [ -n "${XTASK:-}" ]; then "$XTASK" "$@"; else cargo xtask "$@"; fi; }
 [ "$(jq '.lm.stages | length' "$CONFIG")" = 1 ] || { echo "$CONFIG: one LM stage expected" >&2; exit 1; }
 steps=$(jq '.lm.stages[0].steps' "$CONFIG")
 batch=$(jq '.lm.batch_size * .lm.gradient_accumulation' "$CONFIG")
