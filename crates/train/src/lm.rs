@@ -2,25 +2,28 @@
 //! warm-up + cosine learning rate per stage, gradient accumulation and clipping, validation, checkpoints every N
 //! steps and exact resume, and a stop with a named error on a NaN loss.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use burn::config::Config;
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use burn_store::{ModuleSnapshot, PathFilter};
 use serde::Serialize;
 use token_shuffle_data::codes::Codes;
-use token_shuffle_lm::{LmArchitecture, TokenShuffleLm, TokenShuffleLmConfig, drop_prompts, seeded_rng};
+use token_shuffle_lm::{LmArchitecture, TokenShuffleLm, TokenShuffleLmConfig};
 
-use crate::checkpoint::{CheckpointState, Checkpoints, write_record};
-use crate::images::EpochOrder;
-use crate::{TrainError, WarmupCosine};
+use crate::TrainError;
+
+mod batches;
+mod gradients;
+mod optimizers;
+mod trainer;
+
+use batches::read_samples;
+use trainer::LmTrainer;
+#[cfg(test)]
+use trainer::carry_over;
 
 /// One stage of the curriculum.
 #[derive(Config, Debug, PartialEq)]
@@ -320,132 +323,10 @@ pub enum LmEvent {
     },
 }
 
-type ModelRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
-
 /// A measurement of the LM after a given step, taken during training every
 /// [`LmTrainingConfig::benchmark_every`] steps; its JSON goes to `metrics.jsonl`. The eval crate's compositional
 /// benchmark is the one `cargo xtask train` uses (train cannot depend on eval, so it arrives as this callback).
 pub type LmProbe<'a, B> = dyn FnMut(usize, &TokenShuffleLm<B>) -> Result<serde_json::Value, TrainError> + 'a;
-
-/// A micro-batch on the host: code grids `[batch, h, w]` (row-major) and captions (after prompt dropout).
-struct HostBatch {
-    codes: Vec<i64>,
-    shape: [usize; 3],
-    texts: Vec<Vec<u32>>,
-}
-
-/// The micro-batch at stream position `micro` (each of size `batch_size`) from `cache`, in the epoch order `order`
-/// keeps.
-fn micro_batch(
-    cache: &Codes,
-    order: &mut EpochOrder,
-    micro: usize,
-    batch_size: usize,
-    seed: u64,
-) -> Result<HostBatch, TrainError> {
-    let indices = order.indices(cache.len(), seed, micro * batch_size..(micro + 1) * batch_size);
-    read_samples(cache, indices.into_iter())
-}
-
-/// Samples `indices` of `cache` as one batch.
-fn read_samples(cache: &Codes, indices: impl ExactSizeIterator<Item = usize>) -> Result<HostBatch, TrainError> {
-    let [h, w] = cache.key().grid;
-    let batch_size = indices.len();
-    let mut grids = Vec::with_capacity(batch_size * h * w);
-    let mut texts = Vec::with_capacity(batch_size);
-    for i in indices {
-        let mut text = Vec::new();
-        cache.read(i, &mut grids, &mut text)?;
-        texts.push(text);
-    }
-    Ok(HostBatch {
-        codes: grids.into_iter().map(i64::from).collect(),
-        shape: [batch_size, h, w],
-        texts,
-    })
-}
-
-/// What one micro-batch contributes to a step: its gradients (on the main device, already divided by the number
-/// of micro-batches) and its losses, named as [`TrainError::NonFiniteLoss`] names them.
-struct MicroGradients {
-    grads: GradientsParams,
-    losses: [(&'static str, f32); 4],
-    has_text: bool,
-}
-
-/// burn-autodiff 0.21 keeps the graphs of every thread in one process-wide locator, and each backward pass ends by
-/// freeing, in *all* graphs, the nodes it judges orphaned (`GraphCleaner::cleanup_orphaned_entries`): a node of
-/// another thread's graph that is being built at that moment can be among them, and that thread's backward then
-/// misses its gradient terms. The replicas test failed so (weights off by 1e-3) with backward passes alone taking
-/// turns, so each replica's whole forward + backward takes its turn (docs/BUILDING.md).
-static AUTODIFF_GRAPHS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// The gradients of `lm`'s loss on `batch`, computed on `device` and moved to `main`.
-fn micro_gradients<B: AutodiffBackend>(
-    lm: &TokenShuffleLm<B>,
-    batch: &HostBatch,
-    micro_batches: usize,
-    device: &B::Device,
-    main: &B::Device,
-) -> Result<MicroGradients, TrainError> {
-    let turn = AUTODIFF_GRAPHS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let codes = Tensor::from_data(TensorData::new(batch.codes.clone(), batch.shape), device);
-    let loss = lm.loss(lm.prompt_ids(&batch.texts, device), codes)?;
-    let read = |t: &Tensor<B, 1>| -> f32 { t.clone().into_scalar().elem() };
-    let losses = [
-        ("image cross-entropy", read(&loss.image_ce)),
-        ("z-loss", read(&loss.z_loss)),
-        ("text cross-entropy", loss.text_ce.as_ref().map_or(0.0, read)),
-        ("total", read(&loss.total)),
-    ];
-    let grads = GradientsParams::from_grads((loss.total / micro_batches as f32).backward(), lm);
-    drop(turn);
-    Ok(MicroGradients {
-        grads: grads.to_device(main, lm),
-        losses,
-        has_text: loss.text_ce.is_some(),
-    })
-}
-
-/// The gradients of every micro-batch of a step, in micro-batch order. With one device they are computed in turn
-/// on it; with several, micro-batch `i` goes to device `i mod devices.len()`, each device in its own thread on a
-/// replica of `lm` forked to it, and the gradients come back to `devices[0]` (burn-train's `MultiDevice` strategy,
-/// done by hand so that the sum below stays in micro-batch order: the step is then the same as gradient
-/// accumulation on one device, whatever the number of devices).
-fn step_gradients<B: AutodiffBackend>(
-    lm: &TokenShuffleLm<B>,
-    batches: &[HostBatch],
-    devices: &[B::Device],
-) -> Vec<Result<MicroGradients, TrainError>> {
-    let main = &devices[0];
-    if devices.len() == 1 {
-        return batches
-            .iter()
-            .map(|batch| micro_gradients(lm, batch, batches.len(), main, main))
-            .collect();
-    }
-    let mut results: Vec<(usize, Result<MicroGradients, TrainError>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(d, device)| {
-                let replica = lm.clone().fork(device);
-                scope.spawn(move || {
-                    (d..batches.len())
-                        .step_by(devices.len())
-                        .map(|i| (i, micro_gradients(&replica, &batches[i], batches.len(), device, main)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
-}
 
 /// Mean image cross-entropy of `lm` over a code cache, in batches.
 pub fn evaluate_lm<B: Backend>(
@@ -465,91 +346,6 @@ pub fn evaluate_lm<B: Backend>(
         count += end - start;
     }
     Ok((sum / count.max(1) as f64) as f32)
-}
-
-/// Reads every float parameter of a module, which draws the initial values of those not drawn yet.
-struct InitialiseParameters;
-
-impl<B: Backend> ModuleVisitor<B> for InitialiseParameters {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
-    }
-}
-
-/// The checkpoint file of the pretrained parameters' optimizer ([`LmTrainingConfig::pretrained_learning_rate_scale`]
-/// other than 0 and 1).
-const PRETRAINED_OPTIMIZER: &str = "optimizer-pretrained";
-
-/// Whether a parameter (by its path in the LM) came from the pretrained checkpoint and follows
-/// [`LmTrainingConfig::pretrained_learning_rate_scale`]: the decoder and an untied text head. The embedding table
-/// holds the new image rows too, so it trains at the stage's rate.
-fn is_pretrained(path: &str) -> bool {
-    path.starts_with("decoder.") || path.starts_with("text_head.")
-}
-
-/// The ids of `lm`'s pretrained parameters ([`is_pretrained`]); they stay the same through optimizer steps, so
-/// they are found once per LM built.
-fn pretrained_ids<B: Backend>(lm: &TokenShuffleLm<B>) -> HashSet<ParamId> {
-    lm.collect(None, None, false)
-        .into_iter()
-        .filter(|snapshot| is_pretrained(&snapshot.full_path()))
-        .filter_map(|snapshot| snapshot.tensor_id)
-        .collect()
-}
-
-/// Moves the gradients of the parameters `ids` of `lm` out of `grads`.
-fn take_gradients<B: AutodiffBackend>(
-    lm: &TokenShuffleLm<B>,
-    ids: &HashSet<ParamId>,
-    grads: &mut GradientsParams,
-) -> GradientsParams {
-    struct Take<'a> {
-        ids: &'a HashSet<ParamId>,
-        from: &'a mut GradientsParams,
-        to: GradientsParams,
-    }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Take<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if self.ids.contains(&param.id)
-                && let Some(grad) = self.from.remove::<B::InnerBackend, D>(param.id)
-            {
-                self.to.register::<B::InnerBackend, D>(param.id, grad);
-            }
-        }
-    }
-    let mut take = Take {
-        ids,
-        from: grads,
-        to: GradientsParams::new(),
-    };
-    lm.visit(&mut take);
-    take.to
-}
-
-/// Transformer positions of one sample besides its text: `[bos]`/`[boi]` and one per image window.
-fn lm_positions<B: Backend>(lm: &TokenShuffleLm<B>) -> usize {
-    let [h, w] = lm.grid();
-    2 + h * w / (lm.window() * lm.window())
-}
-
-/// Copies every parameter of `from` into `to` whose path and shape exist in both, leaving out the shuffle layers
-/// when `keep_shuffle` is false: the hand-over between stages.
-fn carry_over<B: Backend>(
-    from: &TokenShuffleLm<B>,
-    mut to: TokenShuffleLm<B>,
-    keep_shuffle: bool,
-) -> TokenShuffleLm<B> {
-    let filter = if keep_shuffle {
-        None
-    } else {
-        Some(
-            PathFilter::new()
-                .with_predicate(|path, _| !path.starts_with("shuffle.") && !path.starts_with("unshuffle.")),
-        )
-    };
-    let snapshots = from.collect(filter.clone(), None, false);
-    to.apply(snapshots, filter, None, false);
-    to
 }
 
 /// Trains the LM as `config` says on the code caches in `data` (one per stage resolution), writing into `out`:
@@ -592,10 +388,23 @@ pub fn train_lm_probed<B: AutodiffBackend>(
     mut probe: Option<&mut LmProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&LmEvent),
 ) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
+    check_inputs(config, data, devices)?;
+    let (mut trainer, mut lm) = LmTrainer::<B>::start(config, data, out, resume, devices, &mut on_event)?;
+    for step in trainer.first_step()..config.total_steps() {
+        lm = trainer.enter_stage(lm, step, &mut on_event)?;
+        let (next, outcome) = trainer.step(lm, step)?;
+        lm = next;
+        trainer.after_step(&lm, step, outcome, probe.as_deref_mut(), &mut on_event)?;
+    }
+    Ok(lm.valid())
+}
+
+/// Checks the config, the devices and the code caches against each other before anything is written.
+fn check_inputs<D>(config: &LmTrainingConfig, data: &BTreeMap<usize, LmData>, devices: &[D]) -> Result<(), TrainError> {
     config.check()?;
-    let Some(device) = devices.first() else {
+    if devices.is_empty() {
         return Err(TrainError::Config("no device to train on".into()));
-    };
+    }
     config.check_devices(devices.len())?;
     for (i, stage) in config.stages.iter().enumerate() {
         if !data.contains_key(&stage.resolution) {
@@ -618,279 +427,16 @@ pub fn train_lm_probed<B: AutodiffBackend>(
             }
         }
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
-    };
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    let config_json = serde_json::to_value(config).expect("the config serialises");
-    let checkpoints = Checkpoints::new(out.join("checkpoints"), config.keep_checkpoints);
-    let recorder = ModelRecorder::new();
-
-    // Start fresh, or from the latest checkpoint. Each stage's LM is built right after seeding with
-    // `seed + stage`, so that layers a stage starts fresh are the same in a resumed run and an uninterrupted one.
-    let stage_config = |index: usize| -> Result<TokenShuffleLmConfig, TrainError> {
-        let key = data[&config.stages[index].resolution].train.key();
-        let lm = config.stage_lm(index, key.resolution as usize / key.grid[0].max(1));
-        if lm.grid != key.grid {
-            return Err(TrainError::Config(format!(
-                "stage {index}: the code cache at {} px holds {:?} grids, not square ones the stage can use",
-                key.resolution, key.grid
-            )));
-        }
-        Ok(lm)
-    };
-    let build = |index: usize| -> Result<TokenShuffleLm<B>, TrainError> {
-        let lm = stage_config(index)?;
-        B::seed(device, config.seed.wrapping_add(index as u64));
-        let lm = lm.init::<B>(device)?;
-        // burn draws a parameter's initial values when it is first read. Drawn now, in one fixed order, they
-        // do not depend on what reads them first: a forward pass, or the clones forked to other devices (each
-        // clone of a parameter not yet drawn would draw its own values).
-        lm.visit(&mut InitialiseParameters);
-        Ok(lm)
-    };
-    // The first stage's LM at a fresh start: from the seed, or from the pretrained checkpoint (its new parts from
-    // the seed, as `build` draws them).
-    let start = |on_event: &mut dyn FnMut(&LmEvent)| -> Result<TokenShuffleLm<B>, TrainError> {
-        let Some(dir) = &config.init else {
-            return build(0);
-        };
-        let hf = token_shuffle_lm::HfConfig::read(dir)?;
-        let lm = stage_config(0)?;
-        let parameters = lm.count(lm.architecture.max_text_len)?.parameters;
-        on_event(&LmEvent::Pretrained {
-            dir: dir.clone(),
-            architecture: hf.architecture.clone(),
-            parameters,
-        });
-        B::seed(device, config.seed);
-        let lm = token_shuffle_lm::load_hf::<B>(&hf, &lm, device)?;
-        lm.visit(&mut InitialiseParameters);
-        Ok(lm)
-    };
-    let optimizer_config = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(config.gradient_clip_norm.map(GradientClippingConfig::Norm));
-    let mut optimizer = optimizer_config.init::<B, TokenShuffleLm<B>>();
-    // The pretrained parameters' own optimizer, when their learning rate is scaled (0 freezes them: no optimizer).
-    let scale = config.pretrained_learning_rate_scale;
-    let split = config.init.is_some() && scale != 1.0;
-    let mut pretrained_optimizer = optimizer_config.init::<B, TokenShuffleLm<B>>();
-    let with_pretrained_optimizer = split && scale > 0.0;
-    let metrics_path = out.join("metrics.jsonl");
-    let mut kept_metrics = String::new();
-    let resume_from = if resume {
-        let (found, skipped) = checkpoints.latest_valid(&config_json)?;
-        for (path, why) in skipped {
-            on_event(&LmEvent::SkippedCheckpoint { path, why });
-        }
-        found
-    } else {
-        None
-    };
-    let (mut lm, mut current_stage, start_step) = match resume_from {
-        Some((path, state)) => {
-            let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
-                path: path.clone(),
-                message: format!(
-                    "unreadable {what} ({}); delete this checkpoint to resume from the one before",
-                    crate::weights::recorder_message(e)
-                ),
-            };
-            if state.stage >= config.stages.len() {
-                return Err(TrainError::Checkpoint {
-                    path: path.clone(),
-                    message: format!("names stage {} of {}", state.stage, config.stages.len()),
-                });
-            }
-            let lm = build(state.stage)?
-                .load_file(path.join("model"), &recorder, device)
-                .map_err(|e| unreadable("model", e))?;
-            let record = recorder
-                .load(path.join("optimizer"), device)
-                .map_err(|e| unreadable("optimizer state", e))?;
-            optimizer = optimizer.load_record(record);
-            if with_pretrained_optimizer {
-                let record = recorder
-                    .load(path.join(PRETRAINED_OPTIMIZER), device)
-                    .map_err(|e| unreadable("pretrained parameters' optimizer state", e))?;
-                pretrained_optimizer = pretrained_optimizer.load_record(record);
-            }
-            // Keep the metrics of the steps the checkpoint covers; the resumed run writes the rest again.
-            kept_metrics = crate::checkpoint::metrics_up_to(&metrics_path, state.step);
-            (lm, state.stage, state.step)
-        }
-        None if !resume && checkpoints.latest().is_some() => {
-            return Err(TrainError::Checkpoint {
-                path: out.join("checkpoints"),
-                message: "holds checkpoints of an earlier run: resume it, or delete them to start over".into(),
-            });
-        }
-        None if resume => {
-            return Err(TrainError::Checkpoint {
-                path: out.join("checkpoints"),
-                message: "no valid checkpoint to resume from (each was skipped, see above): delete them to start \
-                          over"
-                    .into(),
-            });
-        }
-        None => (start(&mut on_event)?, 0, 0),
-    };
-    let mut pretrained = if split { pretrained_ids(&lm) } else { HashSet::new() };
-    config
-        .save(out.join("config.json"))
-        .map_err(io(&out.join("config.json")))?;
-    let mut metrics = crate::checkpoint::reopen_metrics(&metrics_path, &kept_metrics)?;
-    let mut record = |value: serde_json::Value| {
-        use std::io::Write;
-        writeln!(metrics, "{value}").map_err(io(&metrics_path))
-    };
-
-    let total = config.total_steps();
-    let mut order = EpochOrder::default();
-    let mut since_log = (Instant::now(), 0usize, 0usize);
-    for step in start_step..total {
-        let (stage_index, stage_step) = config.stage_at(step);
-        let stage = &config.stages[stage_index];
-        if stage_index != current_stage {
-            // A new stage: carry the weights over, restart the optimizer.
-            let keep_shuffle = config.stages[current_stage].window == stage.window;
-            lm = carry_over(&lm, build(stage_index)?, keep_shuffle);
-            optimizer = optimizer_config.init();
-            pretrained_optimizer = optimizer_config.init();
-            if split {
-                pretrained = pretrained_ids(&lm);
-            }
-            current_stage = stage_index;
-        }
-        if stage_step == 0 || step == start_step {
-            on_event(&LmEvent::Stage {
-                index: stage_index,
-                stage: stage.clone(),
-                first_step: step + 1,
-            });
-        }
-        let stage_data = &data[&stage.resolution];
-        let schedule = WarmupCosine {
-            peak: stage.learning_rate,
-            warmup_steps: config.warmup_steps.min(stage.steps / 2),
-            total_steps: stage.steps,
-            final_ratio: config.final_learning_rate_ratio,
-        };
-        let learning_rate = schedule.at(stage_step);
-
-        // The step's micro-batches, drawn on the host in order (the prompt dropout's generator runs through them
-        // in turn), then their gradients on the devices.
-        let mut rng = seeded_rng(config.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let batches: Vec<HostBatch> = (0..config.gradient_accumulation)
-            .map(|micro| {
-                let position = step * config.gradient_accumulation + micro;
-                let batch = micro_batch(&stage_data.train, &mut order, position, config.batch_size, config.seed)?;
-                Ok(HostBatch {
-                    texts: drop_prompts(&batch.texts, config.model.prompt_dropout, &mut rng),
-                    ..batch
-                })
-            })
-            .collect::<Result<_, TrainError>>()?;
-        let mut accumulator = GradientsAccumulator::new();
-        let (mut image_ce, mut z_loss, mut text_ce) = (0.0f32, 0.0f32, None::<f32>);
-        let n = config.gradient_accumulation as f32;
-        for (batch, micro) in batches.iter().zip(step_gradients(&lm, &batches, devices)) {
-            let micro = micro?;
-            if let Some(&(part, value)) = micro.losses.iter().find(|(_, v)| !v.is_finite()) {
-                return Err(TrainError::NonFiniteLoss {
-                    step: step + 1,
-                    part,
-                    value,
-                });
-            }
-            image_ce += micro.losses[0].1 / n;
-            z_loss += micro.losses[1].1 / n;
-            text_ce = micro.has_text.then(|| text_ce.unwrap_or(0.0) + micro.losses[2].1 / n);
-            accumulator.accumulate(&lm, micro.grads);
-            let longest_text = batch.texts.iter().map(Vec::len).max().unwrap_or(0);
-            since_log.1 += config.batch_size * (longest_text + lm_positions(&lm));
-            since_log.2 += config.batch_size;
-        }
-        let mut grads = accumulator.grads();
-        if split {
-            let pretrained_grads = take_gradients(&lm, &pretrained, &mut grads);
-            lm = optimizer.step(learning_rate, lm, grads);
-            if with_pretrained_optimizer {
-                lm = pretrained_optimizer.step(learning_rate * scale, lm, pretrained_grads);
-            }
-        } else {
-            lm = optimizer.step(learning_rate, lm, grads);
-        }
-
-        let done = step + 1;
-        let stage_end = stage_step + 1 == stage.steps;
-        if done % config.log_every == 0 || stage_end {
-            let entry = LmStep {
-                step: done,
-                stage: stage_index,
-                image_ce,
-                z_loss,
-                text_ce,
-                learning_rate,
-                tokens_per_second: since_log.1 as f32 / since_log.0.elapsed().as_secs_f32(),
-                images_per_second: since_log.2 as f32 / since_log.0.elapsed().as_secs_f32(),
-            };
-            record(serde_json::json!({ "train": entry }))?;
-            on_event(&LmEvent::Step(entry));
-            since_log = (Instant::now(), 0, 0);
-        }
-        if done % config.valid_every == 0 || stage_end {
-            let image_ce = evaluate_lm(&lm.valid(), &stage_data.valid, config.batch_size, device)?;
-            let entry = LmValidation {
-                step: done,
-                image_ce,
-                perplexity: image_ce.exp(),
-            };
-            record(serde_json::json!({ "valid": entry }))?;
-            on_event(&LmEvent::Validation(entry));
-            since_log = (Instant::now(), 0, 0);
-        }
-        if let Some(probe) = probe.as_mut().filter(|_| config.benchmark_every > 0)
-            && (done % config.benchmark_every == 0 || done == config.total_steps())
-        {
-            let result = probe(done, &lm.valid())?;
-            record(serde_json::json!({ "benchmark": { "step": done, "result": result } }))?;
-            on_event(&LmEvent::Benchmark { step: done, result });
-            since_log = (Instant::now(), 0, 0);
-        }
-        if done % config.checkpoint_every == 0 || stage_end {
-            let state = CheckpointState {
-                step: done,
-                stage: stage_index,
-                config: config_json.clone(),
-                files: Default::default(),
-            };
-            let path = checkpoints.save(&state, |dir| {
-                let failed = |message| TrainError::Checkpoint {
-                    path: dir.to_path_buf(),
-                    message,
-                };
-                write_record::<B, _>(lm.clone().into_record(), &dir.join("model"), "model").map_err(failed)?;
-                write_record::<B, _>(optimizer.to_record(), &dir.join("optimizer"), "optimizer state")
-                    .map_err(failed)?;
-                if with_pretrained_optimizer {
-                    let path = dir.join(PRETRAINED_OPTIMIZER);
-                    write_record::<B, _>(pretrained_optimizer.to_record(), &path, "optimizer state").map_err(failed)?;
-                }
-                Ok(())
-            })?;
-            on_event(&LmEvent::Checkpoint { step: done, path });
-        }
-    }
-    Ok(lm.valid())
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::optimizers::PRETRAINED_OPTIMIZER;
     use super::*;
+    use crate::checkpoint::{CheckpointState, Checkpoints};
     use burn::backend::Autodiff;
+    use burn_store::ModuleSnapshot;
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use token_shuffle_data::cache::{CacheKey, CodeCache, fingerprint};
     use token_shuffle_data::rng::SplitMix64;
