@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors of a training run. Each names what was wrong and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -107,4 +107,10 @@ pub enum TrainError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The [`TrainError::Io`] of an operation on `path`, for `map_err`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + use<> {
+    let path = path.to_path_buf();
+    move |source| TrainError::Io { path, source }
 }

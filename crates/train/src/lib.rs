@@ -51,7 +51,9 @@
 mod bounds;
 mod checkpoint;
 pub mod config_file;
+mod encoding;
 mod error;
+mod events;
 mod images;
 mod lm;
 mod lock;
@@ -60,31 +62,33 @@ mod pretrained;
 pub mod report;
 mod run_config;
 mod schedule;
+mod shards;
 pub mod stage;
 mod text_pretraining;
 mod tokenizer;
+mod trained_run;
 mod weights;
 
 pub use checkpoint::{CheckpointState, Checkpoints};
 pub use error::TrainError;
+pub use events::PipelineEvent;
 pub use images::{ImageSource, TrainingImages, images_to_hold};
 pub use lm::{
     LOGGING_ONLY_LM_FIELDS, LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Stage, evaluate_lm,
     train_lm, train_lm_probed,
 };
 pub use lock::RunLock;
-pub use pipeline::{
-    PipelineEvent, PipelineSteps, RunProbe, ShardSlice, TrainedRun, check_shard_codes, encode_shards, run_dir,
-    run_pipeline, run_pipeline_probed,
-};
+pub use pipeline::{PipelineSteps, RunProbe, run_dir, run_pipeline, run_pipeline_probed};
 pub use pretrained::{Pretrained, architecture_fields, fill_from_checkpoint};
 pub use run_config::RunConfig;
 pub use schedule::WarmupCosine;
+pub use shards::{ShardSlice, check_shard_codes, encode_shards};
 pub use text_pretraining::{TextPretrainingConfig, TextPretrainingReport, TextStep, pretrain_text};
 pub use tokenizer::{
     ReconstructionReport, TokenizerEvent, TokenizerStep, TokenizerTrainingConfig, check_tokenizer_out,
     evaluate_reconstruction, reconstruct, reconstruction_grid, train_tokenizer,
 };
+pub use trained_run::TrainedRun;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -14,75 +14,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::config::Config;
-use burn::data::dataloader::batcher::Batcher;
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use token_shuffle_data::ImageCaption;
-use token_shuffle_data::batch::PixelBatcher;
-use token_shuffle_data::cache::{CacheKey, CodeCache, fingerprint};
-use token_shuffle_data::codes::{CodeFile, CodeShards, Codes};
-use token_shuffle_data::imaging::tile;
+use token_shuffle_data::cache::{CacheKey, CodeCache};
+use token_shuffle_data::codes::Codes;
 use token_shuffle_data::text::TextTokenizer;
-use token_shuffle_lm::{GenerateOptions, TokenShuffleLm};
+use token_shuffle_lm::TokenShuffleLm;
 use token_shuffle_vqgan::VqModel;
 
-use crate::images::tensor_to_images;
-use crate::lock::FileLock;
+use crate::encoding::{cache_key, encode_cache};
+use crate::error::io;
+use crate::events::report_data;
 use crate::pretrained::Pretrained;
+use crate::shards::{ShardEncoding, shard_codes};
 use crate::stage::{self, StageName, StageRecord};
+use crate::weights::{load_vq, save_lm};
 use crate::{
-    ImageSource, LmData, LmEvent, RunConfig, TokenizerEvent, TrainError, TrainingImages, train_lm_probed,
-    train_tokenizer,
+    ImageSource, LmData, PipelineEvent, RunConfig, RunLock, ShardSlice, TrainError, TrainedRun, TrainingImages,
+    train_lm_probed, train_tokenizer,
 };
-
-/// What the pipeline reports as it goes.
-#[derive(Debug, Clone)]
-pub enum PipelineEvent {
-    /// A step begins, or is skipped because its output is up to date.
-    Phase {
-        /// The step: tokenizer, text tokenizer, code cache, lm.
-        name: &'static str,
-        /// Whether it is skipped (up to date).
-        skipped: bool,
-        /// What it does, in a few words.
-        detail: String,
-    },
-    /// Progress of a long step that is not training (encoding codes).
-    Progress {
-        /// What is in progress.
-        what: String,
-        /// Items done.
-        done: usize,
-        /// Items in all.
-        total: usize,
-    },
-    /// Tokenizer training.
-    Tokenizer(TokenizerEvent),
-    /// LM training.
-    Lm(LmEvent),
-    /// What loading a corpus found (loaded corpora only: Twemoji, folders), with the skipped files named.
-    Data {
-        /// The step that loaded it.
-        step: &'static str,
-        /// One line: images loaded of found, and the first skipped files with their reasons.
-        summary: String,
-    },
-    /// `--restart-from` deleted these step directories before the run.
-    Restarted {
-        /// The first step deleted.
-        from: StageName,
-        /// The directories deleted (only those that existed).
-        deleted: Vec<PathBuf>,
-    },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// Runs every step of `config` in `dir` on backend `B`, skipping the steps that are up to date. An interrupted LM
 /// step resumes from its latest checkpoint.
@@ -127,879 +76,397 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     dir: &Path,
     devices: &[B::Device],
     steps: PipelineSteps,
-    mut probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
+    probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
-    config.check()?;
+    let on_event: &mut dyn FnMut(&PipelineEvent) = &mut on_event;
     let Some(device) = devices.first() else {
         return Err(TrainError::Config("no device to run on".into()));
     };
-    // Before hours of tokenizer training, not after.
-    config.lm.check_devices(devices.len())?;
-    // A pretrained checkpoint is read and checked against the config before anything is written.
-    let pretrained = config.lm.init.as_deref().map(Pretrained::open).transpose()?;
-    let pretrained_print = match &pretrained {
-        Some(pretrained) => {
-            pretrained.check_architecture(&config.lm.model)?;
-            // Every weight file read and matched against the model now, not after hours of tokenizer training
-            // (a truncated shard, a tensor of another shape), when the LM step will read it: it has not finished
-            // and has no checkpoint to resume from (the fingerprint covers a checkpoint changed since).
-            let lm_dir = dir.join(StageName::Lm.name());
-            let lm_started = lm_dir.join("done.json").exists()
-                || !crate::Checkpoints::new(lm_dir.join("checkpoints"), 1).list().is_empty();
-            if !lm_started {
-                let first = config.lm.stage_lm(0, config.tokenizer.model.downsample_factor());
-                token_shuffle_lm::load_hf::<B::InnerBackend>(&pretrained.hf, &first, device)?;
-            }
-            Some(pretrained.fingerprint()?)
-        }
-        None => None,
-    };
-    let _lock = crate::RunLock::acquire(dir)?;
-    let plan = stage::plan_from(config, pretrained_print.as_deref());
-    if let Some(from) = steps.restart_from {
-        // The steps kept must come from this config, checked before anything is deleted.
-        let kept: Vec<_> = plan.iter().filter(|(stage, _)| *stage < from).cloned().collect();
-        check_steps_on_disk::<B::InnerBackend>(dir, &kept, config, device)?;
-        let deleted = stage::restart(dir, from)?;
-        on_event(&PipelineEvent::Restarted { from, deleted });
+    let run = OpenRun::open::<B::InnerBackend>(config, dir, devices.len(), steps.restart_from, device, on_event)?;
+    let until = |step: StageName| steps.until == Some(step);
+    tokenizer_step::<B>(&run, device, on_event)?;
+    if until(StageName::Tokenizer) {
+        return Ok(());
     }
-    // Every step already on disk must come from this config, checked before anything is written.
-    check_steps_on_disk::<B::InnerBackend>(dir, &plan, config, device)?;
-    let run_json = dir.join("run.json");
-    let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
-    // The LM reads captions: a folder image without one is found now, not after the tokenizer has trained.
-    if let ImageSource::Folder(root) = &source
-        && !config.allow_uncaptioned
-    {
-        token_shuffle_data::folder::captioned_images(root, false)?;
+    let (vq, vq_fingerprint) = load_vq::<B::InnerBackend>(config, &run.stage_dir(StageName::Tokenizer), device)?;
+    let text = text_step(&run, on_event)?;
+    if until(StageName::Text) {
+        return Ok(());
     }
-    config.save(&run_json).map_err(io(&run_json))?;
-    let tokenizer = &config.tokenizer;
-    let record = |stage: StageName| plan[stage as usize].1.clone();
-    let stage_dir = |stage: StageName| dir.join(stage.name());
+    let caches = codes_step(&run, &vq, &vq_fingerprint, &text, device, on_event)?;
+    if until(StageName::Codes) {
+        return Ok(());
+    }
+    lm_step::<B>(&run, vq, text, &caches, devices, probe, on_event)
+}
 
-    // 1. The VQ tokenizer.
-    let tokenizer_dir = stage_dir(StageName::Tokenizer);
-    let skipped = record(StageName::Tokenizer).is_finished(&tokenizer_dir, StageName::Tokenizer)?;
+/// A run directory the pipeline works in: checked against its config, under the run's lock.
+struct OpenRun<'a> {
+    config: &'a RunConfig,
+    dir: &'a Path,
+    /// Each step's record as this config makes it.
+    plan: Vec<(StageName, StageRecord)>,
+    source: ImageSource,
+    pretrained: Option<Pretrained>,
+    _lock: RunLock,
+}
+
+impl<'a> OpenRun<'a> {
+    /// Checks `config` (with its devices and its pretrained checkpoint) and every step already in `dir` against
+    /// it before anything is written, takes the run's lock, deletes the steps from `restart_from` on, and writes
+    /// `run.json`.
+    fn open<B: Backend>(
+        config: &'a RunConfig,
+        dir: &'a Path,
+        devices: usize,
+        restart_from: Option<StageName>,
+        device: &B::Device,
+        on_event: &mut dyn FnMut(&PipelineEvent),
+    ) -> Result<Self, TrainError> {
+        config.check()?;
+        // Before hours of tokenizer training, not after.
+        config.lm.check_devices(devices)?;
+        let (pretrained, pretrained_print) = match check_pretrained::<B>(config, dir, device)? {
+            Some((pretrained, print)) => (Some(pretrained), Some(print)),
+            None => (None, None),
+        };
+        let lock = RunLock::acquire(dir)?;
+        let plan = stage::plan_from(config, pretrained_print.as_deref());
+        if let Some(from) = restart_from {
+            // The steps kept must come from this config, checked before anything is deleted.
+            let kept: Vec<_> = plan.iter().filter(|(stage, _)| *stage < from).cloned().collect();
+            stage::check_on_disk::<B>(dir, &kept, config, device)?;
+            let deleted = stage::restart(dir, from)?;
+            on_event(&PipelineEvent::Restarted { from, deleted });
+        }
+        // Every step already on disk must come from this config, checked before anything is written.
+        stage::check_on_disk::<B>(dir, &plan, config, device)?;
+        let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
+        // The LM reads captions: a folder image without one is found now, not after the tokenizer has trained.
+        if let ImageSource::Folder(root) = &source
+            && !config.allow_uncaptioned
+        {
+            token_shuffle_data::folder::captioned_images(root, false)?;
+        }
+        let run_json = dir.join("run.json");
+        config.save(&run_json).map_err(io(&run_json))?;
+        Ok(Self {
+            config,
+            dir,
+            plan,
+            source,
+            pretrained,
+            _lock: lock,
+        })
+    }
+
+    /// The record `step` is made with.
+    fn record(&self, step: StageName) -> StageRecord {
+        self.plan[step as usize].1.clone()
+    }
+
+    fn stage_dir(&self, step: StageName) -> PathBuf {
+        self.dir.join(step.name())
+    }
+
+    /// Whether `step` is finished with this config's record.
+    fn is_finished(&self, step: StageName) -> Result<bool, TrainError> {
+        self.record(step).is_finished(&self.stage_dir(step), step)
+    }
+
+    /// Records `step` as finished, with what loading its data found.
+    fn finish(&self, step: StageName, data: Vec<String>) -> Result<(), TrainError> {
+        let finished = StageRecord {
+            data,
+            ..self.record(step)
+        };
+        finished.finish(&self.stage_dir(step), &stage::outputs(step, self.config))?;
+        Ok(())
+    }
+}
+
+/// The run's pretrained checkpoint ([`crate::LmTrainingConfig::init`]), read and checked against the config, and
+/// its fingerprint. Its weights are read and matched against the model now, not after hours of tokenizer training
+/// (a truncated shard, a tensor of another shape), when the LM step will read them: it has not finished and has
+/// no checkpoint to resume from (the fingerprint covers a checkpoint changed since).
+fn check_pretrained<B: Backend>(
+    config: &RunConfig,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Option<(Pretrained, String)>, TrainError> {
+    let Some(init) = config.lm.init.as_deref() else {
+        return Ok(None);
+    };
+    let pretrained = Pretrained::open(init)?;
+    pretrained.check_architecture(&config.lm.model)?;
+    let lm_dir = dir.join(StageName::Lm.name());
+    let lm_started =
+        lm_dir.join("done.json").exists() || !crate::Checkpoints::new(lm_dir.join("checkpoints"), 1).list().is_empty();
+    if !lm_started {
+        let first = config.lm.stage_lm(0, config.tokenizer.model.downsample_factor());
+        token_shuffle_lm::load_hf::<B>(&pretrained.hf, &first, device)?;
+    }
+    let print = pretrained.fingerprint()?;
+    Ok(Some((pretrained, print)))
+}
+
+/// Step 1 of 4: the VQ tokenizer.
+fn tokenizer_step<B: AutodiffBackend>(
+    run: &OpenRun,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(&PipelineEvent),
+) -> Result<(), TrainError> {
+    let tokenizer = &run.config.tokenizer;
+    let skipped = run.is_finished(StageName::Tokenizer)?;
     on_event(&PipelineEvent::Phase {
         name: "tokenizer",
         skipped,
-        detail: format!("{} steps on {source}", tokenizer.steps),
+        detail: format!("{} steps on {}", tokenizer.steps, run.source),
     });
-    if !skipped {
-        record(StageName::Tokenizer).write(&tokenizer_dir)?;
-        let images = TrainingImages::load_at_most(
-            &source,
-            tokenizer.resolution as u32,
-            tokenizer.valid_images,
-            tokenizer.seed,
-            crate::images_to_hold(tokenizer.steps, tokenizer.batch_size, tokenizer.valid_images),
-        )?;
-        let data = report_data(&images, "tokenizer", &mut on_event);
-        let model = train_tokenizer::<B>(tokenizer, &images, &tokenizer_dir, device, |e| {
-            on_event(&PipelineEvent::Tokenizer(e.clone()))
-        })?;
-        let report = crate::evaluate_reconstruction(&model, images.valid(), tokenizer.batch_size, device)?;
-        let done = tokenizer_dir.join("done.json");
-        std::fs::write(&done, serde_json::to_vec_pretty(&report).expect("serialises")).map_err(io(&done))?;
-        let finished = StageRecord {
-            data: data.into_iter().collect(),
-            ..record(StageName::Tokenizer)
-        };
-        finished.finish(&tokenizer_dir, &stage::outputs(StageName::Tokenizer, config))?;
-    }
-    if steps.until == Some(StageName::Tokenizer) {
+    if skipped {
         return Ok(());
     }
-    let (vq, vq_fingerprint) = load_vq::<B::InnerBackend>(config, &tokenizer_dir, device)?;
+    let tokenizer_dir = run.stage_dir(StageName::Tokenizer);
+    run.record(StageName::Tokenizer).write(&tokenizer_dir)?;
+    let images = TrainingImages::load_at_most(
+        &run.source,
+        tokenizer.resolution as u32,
+        tokenizer.valid_images,
+        tokenizer.seed,
+        crate::images_to_hold(tokenizer.steps, tokenizer.batch_size, tokenizer.valid_images),
+    )?;
+    let data = report_data(&images, "tokenizer", on_event);
+    let model = train_tokenizer::<B>(tokenizer, &images, &tokenizer_dir, device, |e| {
+        on_event(&PipelineEvent::Tokenizer(e.clone()))
+    })?;
+    let report = crate::evaluate_reconstruction(&model, images.valid(), tokenizer.batch_size, device)?;
+    let done = tokenizer_dir.join("done.json");
+    std::fs::write(&done, serde_json::to_vec_pretty(&report).expect("serialises")).map_err(io(&done))?;
+    run.finish(StageName::Tokenizer, data.into_iter().collect())
+}
 
-    // 2. The text tokenizer, trained on the captions of the LM's training images.
-    let resolutions: std::collections::BTreeSet<usize> = config.lm.stages.iter().map(|s| s.resolution).collect();
-    let first_resolution = *resolutions.first().expect("checked: at least one stage");
-    let text_dir = stage_dir(StageName::Text);
+/// Step 2 of 4: the text tokenizer, the pretrained checkpoint's or a BPE trained on the captions of the LM's
+/// training images.
+fn text_step(run: &OpenRun, on_event: &mut dyn FnMut(&PipelineEvent)) -> Result<TextTokenizer, TrainError> {
+    let text_dir = run.stage_dir(StageName::Text);
     let text_path = text_dir.join("tokenizer.json");
-    let text = if record(StageName::Text).is_finished(&text_dir, StageName::Text)? {
-        on_event(&PipelineEvent::Phase {
-            name: "text tokenizer",
-            skipped: true,
-            detail: text_path.display().to_string(),
-        });
-        TextTokenizer::load(&text_path)?
-    } else if let Some(pretrained) = &pretrained {
-        on_event(&PipelineEvent::Phase {
-            name: "text tokenizer",
-            skipped: false,
-            detail: format!(
-                "the checkpoint's, {} ids ({})",
-                pretrained.tokenizer.vocab_size(),
-                pretrained.hf.dir.join("tokenizer.json").display()
-            ),
-        });
-        record(StageName::Text).write(&text_dir)?;
-        pretrained.tokenizer.save(&text_path)?;
-        record(StageName::Text).finish(&text_dir, &stage::outputs(StageName::Text, config))?;
-        pretrained.tokenizer.clone()
-    } else {
-        on_event(&PipelineEvent::Phase {
-            name: "text tokenizer",
-            skipped: false,
-            detail: format!("BPE, ≤ {} ids", config.text_vocab_size),
-        });
-        record(StageName::Text).write(&text_dir)?;
-        let (captions, data) = if let ImageSource::Shards { paths, .. } = &source {
-            // Captions only: decoding every image of a large shard set just to read its captions took most of
-            // this step's time and memory.
-            let options = crate::images::folder_options(32, config.allow_uncaptioned);
-            (token_shuffle_data::shards::training_captions(paths, &options)?, None)
-        } else {
-            let images = TrainingImages::load_captioned(
-                &source,
-                32.max(first_resolution as u32 / 8),
-                1,
-                tokenizer.seed,
-                config.allow_uncaptioned,
-            )?;
-            let data = report_data(&images, "text tokenizer", &mut on_event);
-            let count = images.train_len().unwrap_or(config.lm_images);
-            (
-                images.train_range(0..count).into_iter().map(|i| i.caption).collect(),
-                data,
-            )
-        };
-        let text = TextTokenizer::train(captions.iter().map(String::as_str), config.text_vocab_size)?;
-        text.save(&text_path)?;
-        let finished = StageRecord {
-            data: data.into_iter().collect(),
-            ..record(StageName::Text)
-        };
-        finished.finish(&text_dir, &stage::outputs(StageName::Text, config))?;
-        text
+    let phase = |skipped, detail| PipelineEvent::Phase {
+        name: "text tokenizer",
+        skipped,
+        detail,
     };
-    if steps.until == Some(StageName::Text) {
-        return Ok(());
+    if run.is_finished(StageName::Text)? {
+        on_event(&phase(true, text_path.display().to_string()));
+        return Ok(TextTokenizer::load(&text_path)?);
     }
+    let (text, data) = match &run.pretrained {
+        Some(pretrained) => {
+            let from = pretrained.hf.dir.join("tokenizer.json");
+            let vocab = pretrained.tokenizer.vocab_size();
+            on_event(&phase(
+                false,
+                format!("the checkpoint's, {vocab} ids ({})", from.display()),
+            ));
+            run.record(StageName::Text).write(&text_dir)?;
+            (pretrained.tokenizer.clone(), None)
+        }
+        None => {
+            on_event(&phase(false, format!("BPE, ≤ {} ids", run.config.text_vocab_size)));
+            run.record(StageName::Text).write(&text_dir)?;
+            let (captions, data) = training_captions(run, on_event)?;
+            let text = TextTokenizer::train(captions.iter().map(String::as_str), run.config.text_vocab_size)?;
+            (text, data)
+        }
+    };
+    text.save(&text_path)?;
+    run.finish(StageName::Text, data.into_iter().collect())?;
+    Ok(text)
+}
 
-    // 3. Code caches, one per stage resolution.
-    let codes_dir = stage_dir(StageName::Codes);
-    let codes_done = record(StageName::Codes).is_finished(&codes_dir, StageName::Codes)?;
+/// The captions of the LM's training images, and what loading them found.
+fn training_captions(
+    run: &OpenRun,
+    on_event: &mut dyn FnMut(&PipelineEvent),
+) -> Result<(Vec<String>, Option<String>), TrainError> {
+    let config = run.config;
+    if let ImageSource::Shards { paths, .. } = &run.source {
+        // Captions only: decoding every image of a large shard set just to read its captions took most of this
+        // step's time and memory.
+        let options = crate::images::folder_options(32, config.allow_uncaptioned);
+        return Ok((token_shuffle_data::shards::training_captions(paths, &options)?, None));
+    }
+    let first_resolution = *stage::resolutions(config).first().expect("checked: at least one stage");
+    let images = TrainingImages::load_captioned(
+        &run.source,
+        32.max(first_resolution as u32 / 8),
+        1,
+        config.tokenizer.seed,
+        config.allow_uncaptioned,
+    )?;
+    let data = report_data(&images, "text tokenizer", on_event);
+    let count = images.train_len().unwrap_or(config.lm_images);
+    let captions = images.train_range(0..count).into_iter().map(|i| i.caption).collect();
+    Ok((captions, data))
+}
+
+/// Step 3 of 4: the code caches, one per stage resolution.
+fn codes_step<B: Backend>(
+    run: &OpenRun,
+    vq: &VqModel<B>,
+    vq_fingerprint: &str,
+    text: &TextTokenizer,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(&PipelineEvent),
+) -> Result<BTreeMap<usize, LmData>, TrainError> {
+    let codes_dir = run.stage_dir(StageName::Codes);
+    let codes_done = run.is_finished(StageName::Codes)?;
     if !codes_done {
-        record(StageName::Codes).write(&codes_dir)?;
+        run.record(StageName::Codes).write(&codes_dir)?;
     }
     let mut caches = BTreeMap::new();
     let mut codes_data = Vec::new();
-    for &resolution in &resolutions {
-        let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
-        let paths = [
-            codes_dir.join(format!("train-{resolution}.bin")),
-            codes_dir.join(format!("valid-{resolution}.bin")),
-        ];
+    for resolution in stage::resolutions(run.config) {
+        let key = cache_key(vq, vq_fingerprint, text, resolution)?;
         on_event(&PipelineEvent::Phase {
             name: "code cache",
             skipped: codes_done,
             detail: format!("{resolution} px"),
         });
-        let [train, valid]: [Codes; 2] = if let ImageSource::Shards { paths: shards, .. } = &source {
+        let [train, valid]: [Codes; 2] = if let ImageSource::Shards { paths: shards, .. } = &run.source {
             if !codes_done {
-                let encoding = ShardEncoding::new(config, &vq, &text, &key, &codes_dir);
-                codes_data.extend(encoding.encode(shards, ShardSlice::ALL, device, &mut on_event)?);
+                let encoding = ShardEncoding::new(run.config, vq, text, &key, &codes_dir);
+                codes_data.extend(encoding.encode(shards, ShardSlice::ALL, device, on_event)?);
             }
-            shard_codes(shards, &codes_dir, &key, tokenizer.valid_images)?
-        } else if codes_done {
-            [
-                CodeCache::open(&paths[0], &key)?.into(),
-                CodeCache::open(&paths[1], &key)?.into(),
-            ]
+            shard_codes(shards, &codes_dir, &key, run.config.tokenizer.valid_images)?
         } else {
-            let images = TrainingImages::load_captioned(
-                &source,
-                resolution as u32,
-                tokenizer.valid_images,
-                tokenizer.seed,
-                config.allow_uncaptioned,
-            )?;
-            codes_data.extend(report_data(&images, "code cache", &mut on_event));
-            let count = images.train_len().unwrap_or(config.lm_images);
-            let mut on_progress = |done, total| {
-                on_event(&PipelineEvent::Progress {
-                    what: format!("encoding {resolution} px"),
-                    done,
-                    total,
-                })
-            };
-            let train = encode_cache(
-                &vq,
-                &text,
-                key.clone(),
-                count,
-                |r| images.train_range(r),
-                tokenizer.batch_size,
-                device,
-                &mut on_progress,
-            )?;
-            let valid_images = images.valid().to_vec();
-            let valid = encode_cache(
-                &vq,
-                &text,
-                key.clone(),
-                valid_images.len(),
-                |r| valid_images[r].to_vec(),
-                tokenizer.batch_size,
-                device,
-                &mut on_progress,
-            )?;
-            train.save(&paths[0])?;
-            valid.save(&paths[1])?;
-            [train.into(), valid.into()]
+            let paths = ["train", "valid"].map(|split| codes_dir.join(format!("{split}-{resolution}.bin")));
+            if codes_done {
+                [
+                    CodeCache::open(&paths[0], &key)?.into(),
+                    CodeCache::open(&paths[1], &key)?.into(),
+                ]
+            } else {
+                let (caches, data) = encode_images(run, vq, text, key, device, on_event)?;
+                codes_data.extend(data);
+                for (cache, path) in caches.iter().zip(&paths) {
+                    cache.save(path)?;
+                }
+                caches.map(Codes::from)
+            }
         };
         caches.insert(resolution, LmData { train, valid });
     }
     if !codes_done {
-        let finished = StageRecord {
-            data: codes_data,
-            ..record(StageName::Codes)
-        };
-        finished.finish(&codes_dir, &stage::outputs(StageName::Codes, config))?;
+        run.finish(StageName::Codes, codes_data)?;
     }
-    if steps.until == Some(StageName::Codes) {
-        return Ok(());
-    }
+    Ok(caches)
+}
 
-    // 4. The LM, resumed from its latest checkpoint if an earlier run of this config was interrupted.
-    let lm_dir = stage_dir(StageName::Lm);
-    let skipped = record(StageName::Lm).is_finished(&lm_dir, StageName::Lm)?;
+/// The training and validation code caches of the run's images (scenes or a folder) at `key`'s resolution, and
+/// what loading them found.
+fn encode_images<B: Backend>(
+    run: &OpenRun,
+    vq: &VqModel<B>,
+    text: &TextTokenizer,
+    key: CacheKey,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(&PipelineEvent),
+) -> Result<([CodeCache; 2], Option<String>), TrainError> {
+    let (config, resolution) = (run.config, key.resolution);
+    let images = TrainingImages::load_captioned(
+        &run.source,
+        resolution,
+        config.tokenizer.valid_images,
+        config.tokenizer.seed,
+        config.allow_uncaptioned,
+    )?;
+    let data = report_data(&images, "code cache", on_event);
+    let count = images.train_len().unwrap_or(config.lm_images);
+    let mut on_progress = |done, total| {
+        on_event(&PipelineEvent::Progress {
+            what: format!("encoding {resolution} px"),
+            done,
+            total,
+        })
+    };
+    let batch_size = config.tokenizer.batch_size;
+    let train = encode_cache(
+        vq,
+        text,
+        key.clone(),
+        count,
+        |r| images.train_range(r),
+        batch_size,
+        device,
+        &mut on_progress,
+    )?;
+    let valid_images = images.valid();
+    let valid = encode_cache(
+        vq,
+        text,
+        key,
+        valid_images.len(),
+        |r| valid_images[r].to_vec(),
+        batch_size,
+        device,
+        &mut on_progress,
+    )?;
+    Ok(([train, valid], data))
+}
+
+/// Step 4 of 4: the LM, resumed from its latest checkpoint if an earlier run of this config was interrupted.
+fn lm_step<B: AutodiffBackend>(
+    run: &OpenRun,
+    vq: VqModel<B::InnerBackend>,
+    text: TextTokenizer,
+    caches: &BTreeMap<usize, LmData>,
+    devices: &[B::Device],
+    mut probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
+    on_event: &mut dyn FnMut(&PipelineEvent),
+) -> Result<(), TrainError> {
+    let config = run.config;
+    let lm_dir = run.stage_dir(StageName::Lm);
+    let skipped = run.is_finished(StageName::Lm)?;
     on_event(&PipelineEvent::Phase {
         name: "lm",
         skipped,
         detail: format!("{} steps", config.lm.total_steps()),
     });
-    if !skipped {
-        record(StageName::Lm).write(&lm_dir)?;
-        // An interrupted run of this config resumes from its newest valid checkpoint (train_lm skips corrupt ones,
-        // saying so, and refuses checkpoints of another config).
-        let resume = !crate::Checkpoints::new(lm_dir.join("checkpoints"), 1).list().is_empty();
-        let probing = probe.is_some();
-        let mut lm_probe = |step: usize, lm: &TokenShuffleLm<B::InnerBackend>| match probe.as_mut() {
-            Some(probe) => probe(
-                step,
-                &TrainedRun {
-                    config: config.clone(),
-                    vq: vq.clone(),
-                    text: text.clone(),
-                    lm: lm.clone(),
-                },
-            ),
-            None => Ok(serde_json::Value::Null),
-        };
-        let lm = train_lm_probed::<B>(
-            &config.lm,
-            &caches,
-            &lm_dir,
-            resume,
-            devices,
-            if probing {
-                Some(&mut lm_probe as &mut crate::LmProbe<'_, B::InnerBackend>)
-            } else {
-                None
-            },
-            |e| on_event(&PipelineEvent::Lm(e.clone())),
-        )?;
-        save_lm(&lm, &lm_dir)?;
-        let done = lm_dir.join("done.json");
-        std::fs::write(&done, b"{}").map_err(io(&done))?;
-        record(StageName::Lm).finish(&lm_dir, &stage::outputs(StageName::Lm, config))?;
+    if skipped {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// Checks the steps already in `dir` against `plan` ([`stage::check`]), with the config the run was last started
-/// with (`run.json`) for steps made before stage records existed.
-fn check_steps_on_disk<B: Backend>(
-    dir: &Path,
-    plan: &[(StageName, StageRecord)],
-    config: &RunConfig,
-    device: &B::Device,
-) -> Result<(), TrainError> {
-    let run_json = dir.join("run.json");
-    let legacy = run_json
-        .exists()
-        .then(|| RunConfig::load_file(&run_json).ok())
-        .flatten();
-    // A step found without a record is recorded as finished only if what it wrote can be used.
-    let mut usable = |stage: StageName, stage_dir: &Path| match stage {
-        StageName::Tokenizer => load_vq_checked::<B>(config, &stage_dir.join("model.safetensors"), device).is_ok(),
-        StageName::Text => TextTokenizer::load(&stage_dir.join("tokenizer.json")).is_ok(),
-        // Code caches check their own header and size whenever they are opened.
-        StageName::Codes => true,
-        StageName::Lm => {
-            load_lm_checked::<B>(config, config.lm.stages.len() - 1, &stage_dir.join("model"), device).is_ok()
-        }
-    };
-    stage::check(dir, plan, config, legacy.as_ref(), &mut usable)
-}
-
-/// The run's VQ tokenizer (finished), and the fingerprint of its weights (what its code caches are keyed by).
-fn load_vq<B: Backend>(
-    config: &RunConfig,
-    tokenizer_dir: &Path,
-    device: &B::Device,
-) -> Result<(VqModel<B>, String), TrainError> {
-    let vq_path = tokenizer_dir.join("model.safetensors");
-    let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
-    let vq = config.tokenizer.model.init::<B>(device)?.load_safetensors(&vq_path)?;
-    Ok((vq, fingerprint(&vq_bytes)))
-}
-
-/// The key of the code caches at `resolution` px made with these tokenizers.
-fn cache_key<B: Backend>(
-    vq: &VqModel<B>,
-    vq_fingerprint: &str,
-    text: &TextTokenizer,
-    resolution: usize,
-) -> Result<CacheKey, TrainError> {
-    Ok(CacheKey {
-        tokenizer: text.fingerprint()?,
-        vq_model: vq_fingerprint.to_string(),
-        resolution: resolution as u32,
-        grid: [resolution / vq.downsample_factor(); 2],
-    })
-}
-
-/// Which shards an `encode` process takes: shard `i` when `i mod count == index` (`--shard index/count`), so
-/// that `count` processes of a job array share the shards without talking to each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardSlice {
-    /// This process's share, `0..count`.
-    pub index: usize,
-    /// Processes sharing the shards.
-    pub count: usize,
-}
-
-impl ShardSlice {
-    /// Every shard (one process).
-    pub const ALL: ShardSlice = ShardSlice { index: 0, count: 1 };
-
-    fn takes(&self, shard: usize) -> bool {
-        shard % self.count == self.index
-    }
-}
-
-impl std::str::FromStr for ShardSlice {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        let parsed = text
-            .split_once('/')
-            .and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
-        match parsed {
-            Some((index, count)) if index < count => Ok(ShardSlice { index, count }),
-            _ => Err(format!(
-                "`{text}` is not a shard slice: write K/N with 0 <= K < N (process K of N, e.g. 0/8)"
-            )),
-        }
-    }
-}
-
-/// What encoding webdataset shards into per-shard code caches needs.
-struct ShardEncoding<'a, B: Backend> {
-    vq: &'a VqModel<B>,
-    text: &'a TextTokenizer,
-    key: &'a CacheKey,
-    codes_dir: &'a Path,
-    allow_uncaptioned: bool,
-    batch_size: usize,
-}
-
-impl<'a, B: Backend> ShardEncoding<'a, B> {
-    /// Encoding for a run of `config` with these tokenizers, into the caches of `key` under `codes_dir`.
-    fn new(
-        config: &RunConfig,
-        vq: &'a VqModel<B>,
-        text: &'a TextTokenizer,
-        key: &'a CacheKey,
-        codes_dir: &'a Path,
-    ) -> Self {
-        Self {
-            vq,
-            text,
-            key,
-            codes_dir,
-            allow_uncaptioned: config.allow_uncaptioned,
-            batch_size: config.tokenizer.batch_size,
-        }
-    }
-
-    /// Encodes every shard of `slice` whose two cache files (train, valid) are missing or do not open with the key
-    /// (a shard another process finished is left alone); one shard in memory at a time. Returns the load
-    /// summaries of shards that skipped files.
-    fn encode(
-        &self,
-        shards: &[PathBuf],
-        slice: ShardSlice,
-        device: &B::Device,
-        on_event: &mut impl FnMut(&PipelineEvent),
-    ) -> Result<Vec<String>, TrainError> {
-        let resolution = self.key.resolution as usize;
-        let options = crate::images::folder_options(resolution as u32, self.allow_uncaptioned);
-        let mut summaries = Vec::new();
-        let mine: Vec<&PathBuf> = (0..shards.len())
-            .filter(|&i| slice.takes(i))
-            .map(|i| &shards[i])
-            .collect();
-        for (done, shard) in mine.iter().enumerate() {
-            let paths = stage::shard_cache_names(resolution, shard).map(|name| self.codes_dir.join(name));
-            if let Some(parent) = paths[0].parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
-            }
-            // Overlapping slices (the same K/N started twice): the shard goes to whoever takes it first.
-            let Some(_shard) = FileLock::try_take(&paths[0].with_extension("lock"))? else {
-                let summary = format!("{}: another process is encoding it; left to that one", shard.display());
-                on_event(&PipelineEvent::Data {
-                    step: "code cache",
-                    summary: summary.clone(),
-                });
-                summaries.push(summary);
-                continue;
+    run.record(StageName::Lm).write(&lm_dir)?;
+    // An interrupted run of this config resumes from its newest valid checkpoint (train_lm skips corrupt ones,
+    // saying so, and refuses checkpoints of another config).
+    let resume = !crate::Checkpoints::new(lm_dir.join("checkpoints"), 1).list().is_empty();
+    // The probe sees the LM so far with the run's tokenizers.
+    let mut trained = probe.as_mut().map(|probe| {
+        move |step: usize, lm: &TokenShuffleLm<B::InnerBackend>| {
+            let run = TrainedRun {
+                config: config.clone(),
+                vq: vq.clone(),
+                text: text.clone(),
+                lm: lm.clone(),
             };
-            if paths.iter().all(|p| CodeFile::open(p, self.key).is_ok()) {
-                continue;
-            }
-            let folder = token_shuffle_data::shards::load_shard(shard, &options)?;
-            if !folder.report.skipped.is_empty() {
-                let summary = format!("{}: {}", shard.display(), folder.report.summary());
-                on_event(&PipelineEvent::Data {
-                    step: "code cache",
-                    summary: summary.clone(),
-                });
-                summaries.push(summary);
-            }
-            for (images, path) in [&folder.train, &folder.valid].into_iter().zip(&paths) {
-                let cache = encode_cache(
-                    self.vq,
-                    self.text,
-                    self.key.clone(),
-                    images.len(),
-                    |r| images[r].to_vec(),
-                    self.batch_size,
-                    device,
-                    &mut |_, _| {},
-                )?;
-                cache.save(path)?;
-            }
-            on_event(&PipelineEvent::Progress {
-                what: format!("encoding shards at {resolution} px"),
-                done: done + 1,
-                total: mine.len(),
-            });
+            probe(step, &run)
         }
-        Ok(summaries)
-    }
-}
-
-/// The code caches of `shards` at the key's resolution: the training caches read from disk sample by sample, and
-/// the first `valid_images` validation samples in memory.
-///
-/// # Errors
-/// A missing or damaged cache file, named; [`TrainError::Config`] when the shards hold no training or no
-/// validation sample.
-fn shard_codes(
-    shards: &[PathBuf],
-    codes_dir: &Path,
-    key: &CacheKey,
-    valid_images: usize,
-) -> Result<[Codes; 2], TrainError> {
-    let names: Vec<[String; 2]> = shards
-        .iter()
-        .map(|s| stage::shard_cache_names(key.resolution as usize, s))
-        .collect();
-    let open = |part: usize| {
-        let paths: Vec<PathBuf> = names.iter().map(|n| codes_dir.join(&n[part])).collect();
-        CodeShards::open(&paths, key).map(Codes::from)
-    };
-    let (train, all_valid) = (open(0)?, open(1)?);
-    let mut valid = CodeCache::new(key.clone());
-    let (mut grid, mut text) = (Vec::new(), Vec::new());
-    for i in 0..all_valid.len().min(valid_images) {
-        grid.clear();
-        text.clear();
-        all_valid.read(i, &mut grid, &mut text)?;
-        valid.push(&grid, &text)?;
-    }
-    if train.is_empty() || valid.is_empty() {
-        return Err(TrainError::Config(format!(
-            "the {} shards hold {} training and {} validation samples at {} px; the LM needs some of each",
-            shards.len(),
-            train.len(),
-            valid.len(),
-            key.resolution
-        )));
-    }
-    Ok([train, valid.into()])
-}
-
-/// Encodes the code caches of the webdataset shards of `slice` (`cargo xtask encode --shard K/N`): the run's
-/// tokenizer and text tokenizer must be finished (`cargo xtask train --until text`). Several processes may run
-/// this on one run directory at once (each takes the run's lock shared; `train` waits for none of them and is
-/// refused while they run). Shards whose caches exist are left alone, so a killed process is simply run again.
-///
-/// # Errors
-/// [`TrainError::Config`] when the run's data are not shards or its tokenizers are not finished; what
-/// [`run_pipeline`] reports for a changed config, bad shards and I/O.
-pub fn encode_shards<B: Backend>(
-    config: &RunConfig,
-    dir: &Path,
-    slice: ShardSlice,
-    device: &B::Device,
-    mut on_event: impl FnMut(&PipelineEvent),
-) -> Result<(), TrainError> {
-    let (_lock, shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode")?;
-    let codes_dir = dir.join(StageName::Codes.name());
-    let plan = stage::plan(config);
-    {
-        // Encoders started together would all find no record and write it through the same partial file.
-        std::fs::create_dir_all(&codes_dir).map_err(io(&codes_dir))?;
-        let _record = FileLock::wait(&codes_dir.join(".record.lock"))?;
-        if StageRecord::read(&codes_dir)?.is_none() {
-            plan[StageName::Codes as usize].1.write(&codes_dir)?;
-        }
-    }
-    for resolution in stage::resolutions(config) {
-        let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
-        ShardEncoding::new(config, &vq, &text, &key, &codes_dir).encode(&shards, slice, device, &mut on_event)?;
-    }
-    Ok(())
-}
-
-/// Checks that every shard's code caches are there and whole, after `encode --shard K/N` processes ran: one line
-/// (shards, samples) when they are, or an error naming the shards that are missing or damaged and the command that
-/// encodes them.
-///
-/// # Errors
-/// As [`encode_shards`]; [`TrainError::Config`] naming the missing or damaged caches.
-pub fn check_shard_codes<B: Backend>(config: &RunConfig, dir: &Path, device: &B::Device) -> Result<String, TrainError> {
-    let (_lock, shards, vq, vq_fingerprint, text) = finished_tokenizers::<B>(config, dir, device, "encode --merge")?;
-    let codes_dir = dir.join(StageName::Codes.name());
-    let mut lines = Vec::new();
-    for resolution in stage::resolutions(config) {
-        let key = cache_key(&vq, &vq_fingerprint, &text, resolution)?;
-        let mut bad = Vec::new();
-        let mut samples = [0usize; 2];
-        for shard in &shards {
-            for (part, name) in stage::shard_cache_names(resolution, shard).into_iter().enumerate() {
-                match CodeFile::open(&codes_dir.join(&name), &key) {
-                    Ok(file) => samples[part] += file.len(),
-                    Err(e) => bad.push(format!("{name} ({e})")),
-                }
-            }
-        }
-        if let Some(first) = bad.first() {
-            return Err(TrainError::Config(format!(
-                "{} of {} code cache files at {resolution} px are missing or damaged, the first: {first}; run \
-                 `cargo xtask encode --shard K/N` for the shards they belong to (or `train`, which encodes them)",
-                bad.len(),
-                2 * shards.len()
-            )));
-        }
-        // Every shard is encoded: the lock files its encoders took are no longer needed. One still held (an
-        // encoder finishing up) is left alone.
-        for shard in &shards {
-            let lock = codes_dir
-                .join(&stage::shard_cache_names(resolution, shard)[0])
-                .with_extension("lock");
-            if lock.is_file()
-                && let Some(held) = FileLock::try_take(&lock)?
-            {
-                std::fs::remove_file(&lock).map_err(io(&lock))?;
-                drop(held);
-            }
-        }
-        lines.push(format!(
-            "{resolution} px: all {} shards encoded ({} training, {} validation samples)",
-            shards.len(),
-            samples[0],
-            samples[1]
-        ));
-    }
-    Ok(lines.join("; "))
-}
-
-/// The run's lock (shared), its webdataset shards and its finished tokenizers (VQ, its fingerprint, text), for the
-/// `encode` commands (`what`, named in errors).
-#[allow(clippy::type_complexity)]
-fn finished_tokenizers<B: Backend>(
-    config: &RunConfig,
-    dir: &Path,
-    device: &B::Device,
-    what: &str,
-) -> Result<(crate::RunLock, Vec<PathBuf>, VqModel<B>, String, TextTokenizer), TrainError> {
-    config.check()?;
-    if !dir.join("run.json").exists() {
-        return Err(TrainError::NotARun {
-            dir: dir.to_path_buf(),
-            why: "no run here yet: start it with `cargo xtask train --config <this config> --until text`".into(),
-        });
-    }
-    let lock = crate::RunLock::acquire_shared(dir)?;
-    let ImageSource::Shards { paths: shards, .. } = config.data.parse().map_err(TrainError::Config)? else {
-        return Err(TrainError::Config(format!(
-            "`{what}` encodes webdataset shards, but the run's data is {:?}: `cargo xtask train` encodes it",
-            config.data
-        )));
-    };
-    let plan = stage::plan(config);
-    check_steps_on_disk::<B>(dir, &plan, config, device)?;
-    for stage in [StageName::Tokenizer, StageName::Text] {
-        if !plan[stage as usize].1.is_finished(&dir.join(stage.name()), stage)? {
-            return Err(TrainError::Config(format!(
-                "`{what}` needs the run's {} finished: run `cargo xtask train --config <this config> --run {} \
-                 --until text` once first",
-                stage.name(),
-                dir.display()
-            )));
-        }
-    }
-    let (vq, vq_fingerprint) = load_vq::<B>(config, &dir.join(StageName::Tokenizer.name()), device)?;
-    let text = TextTokenizer::load(&dir.join(StageName::Text.name()).join("tokenizer.json"))?;
-    Ok((lock, shards, vq, vq_fingerprint, text))
-}
-
-/// Reports what loading a corpus found (nothing for scenes, which are rendered).
-/// Returns the summary, for the step's record.
-fn report_data(
-    images: &TrainingImages,
-    step: &'static str,
-    on_event: &mut impl FnMut(&PipelineEvent),
-) -> Option<String> {
-    let mut summary = images.report.as_ref()?.summary();
-    if let Some(total) = images.sampled_from {
-        summary += &format!("; a seeded sample of the shards' {total} samples (the step sees no more)");
-    }
-    on_event(&PipelineEvent::Data {
-        step,
-        summary: summary.clone(),
     });
-    Some(summary)
-}
-
-/// Encodes `count` images (fetched by index range) and their captions into a code cache.
-#[allow(clippy::too_many_arguments)]
-fn encode_cache<B: Backend>(
-    vq: &VqModel<B>,
-    text: &TextTokenizer,
-    key: CacheKey,
-    count: usize,
-    fetch: impl Fn(std::ops::Range<usize>) -> Vec<ImageCaption>,
-    batch_size: usize,
-    device: &B::Device,
-    on_progress: &mut dyn FnMut(usize, usize),
-) -> Result<CodeCache, TrainError> {
-    let mut cache = CodeCache::new(key);
-    let chunk = batch_size.max(1) * 4;
-    for start in (0..count).step_by(chunk) {
-        let images = fetch(start..(start + chunk).min(count));
-        let captions: Vec<Vec<u32>> = images
-            .iter()
-            .map(|i| text.encode(&i.caption))
-            .collect::<Result<_, _>>()?;
-        let pixels = Batcher::<B, _, _>::batch(&PixelBatcher, images, device).images;
-        let codes: Vec<i64> = vq
-            .encode(pixels)?
-            .into_data()
-            .convert::<i64>()
-            .to_vec()
-            .expect("i64 codes");
-        let per_image = codes.len() / captions.len().max(1);
-        for (grid, caption) in codes.chunks(per_image).zip(&captions) {
-            let grid: Vec<u32> = grid.iter().map(|&c| c as u32).collect();
-            cache.push(&grid, caption)?;
-        }
-        on_progress(cache.len(), count);
-    }
-    Ok(cache)
-}
-
-type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
-
-/// Writes the final LM weights to `dir/model.mpk` (through a temporary file).
-fn save_lm<B: Backend>(lm: &TokenShuffleLm<B>, dir: &Path) -> Result<(), TrainError> {
-    token_shuffle_data::replace_atomically(&dir.join("model.mpk"), |partial| {
-        // The partial name keeps the `.mpk` extension that the recorder's reader expects.
-        crate::checkpoint::write_record::<B, _>(lm.clone().into_record(), partial, "final LM weights").map_err(
-            |message| TrainError::Weights {
-                path: partial.to_path_buf(),
-                message,
-            },
-        )
-    })
-}
-
-/// The VQ tokenizer of a run of `config` from `path`, checked to have the config's shapes and finite weights.
-fn load_vq_checked<B: Backend>(config: &RunConfig, path: &Path, device: &B::Device) -> Result<VqModel<B>, TrainError> {
-    crate::weights::load_checked(
-        || config.tokenizer.model.init::<B>(device).map_err(TrainError::from),
-        |vq| vq.load_safetensors(path).map_err(TrainError::from),
-        |why| TrainError::Corrupt {
-            path: path.to_path_buf(),
-            why: format!("{why}; make it again with `--restart-from tokenizer`"),
-        },
-    )
-}
-
-/// The LM of stage `stage` of a run of `config` from the recorder file `weights` (without its `.mpk`), checked
-/// to have the config's shapes and finite weights.
-fn load_lm_checked<B: Backend>(
-    config: &RunConfig,
-    stage: usize,
-    weights: &Path,
-    device: &B::Device,
-) -> Result<TokenShuffleLm<B>, TrainError> {
-    let file = weights.with_extension("mpk");
-    let refuse = |why: String| TrainError::Weights {
-        path: file.clone(),
-        message: format!("{why}; run `cargo xtask train` on the run again to rewrite it"),
-    };
-    let lm_config = config.lm.stage_lm(stage, config.tokenizer.model.downsample_factor());
-    crate::weights::load_checked(
-        || lm_config.init::<B>(device).map_err(TrainError::from),
-        |lm| {
-            lm.load_file(weights, &Recorder::new(), device).map_err(|e| {
-                refuse(format!(
-                    "unreadable, damaged or not LM weights ({})",
-                    crate::weights::recorder_message(e)
-                ))
-            })
-        },
-        refuse,
-    )
-}
-
-/// A finished run, loaded for generation.
-pub struct TrainedRun<B: Backend> {
-    /// The run's config.
-    pub config: RunConfig,
-    /// The VQ tokenizer.
-    pub vq: VqModel<B>,
-    /// The text tokenizer.
-    pub text: TextTokenizer,
-    /// The LM of the last stage.
-    pub lm: TokenShuffleLm<B>,
-}
-
-impl<B: Backend> TrainedRun<B> {
-    /// Loads the run in `dir` (made by [`run_pipeline`]) with its final LM.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
-        Self::load_at(dir, None, device)
-    }
-
-    /// Loads the run in `dir` with the LM of its checkpoint after `step` steps (`None`: the final LM), so that a
-    /// run's score can be followed over training, or read before it finishes.
-    pub fn load_at(dir: &Path, step: Option<usize>, device: &B::Device) -> Result<Self, TrainError> {
-        let run_path = dir.join("run.json");
-        let config = RunConfig::load_file(&run_path).map_err(|e| TrainError::NotARun {
-            dir: dir.to_path_buf(),
-            why: format!("not a run directory made by `cargo xtask train` ({e})"),
-        })?;
-        let checkpoints = crate::Checkpoints::new(dir.join("lm/checkpoints"), 1);
-        let (weights, stage) = match step {
-            None => {
-                if !dir.join("lm/model.mpk").exists() {
-                    return Err(TrainError::NotARun {
-                        dir: dir.to_path_buf(),
-                        why: "the run has not finished training (no lm/model.mpk); run `cargo xtask train` on it \
-                              again to finish, or name one of its checkpoints"
-                            .into(),
-                    });
-                }
-                (dir.join("lm/model"), config.lm.stages.len() - 1)
-            }
-            Some(step) => {
-                let path = checkpoints.path(step);
-                if !path.exists() {
-                    let steps: Vec<String> = checkpoints.list().iter().map(|(s, _)| s.to_string()).collect();
-                    return Err(TrainError::NotARun {
-                        dir: dir.to_path_buf(),
-                        why: format!(
-                            "has no LM checkpoint after {step} steps; it has: {}",
-                            if steps.is_empty() {
-                                "none".into()
-                            } else {
-                                steps.join(", ")
-                            }
-                        ),
-                    });
-                }
-                let lm_json = serde_json::to_value(&config.lm).expect("the config serialises");
-                let state = checkpoints.state(&path, &lm_json)?;
-                state.verify(&path).map_err(|why| TrainError::Corrupt {
-                    path: path.clone(),
-                    why,
-                })?;
-                (path.join("model"), state.stage)
-            }
-        };
-        // run.json builds the model: it must still say what each step was made from (an edited width would fail
-        // deep inside a forward pass, an edited rope_theta would silently make other images).
-        stage::check_describes(dir, &config)?;
-        // Every file loaded is checked against the checksum its step recorded (runs made before step records
-        // existed have none to check).
-        let mut loaded = vec![StageName::Tokenizer, StageName::Text];
-        if step.is_none() {
-            loaded.push(StageName::Lm);
-        }
-        for stage in loaded {
-            let stage_dir = dir.join(stage.name());
-            if let Some(record) = stage::StageRecord::read(&stage_dir)? {
-                record.verify(&stage_dir, stage)?;
-            }
-        }
-        let vq = load_vq_checked(&config, &dir.join("tokenizer/model.safetensors"), device)?;
-        let text = TextTokenizer::load(&dir.join("text/tokenizer.json"))?;
-        let lm = load_lm_checked(&config, stage, &weights, device)?;
-        Ok(Self { config, vq, text, lm })
-    }
-
-    /// Generates one image per prompt.
-    pub fn generate_images(
-        &self,
-        prompts: &[String],
-        options: &GenerateOptions,
-        device: &B::Device,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<image::RgbImage>, TrainError> {
-        let texts: Vec<Vec<u32>> = prompts.iter().map(|p| self.text.encode(p)).collect::<Result<_, _>>()?;
-        let max_text = self.config.lm.model.max_text_len;
-        if let Some((prompt, ids)) = prompts.iter().zip(&texts).find(|(_, ids)| ids.len() > max_text) {
-            // Quote the start only: a prompt pasted by mistake may be thousands of words long.
-            let words: Vec<&str> = prompt.split_whitespace().collect();
-            let quoted = if words.len() > 12 {
-                format!("\"{} …\" ({} words)", words[..12].join(" "), words.len())
-            } else {
-                format!("{prompt:?}")
-            };
-            return Err(TrainError::Config(format!(
-                "the prompt {quoted} is {} text ids long; this LM takes at most {max_text}: shorten it",
-                ids.len()
-            )));
-        }
-        let codes = self
-            .lm
-            .generate(&texts, options, device, &mut |step| on_step(step.done, step.total))?;
-        Ok(tensor_to_images(self.vq.decode(codes)))
-    }
-
-    /// Generates one image per prompt and lays them out in a grid of `columns`.
-    pub fn generate(
-        &self,
-        prompts: &[String],
-        options: &GenerateOptions,
-        columns: usize,
-        device: &B::Device,
-        on_step: &mut dyn FnMut(usize, usize),
-    ) -> Result<image::RgbImage, TrainError> {
-        Ok(tile(
-            &self.generate_images(prompts, options, device, on_step)?,
-            columns.max(1) as u32,
-        ))
-    }
+    let lm = train_lm_probed::<B>(
+        &config.lm,
+        caches,
+        &lm_dir,
+        resume,
+        devices,
+        trained
+            .as_mut()
+            .map(|probe| probe as &mut crate::LmProbe<'_, B::InnerBackend>),
+        |e| on_event(&PipelineEvent::Lm(e.clone())),
+    )?;
+    save_lm(&lm, &lm_dir)?;
+    let done = lm_dir.join("done.json");
+    std::fs::write(&done, b"{}").map_err(io(&done))?;
+    run.finish(StageName::Lm, Vec::new())
 }
 
 /// The default path of a run named `name`.
@@ -1010,8 +477,9 @@ pub fn run_dir(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{check_shard_codes, encode_shards};
     use burn::backend::Autodiff;
-    use token_shuffle_lm::{CfgSchedule, Sampler};
+    use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
     use token_shuffle_test_support::TestBackend;
 
     /// The tiniest preset: a few steps of everything, on 32 px scenes.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use token_shuffle_data::cache::{fingerprint, fingerprint_file};
 
+use crate::error::io;
 use crate::{RunConfig, TrainError};
 
 /// A step of the pipeline, in order.
@@ -176,13 +177,6 @@ pub fn plan_from(config: &RunConfig, pretrained: Option<&str>) -> Vec<(StageName
     }
     let lm = record(lm);
     StageName::ALL.into_iter().zip([tokenizer, text, codes, lm]).collect()
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// The first field where `a` and `b` differ (a dotted path, empty when they differ at the top), with both values.
@@ -458,6 +452,35 @@ pub fn check_describes(dir: &Path, config: &RunConfig) -> Result<(), TrainError>
 /// The files stage `stage` of a run of `config` writes (for [`StageRecord::finish`]).
 pub fn outputs(stage: StageName, config: &RunConfig) -> Vec<String> {
     stage.outputs(config)
+}
+
+/// Checks the steps already in `dir` against `plan` ([`stage::check`]), with the config the run was last started
+/// with (`run.json`) for steps made before stage records existed.
+pub(crate) fn check_on_disk<B: burn::tensor::backend::Backend>(
+    dir: &Path,
+    plan: &[(StageName, StageRecord)],
+    config: &RunConfig,
+    device: &B::Device,
+) -> Result<(), TrainError> {
+    let run_json = dir.join("run.json");
+    let legacy = run_json
+        .exists()
+        .then(|| RunConfig::load_file(&run_json).ok())
+        .flatten();
+    // A step found without a record is recorded as finished only if what it wrote can be used.
+    let mut usable = |stage: StageName, stage_dir: &Path| match stage {
+        StageName::Tokenizer => {
+            crate::weights::load_vq_checked::<B>(config, &stage_dir.join("model.safetensors"), device).is_ok()
+        }
+        StageName::Text => token_shuffle_data::text::TextTokenizer::load(&stage_dir.join("tokenizer.json")).is_ok(),
+        // Code caches check their own header and size whenever they are opened.
+        StageName::Codes => true,
+        StageName::Lm => {
+            crate::weights::load_lm_checked::<B>(config, config.lm.stages.len() - 1, &stage_dir.join("model"), device)
+                .is_ok()
+        }
+    };
+    check(dir, plan, config, legacy.as_ref(), &mut usable)
 }
 
 #[cfg(test)]

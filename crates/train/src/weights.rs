@@ -2,9 +2,18 @@
 //! shape the config builds (burn's recorders load a tensor of any shape, which then fails deep inside a forward
 //! pass), and every value is finite.
 
+use std::path::Path;
+
 use burn::module::{Module, ModuleVisitor, Param};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use token_shuffle_data::cache::fingerprint;
+use token_shuffle_lm::TokenShuffleLm;
+use token_shuffle_vqgan::VqModel;
+
+use crate::error::io;
+use crate::{RunConfig, TrainError};
 
 /// The shape of every float parameter, in the module's visiting order (without initialising lazy parameters).
 fn shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<Vec<usize>> {
@@ -79,6 +88,77 @@ pub(crate) fn recorder_message(error: impl std::fmt::Display) -> String {
         .find("\nThe internal data format has changed")
         .unwrap_or(text.len());
     text[..cut].trim_end().to_string()
+}
+
+/// The run's VQ tokenizer (finished), and the fingerprint of its weights (what its code caches are keyed by).
+pub(crate) fn load_vq<B: Backend>(
+    config: &RunConfig,
+    tokenizer_dir: &Path,
+    device: &B::Device,
+) -> Result<(VqModel<B>, String), TrainError> {
+    let vq_path = tokenizer_dir.join("model.safetensors");
+    let vq_bytes = std::fs::read(&vq_path).map_err(io(&vq_path))?;
+    let vq = config.tokenizer.model.init::<B>(device)?.load_safetensors(&vq_path)?;
+    Ok((vq, fingerprint(&vq_bytes)))
+}
+
+pub(crate) type Recorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// Writes the final LM weights to `dir/model.mpk` (through a temporary file).
+pub(crate) fn save_lm<B: Backend>(lm: &TokenShuffleLm<B>, dir: &Path) -> Result<(), TrainError> {
+    token_shuffle_data::replace_atomically(&dir.join("model.mpk"), |partial| {
+        // The partial name keeps the `.mpk` extension that the recorder's reader expects.
+        crate::checkpoint::write_record::<B, _>(lm.clone().into_record(), partial, "final LM weights").map_err(
+            |message| TrainError::Weights {
+                path: partial.to_path_buf(),
+                message,
+            },
+        )
+    })
+}
+
+/// The VQ tokenizer of a run of `config` from `path`, checked to have the config's shapes and finite weights.
+pub(crate) fn load_vq_checked<B: Backend>(
+    config: &RunConfig,
+    path: &Path,
+    device: &B::Device,
+) -> Result<VqModel<B>, TrainError> {
+    load_checked(
+        || config.tokenizer.model.init::<B>(device).map_err(TrainError::from),
+        |vq| vq.load_safetensors(path).map_err(TrainError::from),
+        |why| TrainError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!("{why}; make it again with `--restart-from tokenizer`"),
+        },
+    )
+}
+
+/// The LM of stage `stage` of a run of `config` from the recorder file `weights` (without its `.mpk`), checked
+/// to have the config's shapes and finite weights.
+pub(crate) fn load_lm_checked<B: Backend>(
+    config: &RunConfig,
+    stage: usize,
+    weights: &Path,
+    device: &B::Device,
+) -> Result<TokenShuffleLm<B>, TrainError> {
+    let file = weights.with_extension("mpk");
+    let refuse = |why: String| TrainError::Weights {
+        path: file.clone(),
+        message: format!("{why}; run `cargo xtask train` on the run again to rewrite it"),
+    };
+    let lm_config = config.lm.stage_lm(stage, config.tokenizer.model.downsample_factor());
+    load_checked(
+        || lm_config.init::<B>(device).map_err(TrainError::from),
+        |lm| {
+            lm.load_file(weights, &Recorder::new(), device).map_err(|e| {
+                refuse(format!(
+                    "unreadable, damaged or not LM weights ({})",
+                    recorder_message(e)
+                ))
+            })
+        },
+        refuse,
+    )
 }
 
 #[cfg(test)]

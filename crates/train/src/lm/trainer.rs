@@ -22,13 +22,9 @@ use super::gradients::{Losses, step_gradients};
 use super::optimizers::Optimizers;
 use super::{LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, evaluate_lm};
 use crate::checkpoint::{CheckpointState, Checkpoints, metrics_up_to, reopen_metrics, write_record};
+use crate::error::io;
 use crate::images::EpochOrder;
 use crate::{TrainError, WarmupCosine};
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + use<> {
-    let path = path.to_path_buf();
-    move |source| TrainError::Io { path, source }
-}
 
 /// The LM of stage `index`, from its code cache's grid.
 fn stage_config(
