@@ -43,7 +43,7 @@
 //! ```
 //!
 //! ## Decisions the paper leaves open
-//! - Positions: RoPE over the shortened sequence (one position per window), as PAPER.md suggests.
+//! - Positions: RoPE over the shortened sequence (one position per window), as the paper suggests (docs/PAPER.md).
 //! - Sequence: `[bos] text [boi] w₀ … w_{N−2}`; the outputs at `boi` and `w₀ … w_{N−2}` predict windows `0 … N−1`,
 //!   so the last window is never an input in training.
 //! - Prompts of different lengths are left-padded with `pad`, and an attention bias hides the pads, so a prompt's
