@@ -10,7 +10,7 @@ use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use token_shuffle_data::ImageCaption;
-use token_shuffle_eval::ablation::{AblationEvent, parse_fusion};
+use token_shuffle_eval::ablation::AblationEvent;
 use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalOptions, LmBudget, calibrate_through};
 use token_shuffle_lm::CfgSchedule;
 use token_shuffle_train::{RunConfig, TokenizerTrainingConfig, TrainedRun};
@@ -291,7 +291,7 @@ impl Ablate {
         let fusions = self
             .fusion
             .iter()
-            .map(|f| parse_fusion(f))
+            .map(|f| f.parse::<token_shuffle::Fusion>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
         let blocks = if self.mlp_blocks.is_empty() {

@@ -39,9 +39,8 @@ impl Variant {
     pub fn name(&self) -> String {
         match (self.window, self.fusion) {
             (1, _) => "s1".into(),
-            (s, Fusion::Linear) => format!("s{s}-linear"),
-            (s, Fusion::ResidualMlp) => format!("s{s}-mlp{}", self.mlp_blocks),
-            (s, Fusion::LastToken) => format!("s{s}-last-token{}", self.mlp_blocks),
+            (s, fusion) if fusion.uses_mlp_blocks() => format!("s{s}-{}{}", fusion.name(), self.mlp_blocks),
+            (s, fusion) => format!("s{s}-{}", fusion.name()),
         }
     }
 
@@ -70,7 +69,7 @@ pub fn variants(windows: &[usize], fusions: &[Fusion], mlp_blocks: &[usize]) -> 
                         fusion: Fusion::ResidualMlp,
                         mlp_blocks: 0,
                     },
-                    (_, Fusion::Linear) => Variant {
+                    (_, fusion) if !fusion.uses_mlp_blocks() => Variant {
                         window,
                         fusion,
                         mlp_blocks: 0,
@@ -88,16 +87,6 @@ pub fn variants(windows: &[usize], fusions: &[Fusion], mlp_blocks: &[usize]) -> 
         }
     }
     out
-}
-
-/// Parses a fusion name of the command line: `mlp`, `linear` or `last-token`.
-pub fn parse_fusion(name: &str) -> Result<Fusion, String> {
-    match name {
-        "mlp" => Ok(Fusion::ResidualMlp),
-        "linear" => Ok(Fusion::Linear),
-        "last-token" => Ok(Fusion::LastToken),
-        other => Err(format!("unknown fusion {other:?}: use mlp, linear or last-token")),
-    }
 }
 
 /// How much LM training each variant gets.
@@ -515,9 +504,10 @@ mod tests {
                 "s2-last-token2"
             ]
         );
-        assert_eq!(parse_fusion("last-token"), Ok(Fusion::LastToken));
+        assert_eq!("last-token".parse(), Ok(Fusion::LastToken));
         assert!(
-            parse_fusion("resampler")
+            "resampler"
+                .parse::<Fusion>()
                 .unwrap_err()
                 .contains("mlp, linear or last-token")
         );

@@ -83,19 +83,16 @@ impl TokenShuffleLmConfig {
 
         // Token-Shuffle: per-side fusion stage, the compress and expand layers (with biases).
         let block_params = 2.0 * d + 2.0 * (d * d + d);
-        let (fuse_params, fuse_weights) = match arch.fusion {
-            Fusion::Linear => (d * d + d, d * d),
-            Fusion::ResidualMlp | Fusion::LastToken => (blocks * block_params, blocks * 2.0 * d * d),
+        let mixing = |fusion: Fusion| {
+            if fusion.uses_mlp_blocks() {
+                (blocks * block_params, blocks * 2.0 * d * d)
+            } else {
+                (d * d + d, d * d)
+            }
         };
-        let (unfuse_params, unfuse_weights) = match arch.fusion {
-            Fusion::Linear => (d * d + d, d * d),
-            _ => (blocks * block_params, blocks * 2.0 * d * d),
-        };
-        let compress = if arch.fusion == Fusion::LastToken {
-            0.0
-        } else {
-            d * narrow
-        };
+        let (fuse_params, fuse_weights) = mixing(arch.fusion);
+        let (unfuse_params, unfuse_weights) = mixing(arch.fusion.unshuffle_side());
+        let compress = if arch.fusion.compresses() { d * narrow } else { 0.0 };
         let shuffled = self.window != 1;
         let shuffle_params = if shuffled {
             fuse_params + compress + if compress > 0.0 { narrow } else { 0.0 }

@@ -23,6 +23,53 @@ pub enum Fusion {
     LastToken,
 }
 
+impl Fusion {
+    /// Every variant, in the order ablations list them.
+    pub const ALL: [Fusion; 3] = [Fusion::ResidualMlp, Fusion::Linear, Fusion::LastToken];
+
+    /// The name the command line and the ablation directories use: `mlp`, `linear`, `last-token`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fusion::ResidualMlp => "mlp",
+            Fusion::Linear => "linear",
+            Fusion::LastToken => "last-token",
+        }
+    }
+
+    /// Whether each token of a window is compressed d → d/s² before the window is concatenated (the last-token
+    /// ablation keeps one token at full width instead).
+    pub fn compresses(self) -> bool {
+        self != Fusion::LastToken
+    }
+
+    /// Whether the shuffle side mixes with `mlp_blocks` residual MLP blocks (else one d × d linear layer).
+    pub fn uses_mlp_blocks(self) -> bool {
+        self != Fusion::Linear
+    }
+
+    /// The variant of the unshuffle side: the same, except that the last-token ablation changes only the input
+    /// side (every code of the window is still predicted) and so splits like [`Fusion::ResidualMlp`].
+    pub fn unshuffle_side(self) -> Fusion {
+        match self {
+            Fusion::LastToken => Fusion::ResidualMlp,
+            other => other,
+        }
+    }
+}
+
+impl std::str::FromStr for Fusion {
+    type Err = String;
+
+    /// Parses a [`Fusion::name`].
+    fn from_str(name: &str) -> Result<Self, String> {
+        Fusion::ALL.into_iter().find(|f| f.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Fusion::ALL.iter().map(|f| f.name()).collect();
+            let (last, others) = names.split_last().expect("there are variants");
+            format!("unknown fusion {name:?}: use {} or {last}", others.join(", "))
+        })
+    }
+}
+
 /// The channel mixing of a merged token: residual MLP blocks, or one linear layer.
 // Built once per model, so the size of the enum does not matter; burn's `Module` derive has no boxed variant.
 #[allow(clippy::large_enum_variant)]
@@ -45,12 +92,11 @@ impl<B: Backend> WindowFusion<B> {
         mlp_hidden: Option<usize>,
         device: &B::Device,
     ) -> Self {
-        match fusion {
-            Fusion::Linear => Self::Linear(LinearConfig::new(d_model, d_model).init(device)),
-            Fusion::ResidualMlp | Fusion::LastToken => {
-                let block = ResidualMlpConfig::new(d_model).with_d_hidden(mlp_hidden);
-                Self::ResidualMlp((0..mlp_blocks).map(|_| block.init(device)).collect())
-            }
+        if fusion.uses_mlp_blocks() {
+            let block = ResidualMlpConfig::new(d_model).with_d_hidden(mlp_hidden);
+            Self::ResidualMlp((0..mlp_blocks).map(|_| block.init(device)).collect())
+        } else {
+            Self::Linear(LinearConfig::new(d_model, d_model).init(device))
         }
     }
 
@@ -64,5 +110,21 @@ impl<B: Backend> WindowFusion<B> {
             Self::ResidualMlp(blocks) => blocks.iter().fold(x, |x, block| block.forward(x)),
             Self::Linear(linear) => crate::on_rows(x, |x| linear.forward(x)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_parses_back_from_its_name_and_an_unknown_name_lists_them() {
+        for fusion in Fusion::ALL {
+            assert_eq!(fusion.name().parse::<Fusion>(), Ok(fusion));
+        }
+        let names: std::collections::BTreeSet<_> = Fusion::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names.len(), Fusion::ALL.len(), "names are distinct");
+        let error = "MLP".parse::<Fusion>().unwrap_err();
+        assert!(error.contains("\"MLP\"") && error.contains("mlp, linear or last-token"), "{error}");
     }
 }

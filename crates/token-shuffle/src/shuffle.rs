@@ -76,7 +76,9 @@ impl TokenShuffleConfig {
         let (compress, fuse) = if self.window == 1 {
             (None, None)
         } else {
-            let compress = (self.fusion != Fusion::LastToken)
+            let compress = self
+                .fusion
+                .compresses()
                 .then(|| LinearConfig::new(self.d_model, self.d_model / s2).init(device));
             let fuse = WindowFusion::new(self.fusion, self.d_model, self.mlp_blocks, self.mlp_hidden, device);
             (compress, Some(fuse))

@@ -69,12 +69,7 @@ impl TokenUnshuffleConfig {
         let (fuse, expand) = if self.window == 1 {
             (None, None)
         } else {
-            // The last-token ablation changes only the input side: every code of the window is still predicted.
-            let fusion = if self.fusion == Fusion::LastToken {
-                Fusion::ResidualMlp
-            } else {
-                self.fusion
-            };
+            let fusion = self.fusion.unshuffle_side();
             (
                 Some(WindowFusion::new(
                     fusion,
