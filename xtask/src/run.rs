@@ -318,12 +318,13 @@ fn event_line(event: &PipelineEvent, started: Instant, tokenizer_steps: usize, l
             )
         }
         PipelineEvent::Lm(LmEvent::Benchmark { step, result }) => {
-            let interval = &result["overall_interval"];
+            let interval = result
+                .overall_interval
+                .map(|(low, high)| format!(" ({low:.2}–{high:.2})"))
+                .unwrap_or_default();
             format!(
-                "[{t:>6.0} s]   lm benchmark {step:>5}  overall {:.3} ({:.2}–{:.2}) on validation-seed prompts",
-                result["overall"].as_f64().unwrap_or(f64::NAN),
-                interval[0].as_f64().unwrap_or(f64::NAN),
-                interval[1].as_f64().unwrap_or(f64::NAN)
+                "[{t:>6.0} s]   lm benchmark {step:>5}  overall {:.3}{interval} on validation-seed prompts",
+                result.overall
             )
         }
         PipelineEvent::Lm(LmEvent::SkippedCheckpoint { path, why }) => {

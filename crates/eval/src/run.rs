@@ -12,7 +12,7 @@ use token_shuffle_data::imaging::tile;
 use token_shuffle_data::scenes::{Category, Scene, SceneCorpus, Split};
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
 use token_shuffle_train::{
-    ImageSource, ReconstructionReport, TrainError, TrainedRun, TrainingImages, evaluate_reconstruction,
+    ImageSource, ProbeResult, ReconstructionReport, TrainError, TrainedRun, TrainingImages, evaluate_reconstruction,
 };
 
 use crate::{BenchmarkReport, CompositionalBenchmark, DetectorConfig, EvalError};
@@ -141,27 +141,26 @@ pub fn benchmark_run<B: Backend>(
     Ok((benchmark, samples, ms_per_image))
 }
 
-/// A probe for [`token_shuffle_train::run_pipeline_probed`]: the benchmark of `options` on the run as it stands,
-/// as JSON (overall score, its interval, and the score per category).
+/// A probe for [`token_shuffle_train::run_pipeline_probed`]: the benchmark of `options` on the run as it stands
+/// (overall score, its interval, and the score per category).
 pub fn benchmark_probe<B: Backend>(
     options: EvalOptions,
     device: B::Device,
-) -> impl FnMut(usize, &TrainedRun<B>) -> Result<serde_json::Value, TrainError> {
+) -> impl FnMut(usize, &TrainedRun<B>) -> Result<ProbeResult, TrainError> {
     move |step, run| {
         let (report, _, _) = benchmark_run(run, &options, &device, |_, _| {}).map_err(|e| TrainError::Probe {
             step,
             message: e.to_string(),
         })?;
-        let categories: serde_json::Map<String, serde_json::Value> = report
-            .categories
-            .iter()
-            .map(|c| (c.category.name().to_string(), c.score().into()))
-            .collect();
-        Ok(serde_json::json!({
-            "overall": report.overall,
-            "overall_interval": report.overall_interval,
-            "categories": categories,
-        }))
+        Ok(ProbeResult {
+            overall: report.overall,
+            overall_interval: Some(report.overall_interval),
+            categories: report
+                .categories
+                .iter()
+                .map(|c| (c.category.name().to_string(), c.score()))
+                .collect(),
+        })
     }
 }
 

@@ -125,6 +125,9 @@ mod tests {
         let names: std::collections::BTreeSet<_> = Fusion::ALL.iter().map(|f| f.name()).collect();
         assert_eq!(names.len(), Fusion::ALL.len(), "names are distinct");
         let error = "MLP".parse::<Fusion>().unwrap_err();
-        assert!(error.contains("\"MLP\"") && error.contains("mlp, linear or last-token"), "{error}");
+        assert!(
+            error.contains("\"MLP\"") && error.contains("mlp, linear or last-token"),
+            "{error}"
+        );
     }
 }

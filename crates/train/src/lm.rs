@@ -294,7 +294,7 @@ pub enum LmEvent {
         /// Steps it was measured after.
         step: usize,
         /// What the probe returned (also logged to `metrics.jsonl`).
-        result: serde_json::Value,
+        result: ProbeResult,
     },
     /// A checkpoint that failed its integrity check was passed over on resume (it stays on disk).
     SkippedCheckpoint {
@@ -323,10 +323,21 @@ pub enum LmEvent {
     },
 }
 
+/// What a probe measured after a step (logged to `metrics.jsonl` as `{"benchmark": {"step", "result": …}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProbeResult {
+    /// The headline number (the benchmark's overall score).
+    pub overall: f64,
+    /// Its 95% interval, when the probe has one.
+    pub overall_interval: Option<(f64, f64)>,
+    /// Named parts of it (the benchmark's score per category).
+    pub categories: BTreeMap<String, f64>,
+}
+
 /// A measurement of the LM after a given step, taken during training every
 /// [`LmTrainingConfig::benchmark_every`] steps; its JSON goes to `metrics.jsonl`. The eval crate's compositional
 /// benchmark is the one `cargo xtask train` uses (train cannot depend on eval, so it arrives as this callback).
-pub type LmProbe<'a, B> = dyn FnMut(usize, &TokenShuffleLm<B>) -> Result<serde_json::Value, TrainError> + 'a;
+pub type LmProbe<'a, B> = dyn FnMut(usize, &TokenShuffleLm<B>) -> Result<ProbeResult, TrainError> + 'a;
 
 /// Mean image cross-entropy of `lm` over a code cache, in batches.
 pub fn evaluate_lm<B: Backend>(
@@ -751,7 +762,11 @@ mod tests {
             let ce = evaluate_lm(lm, &probe_data[&16].valid, 2, &device)?;
             let _noise = Tensor::<TestBackend, 1>::random([4], burn::tensor::Distribution::Default, &device);
             measured.push(step);
-            Ok(serde_json::json!({ "valid_ce": ce }))
+            Ok(ProbeResult {
+                overall: f64::from(ce),
+                overall_interval: None,
+                categories: BTreeMap::from([("valid_ce".to_string(), f64::from(ce))]),
+            })
         };
         train_lm_probed::<A>(
             &config,
@@ -774,7 +789,9 @@ mod tests {
         assert_eq!(logged, vec![2, 4, 5], "{metrics}");
         let events = probed
             .iter()
-            .filter(|e| matches!(e, LmEvent::Benchmark { result, .. } if result["valid_ce"].is_number()))
+            .filter(
+                |e| matches!(e, LmEvent::Benchmark { result, .. } if result.categories["valid_ce"] == result.overall),
+            )
             .count();
         assert_eq!(events, 3);
     }

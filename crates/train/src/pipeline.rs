@@ -53,7 +53,7 @@ pub fn run_pipeline<B: AutodiffBackend>(
 
 /// A measurement of the run as it stands after a given LM step (the LM so far, with the run's tokenizers), taken
 /// every [`crate::LmTrainingConfig::benchmark_every`] steps: the compositional benchmark, in practice.
-pub type RunProbe<'a, B> = dyn FnMut(usize, &TrainedRun<B>) -> Result<serde_json::Value, TrainError> + 'a;
+pub type RunProbe<'a, B> = dyn FnMut(usize, &TrainedRun<B>) -> Result<crate::ProbeResult, TrainError> + 'a;
 
 /// Which part of the pipeline [`run_pipeline_probed`] runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
