@@ -32,22 +32,9 @@ pub enum ImageSource {
 
 impl FromStr for ImageSource {
     type Err = String;
+    /// A source named by one string (`--data`): see [`DataSource::from_name`].
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "scenes" => Ok(Self::Scenes),
-            "twemoji" => Ok(Self::Twemoji),
-            spec if token_shuffle_data::shards::names_shards(spec) => token_shuffle_data::shards::shard_paths(spec)
-                .map(|paths| Self::Shards {
-                    spec: spec.to_string(),
-                    paths,
-                })
-                .map_err(|e| e.to_string()),
-            path if std::path::Path::new(path).is_dir() => Ok(Self::Folder(path.into())),
-            other => Err(format!(
-                "{other:?} is neither `scenes`, `twemoji`, a folder of images nor webdataset shards (a .tar \
-                 file, a pattern like shards/{{00000..00127}}.tar, or a folder of .tar files)"
-            )),
-        }
+        DataSource::from_name(s).resolve()
     }
 }
 
@@ -59,6 +46,105 @@ impl std::fmt::Display for ImageSource {
             Self::Folder(path) => write!(f, "{}", path.display()),
             Self::Shards { spec, paths } => write!(f, "{spec} ({} shards)", paths.len()),
         }
+    }
+}
+
+/// Where a run's images come from, as its config says: `"scenes"`, `"twemoji"`, `{"folder": "photos"}` or
+/// `{"shards": "shards/{00000..00127}.tar"}` (a pattern, a folder of `.tar` files, or one). A plain path string,
+/// as configs before this form wrote it, is still read: shards when it ends in `.tar` or names a folder holding
+/// `.tar` files, else a folder. [`resolve`](Self::resolve) finds the files.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// The synthetic scene generator.
+    Scenes,
+    /// The embedded Twemoji corpus.
+    Twemoji,
+    /// A folder of images (with captions beside them).
+    Folder(PathBuf),
+    /// Webdataset shards.
+    Shards(String),
+}
+
+impl DataSource {
+    /// A source named by one string (the form of older configs and of `--data`): `scenes`, `twemoji`, shards
+    /// (see [`DataSource`]) or a folder.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "scenes" => Self::Scenes,
+            "twemoji" => Self::Twemoji,
+            spec if token_shuffle_data::shards::names_shards(spec) => Self::Shards(spec.to_string()),
+            path => Self::Folder(path.into()),
+        }
+    }
+
+    /// The one-string form: what step records hold (so that runs recorded before the typed form still match)
+    /// and what messages show.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Scenes => "scenes".into(),
+            Self::Twemoji => "twemoji".into(),
+            Self::Folder(path) => path.display().to_string(),
+            Self::Shards(spec) => spec.clone(),
+        }
+    }
+
+    /// The images this source names: the shard files listed, a folder checked to exist.
+    ///
+    /// # Errors
+    /// A missing folder or shard, named, with the forms a source can take.
+    pub fn resolve(&self) -> Result<ImageSource, String> {
+        match self {
+            Self::Scenes => Ok(ImageSource::Scenes),
+            Self::Twemoji => Ok(ImageSource::Twemoji),
+            Self::Shards(spec) => token_shuffle_data::shards::shard_paths(spec)
+                .map(|paths| ImageSource::Shards {
+                    spec: spec.clone(),
+                    paths,
+                })
+                .map_err(|e| e.to_string()),
+            Self::Folder(path) if path.is_dir() => Ok(ImageSource::Folder(path.clone())),
+            Self::Folder(path) => Err(format!(
+                "{:?} is neither `scenes`, `twemoji`, a folder of images nor webdataset shards (a .tar file, a \
+                 pattern like shards/{{00000..00127}}.tar, or a folder of .tar files)",
+                path.display().to_string()
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DataSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        const EXPECTED: &str = r#""scenes", "twemoji", {"folder": "<dir>"} or {"shards": "<pattern, dir or .tar>"}"#;
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = DataSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<DataSource, E> {
+                Ok(DataSource::from_name(name))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<DataSource, M::Error> {
+                use serde::de::Error;
+                let Some((key, value)) = map.next_entry::<String, String>()? else {
+                    return Err(M::Error::custom(format!("an empty map; expected {EXPECTED}")));
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(M::Error::custom(format!(
+                        "a map of more than one key; expected {EXPECTED}"
+                    )));
+                }
+                match key.as_str() {
+                    "folder" => Ok(DataSource::Folder(value.into())),
+                    "shards" => Ok(DataSource::Shards(value)),
+                    other => Err(M::Error::custom(format!(
+                        "unknown source {other:?}; expected {EXPECTED}"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -323,6 +409,58 @@ fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_sources_read_in_the_typed_form_and_the_old_string_form_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let photos = dir.path().join("photos");
+        let tars = dir.path().join("tars");
+        std::fs::create_dir_all(&photos).unwrap();
+        std::fs::create_dir_all(&tars).unwrap();
+        std::fs::write(tars.join("0.tar"), b"").unwrap();
+        let read = |json: serde_json::Value| serde_json::from_value::<DataSource>(json);
+        let (photos_name, tars_name) = (photos.display().to_string(), tars.display().to_string());
+        for (typed, old) in [
+            (serde_json::json!("scenes"), serde_json::json!("scenes")),
+            (
+                serde_json::json!({ "folder": photos_name }),
+                serde_json::json!(photos_name),
+            ),
+            (serde_json::json!({ "shards": tars_name }), serde_json::json!(tars_name)),
+            (
+                serde_json::json!({ "shards": "s/{0..3}.tar" }),
+                serde_json::json!("s/{0..3}.tar"),
+            ),
+        ] {
+            let source = read(typed.clone()).unwrap();
+            assert_eq!(read(old.clone()).unwrap(), source, "{old} reads as {typed}");
+            assert_eq!(
+                serde_json::to_value(&source).unwrap(),
+                typed,
+                "written in the typed form"
+            );
+            // Step records hold the one-string form, so runs recorded with the old form still match.
+            assert_eq!(serde_json::json!(source.name()), old);
+        }
+        assert_eq!(
+            DataSource::Folder(photos.clone()).resolve(),
+            Ok(ImageSource::Folder(photos))
+        );
+        assert!(
+            DataSource::Folder("missing".into())
+                .resolve()
+                .unwrap_err()
+                .contains("\"missing\" is neither")
+        );
+        for (bad, says) in [
+            (serde_json::json!({ "bucket": "x" }), "unknown source \"bucket\""),
+            (serde_json::json!({ "folder": "a", "shards": "b" }), "more than one key"),
+            (serde_json::json!(42), "expected \"scenes\", \"twemoji\", {\"folder\""),
+        ] {
+            let error = read(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+        }
+    }
 
     #[test]
     fn epochs_visit_every_image_once_in_a_seeded_order() {

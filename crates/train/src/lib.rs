@@ -72,7 +72,7 @@ mod weights;
 pub use checkpoint::{CheckpointState, Checkpoints};
 pub use error::TrainError;
 pub use events::PipelineEvent;
-pub use images::{ImageSource, TrainingImages, images_to_hold};
+pub use images::{DataSource, ImageSource, TrainingImages, images_to_hold};
 pub use lm::{
     LOGGING_ONLY_LM_FIELDS, LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, ProbeResult, Stage,
     evaluate_lm, train_lm, train_lm_probed,

@@ -142,7 +142,7 @@ impl<'a> OpenRun<'a> {
         }
         // Every step already on disk must come from this config, checked before anything is written.
         stage::check_on_disk::<B>(dir, &plan, config, device)?;
-        let source: ImageSource = config.data.parse().map_err(TrainError::Config)?;
+        let source: ImageSource = config.data.resolve().map_err(TrainError::Config)?;
         // The LM reads captions: a folder image without one is found now, not after the tokenizer has trained.
         if let ImageSource::Folder(root) = &source
             && !config.allow_uncaptioned
@@ -524,7 +524,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         write_scene_shards(data.path(), 3, 40);
         let config = RunConfig {
-            data: format!("{}/{{000..002}}.tar", data.path().display()),
+            data: crate::DataSource::Shards(format!("{}/{{000..002}}.tar", data.path().display())),
             ..tiny_run()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -796,7 +796,7 @@ mod tests {
         let mut wider = config.clone();
         wider.tokenizer.model.channels = 16;
         let mut other_data = config.clone();
-        other_data.data = "twemoji".into();
+        other_data.data = crate::DataSource::Twemoji;
         let mut more_images = config.clone();
         more_images.lm_images = 24;
         let mut other_lm = config.clone();
@@ -1052,7 +1052,7 @@ mod tests {
             }
         }
         let mut config = tiny_run();
-        config.data = data.path().display().to_string();
+        config.data = crate::DataSource::Folder(data.path().to_path_buf());
         let dir = tempfile::tempdir().unwrap();
         let err = train(&config, dir.path(), None).unwrap_err().to_string();
         assert!(

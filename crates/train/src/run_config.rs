@@ -7,13 +7,15 @@ use token_shuffle_lm::LmArchitecture;
 use token_shuffle_vqgan::VqModelConfig;
 
 use crate::config_file::{migrate_run, parse_with_defaults};
-use crate::{LmTrainingConfig, Stage, TokenizerTrainingConfig, TrainError};
+use crate::{DataSource, LmTrainingConfig, Stage, TokenizerTrainingConfig, TrainError};
 
 /// Everything a `cargo xtask train` run does, in one file.
 #[derive(Config, Debug)]
 pub struct RunConfig {
-    /// Images: `scenes`, `twemoji`, or a folder of images with captions.
-    pub data: String,
+    /// Images: `"scenes"`, `"twemoji"`, `{"folder": "<dir>"}` (images with captions) or
+    /// `{"shards": "<pattern>"}` (webdataset shards); a plain path string, as older configs wrote it, is read too
+    /// ([`DataSource`]).
+    pub data: DataSource,
     /// Scenes encoded for LM training (scenes are endless; loaded corpora use all their training images).
     /// Default: 4000.
     #[config(default = 4000)]
@@ -53,7 +55,7 @@ impl RunConfig {
             .with_checkpoint_every(500)
             .with_benchmark_every(500)
             .with_log_every(100);
-        Self::new("scenes".into(), tokenizer, lm).with_lm_images(16000)
+        Self::new(DataSource::Scenes, tokenizer, lm).with_lm_images(16000)
     }
 
     /// `configs/run-small.json`, the ≤ 2 h recipe on 2 cores: the demo's tokenizer trained 1,500 steps, 48,000
@@ -71,7 +73,7 @@ impl RunConfig {
             .with_keep_checkpoints(10)
             .with_benchmark_every(500)
             .with_log_every(50);
-        Self::new("scenes".into(), tokenizer, lm).with_lm_images(48000)
+        Self::new(DataSource::Scenes, tokenizer, lm).with_lm_images(48000)
     }
 
     /// The tiniest whole run (`configs/run-tiny.json`): vq-micro and lm-micro, 2 steps each, on 32 px scenes.
@@ -92,7 +94,7 @@ impl RunConfig {
             .with_valid_every(2)
             .with_checkpoint_every(2)
             .with_log_every(1);
-        Self::new("scenes".into(), tokenizer, lm)
+        Self::new(DataSource::Scenes, tokenizer, lm)
             .with_lm_images(12)
             .with_text_vocab_size(256)
     }

@@ -291,10 +291,10 @@ fn finished_tokenizers<B: Backend>(
         });
     }
     let lock = crate::RunLock::acquire_shared(dir)?;
-    let ImageSource::Shards { paths: shards, .. } = config.data.parse().map_err(TrainError::Config)? else {
+    let ImageSource::Shards { paths: shards, .. } = config.data.resolve().map_err(TrainError::Config)? else {
         return Err(TrainError::Config(format!(
             "`{what}` encodes webdataset shards, but the run's data is {:?}: `cargo xtask train` encodes it",
-            config.data
+            config.data.name()
         )));
     };
     let plan = stage::plan(config);

@@ -51,8 +51,8 @@ impl StageName {
             Self::Tokenizer => vec!["model.safetensors".into()],
             Self::Text => vec!["tokenizer.json".into()],
             // Webdataset shards: two cache files per shard (see `shard_cache_names`).
-            Self::Codes if token_shuffle_data::shards::names_shards(&config.data) => {
-                let shards = token_shuffle_data::shards::shard_paths(&config.data).unwrap_or_default();
+            Self::Codes if let crate::DataSource::Shards(spec) = &config.data => {
+                let shards = token_shuffle_data::shards::shard_paths(spec).unwrap_or_default();
                 resolutions(config)
                     .into_iter()
                     .flat_map(|r| shards.iter().flat_map(move |s| shard_cache_names(r, s)))
@@ -149,13 +149,13 @@ pub fn plan(config: &RunConfig) -> Vec<(StageName, StageRecord)> {
 /// [`plan`] for a run that starts from a pretrained checkpoint (`lm.init`) whose files have the fingerprint
 /// `pretrained` ([`crate::Pretrained::fingerprint`]): the LM step's record holds it.
 pub fn plan_from(config: &RunConfig, pretrained: Option<&str>) -> Vec<(StageName, StageRecord)> {
-    let tokenizer = record(json!({ "data": config.data, "tokenizer": config.tokenizer }));
+    let tokenizer = record(json!({ "data": config.data.name(), "tokenizer": config.tokenizer }));
     let text = match &config.lm.init {
         // The checkpoint's own tokenizer, copied (its content is in the LM step's `pretrained` fingerprint).
         Some(init) => record(json!({ "tokenizer_json": init.join("tokenizer.json") })),
         // A BPE trained on the captions of the LM's training images, drawn with the tokenizer's seed.
         None => record(json!({
-            "data": config.data,
+            "data": config.data.name(),
             "lm_images": config.lm_images,
             "text_vocab_size": config.text_vocab_size,
             "allow_uncaptioned": config.allow_uncaptioned,
@@ -165,7 +165,7 @@ pub fn plan_from(config: &RunConfig, pretrained: Option<&str>) -> Vec<(StageName
     let codes = record(json!({
         "tokenizer": tokenizer.fingerprint,
         "text": text.fingerprint,
-        "data": config.data,
+        "data": config.data.name(),
         "lm_images": config.lm_images,
         "valid_images": config.tokenizer.valid_images,
         "seed": config.tokenizer.seed,
