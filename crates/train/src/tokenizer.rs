@@ -7,8 +7,9 @@ use std::time::Instant;
 use burn::config::Config;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::{AutodiffModule, Module};
+use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder as _};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
@@ -16,9 +17,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use token_shuffle_data::ImageCaption;
 use token_shuffle_data::batch::PixelBatcher;
 use token_shuffle_data::imaging::tile;
-use token_shuffle_vqgan::{CodebookUsage, VqLossConfig, VqModel, VqModelConfig, psnr, ssim};
+use token_shuffle_vqgan::{CodebookUsage, PatchDiscriminator, VqLossConfig, VqModel, VqModelConfig, psnr, ssim};
 
 use crate::checkpoint::write_record;
+use crate::error::io;
 use crate::images::tensor_to_images;
 use crate::{CheckpointState, Checkpoints, TrainError, TrainingImages, WarmupCosine};
 
@@ -344,181 +346,72 @@ pub fn train_tokenizer<B: AutodiffBackend>(
     mut on_event: impl FnMut(&TokenizerEvent),
 ) -> Result<VqModel<B::InnerBackend>, TrainError> {
     config.check()?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
-    };
     let _lock = crate::RunLock::acquire(out)?;
-
-    B::seed(device, config.seed);
-    let mut model = config.model.init::<B>(device)?;
-    let mut discriminator = match config.loss.gan_weight > 0.0 {
-        true => Some(config.loss.discriminator.init::<B>(device)?),
-        false => None,
-    };
-    let optimizer_config = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(config.gradient_clip_norm.map(GradientClippingConfig::Norm));
-    let mut optimizer = optimizer_config.init();
-    let mut discriminator_optimizer = optimizer_config.init();
-    let schedule = config.schedule();
-
+    let mut state = TokenizerState::<B>::fresh(config, device)?;
     // An interrupted run of this config continues from its newest valid checkpoint (one per validation): the
     // batches depend only on the seed and the step, so the resumed run reproduces the uninterrupted one.
     let checkpoints = Checkpoints::new(out.join("checkpoints"), 1);
     let config_json = serde_json::to_value(config).expect("the config serialises");
-    let recorder = Recorder::new();
     let metrics_path = out.join("metrics.jsonl");
     // (Checkpoints of another config are refused here, before anything is written.)
     let (found, skipped) = checkpoints.latest_valid(&config_json)?;
-    config
-        .save(out.join("config.json"))
-        .map_err(io(&out.join("config.json")))?;
+    let config_path = out.join("config.json");
+    config.save(&config_path).map_err(io(&config_path))?;
     for (path, why) in skipped {
         on_event(&TokenizerEvent::SkippedCheckpoint { path, why });
     }
-    let mut kept_metrics = String::new();
-    let mut start = 0;
-    if let Some((path, state)) = found {
-        let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
-            path: path.clone(),
-            message: format!(
-                "unreadable {what} ({}); delete this checkpoint to start over",
-                crate::weights::recorder_message(e)
-            ),
-        };
-        model = model
-            .load_file(path.join("model"), &recorder, device)
-            .map_err(|e| unreadable("model", e))?;
-        let record = recorder
-            .load(path.join("optimizer"), device)
-            .map_err(|e| unreadable("optimizer state", e))?;
-        optimizer = optimizer.load_record(record);
-        if let Some(disc) = discriminator.take() {
-            discriminator = Some(
-                disc.load_file(path.join("discriminator"), &recorder, device)
-                    .map_err(|e| unreadable("discriminator", e))?,
-            );
-            let record = recorder
-                .load(path.join("discriminator-optimizer"), device)
-                .map_err(|e| unreadable("discriminator optimizer state", e))?;
-            discriminator_optimizer = discriminator_optimizer.load_record(record);
+    let (start, kept_metrics) = match found {
+        Some((path, checkpoint)) => {
+            state = state.resumed(&path, device)?;
+            on_event(&TokenizerEvent::Resumed { step: checkpoint.step });
+            (
+                checkpoint.step,
+                crate::checkpoint::metrics_up_to(&metrics_path, checkpoint.step),
+            )
         }
-        kept_metrics = crate::checkpoint::metrics_up_to(&metrics_path, state.step);
-        start = state.step;
-        on_event(&TokenizerEvent::Resumed { step: start });
-    }
+        None => (0, String::new()),
+    };
     let mut metrics = crate::checkpoint::reopen_metrics(&metrics_path, &kept_metrics)?;
     let mut record = |value: serde_json::Value| {
         use std::io::Write;
         writeln!(metrics, "{value}").map_err(io(&metrics_path))
     };
 
-    let read = |t: Tensor<B, 1>| -> f32 { t.into_scalar().elem() };
     let mut since_log = (Instant::now(), 0usize);
     for step in start..config.steps {
-        let batch = images.batch(step, config.batch_size, config.seed);
-        let images_tensor = Batcher::<B, _, _>::batch(&PixelBatcher, batch, device).images;
-        let out_forward = model.forward(images_tensor.clone())?;
-        let loss = config.loss.generator(
-            &model,
-            discriminator.as_ref(),
-            images_tensor.clone(),
-            &out_forward,
-            step,
-        );
-        let total = read(loss.total.clone());
-        if !total.is_finite() {
-            let parts = [
-                ("reconstruction", read(loss.reconstruction.clone())),
-                ("codebook", read(loss.codebook.clone())),
-                ("commitment", read(loss.commitment.clone())),
-                ("entropy", read(loss.entropy.clone())),
-                ("gan", loss.gan.clone().map(read).unwrap_or(0.0)),
-            ];
-            let (part, value) = parts
-                .into_iter()
-                .find(|(_, v)| !v.is_finite())
-                .unwrap_or(("total", total));
-            return Err(TrainError::NonFiniteLoss {
-                step: step + 1,
-                part,
-                value,
-            });
-        }
-        let learning_rate = schedule.at(step);
-        let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-        model = optimizer.step(learning_rate, model, grads);
-
-        let mut discriminator_loss = None;
-        if let Some(disc) = discriminator.take() {
-            discriminator = Some(if config.loss.gan_active(step) {
-                let d_loss = config
-                    .loss
-                    .discriminator(&disc, images_tensor, out_forward.reconstruction);
-                discriminator_loss = Some(read(d_loss.clone()));
-                let grads = GradientsParams::from_grads(d_loss.backward(), &disc);
-                discriminator_optimizer.step(learning_rate, disc, grads)
-            } else {
-                disc
-            });
-        }
-
+        let losses;
+        (state, losses) = state.step(config, images, step, device)?;
         since_log.1 += config.batch_size;
         let done = step + 1;
-        if done % config.log_every == 0 || done == config.steps {
-            let entry = TokenizerStep {
-                step: done,
-                reconstruction: read(loss.reconstruction),
-                codebook: read(loss.codebook),
-                commitment: read(loss.commitment),
-                entropy: read(loss.entropy),
-                gan: loss.gan.map(read),
-                discriminator: discriminator_loss,
-                learning_rate,
-                images_per_second: since_log.1 as f32 / since_log.0.elapsed().as_secs_f32(),
-            };
+        if done.is_multiple_of(config.log_every) || done == config.steps {
+            let entry = losses.read(since_log.1 as f32 / since_log.0.elapsed().as_secs_f32());
             record(serde_json::json!({ "train": entry }))?;
             on_event(&TokenizerEvent::Step(entry));
             since_log = (Instant::now(), 0);
         }
-        if done % config.valid_every == 0 || done == config.steps {
-            let inference = model.valid();
+        if done.is_multiple_of(config.valid_every) || done == config.steps {
+            let inference = state.model.valid();
             let mut report = evaluate_reconstruction(&inference, images.valid(), config.batch_size, device)?;
             report.step = done;
             record(serde_json::json!({ "valid": report }))?;
             inference.save_safetensors(&out.join("model.safetensors"))?;
-            let state = CheckpointState {
+            let checkpoint = CheckpointState {
                 step: done,
                 stage: 0,
                 config: config_json.clone(),
                 files: Default::default(),
             };
-            checkpoints.save(&state, |dir| {
-                let failed = |message| TrainError::Checkpoint {
+            checkpoints.save(&checkpoint, |dir| {
+                state.save(dir).map_err(|message| TrainError::Checkpoint {
                     path: dir.to_path_buf(),
                     message,
-                };
-                write_record::<B, _>(model.clone().into_record(), &dir.join("model"), "model").map_err(failed)?;
-                write_record::<B, _>(optimizer.to_record(), &dir.join("optimizer"), "optimizer state")
-                    .map_err(failed)?;
-                if let Some(disc) = &discriminator {
-                    write_record::<B, _>(disc.clone().into_record(), &dir.join("discriminator"), "discriminator")
-                        .map_err(failed)?;
-                    write_record::<B, _>(
-                        discriminator_optimizer.to_record(),
-                        &dir.join("discriminator-optimizer"),
-                        "discriminator optimizer state",
-                    )
-                    .map_err(failed)?;
-                }
-                Ok(())
+                })
             })?;
             on_event(&TokenizerEvent::Validation(report));
             since_log = (Instant::now(), 0);
         }
     }
-    let model = model.valid();
+    let model = state.model.valid();
     let shown = &images.valid()[..images.valid().len().min(16)];
     let grid = reconstruction_grid(&model, shown, 8, device)?;
     let grid_path = out.join("reconstructions.png");
@@ -527,6 +420,192 @@ pub fn train_tokenizer<B: AutodiffBackend>(
         source: std::io::Error::other(e),
     })?;
     Ok(model)
+}
+
+type Adam<M, B> = OptimizerAdaptor<AdamW, M, B>;
+/// The PatchGAN discriminator and its optimizer.
+type Gan<B> = (PatchDiscriminator<B>, Adam<PatchDiscriminator<B>, B>);
+
+/// What a tokenizer run trains and checkpoints: the VQ model and its optimizer, and the PatchGAN discriminator
+/// with its own when the GAN loss is on.
+struct TokenizerState<B: AutodiffBackend> {
+    model: VqModel<B>,
+    optimizer: Adam<VqModel<B>, B>,
+    gan: Option<Gan<B>>,
+    optimizer_config: AdamWConfig,
+}
+
+impl<B: AutodiffBackend> TokenizerState<B> {
+    /// Weights drawn from the config's seed, optimizers fresh.
+    fn fresh(config: &TokenizerTrainingConfig, device: &B::Device) -> Result<Self, TrainError> {
+        B::seed(device, config.seed);
+        let model = config.model.init::<B>(device)?;
+        let discriminator = match config.loss.gan_weight > 0.0 {
+            true => Some(config.loss.discriminator.init::<B>(device)?),
+            false => None,
+        };
+        let optimizer_config = AdamWConfig::new()
+            .with_weight_decay(config.weight_decay)
+            .with_grad_clipping(config.gradient_clip_norm.map(GradientClippingConfig::Norm));
+        Ok(Self {
+            model,
+            optimizer: optimizer_config.init(),
+            gan: discriminator.map(|d| (d, optimizer_config.init())),
+            optimizer_config,
+        })
+    }
+
+    /// The state a checkpoint directory holds.
+    fn resumed(self, path: &Path, device: &B::Device) -> Result<Self, TrainError> {
+        let unreadable = |what: &str, e: burn::record::RecorderError| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!(
+                "unreadable {what} ({}); delete this checkpoint to start over",
+                crate::weights::recorder_message(e)
+            ),
+        };
+        let recorder = Recorder::new();
+        let model = self
+            .model
+            .load_file(path.join("model"), &recorder, device)
+            .map_err(|e| unreadable("model", e))?;
+        let record = recorder
+            .load(path.join("optimizer"), device)
+            .map_err(|e| unreadable("optimizer state", e))?;
+        let gan = match self.gan {
+            Some((discriminator, optimizer)) => {
+                let discriminator = discriminator
+                    .load_file(path.join("discriminator"), &recorder, device)
+                    .map_err(|e| unreadable("discriminator", e))?;
+                let optimizer_record = recorder
+                    .load(path.join("discriminator-optimizer"), device)
+                    .map_err(|e| unreadable("discriminator optimizer state", e))?;
+                Some((discriminator, optimizer.load_record(optimizer_record)))
+            }
+            None => None,
+        };
+        Ok(Self {
+            model,
+            optimizer: self.optimizer.load_record(record),
+            gan,
+            optimizer_config: self.optimizer_config,
+        })
+    }
+
+    /// Writes the state into a checkpoint directory.
+    fn save(&self, dir: &Path) -> Result<(), String> {
+        write_record::<B, _>(self.model.clone().into_record(), &dir.join("model"), "model")?;
+        write_record::<B, _>(self.optimizer.to_record(), &dir.join("optimizer"), "optimizer state")?;
+        if let Some((discriminator, optimizer)) = &self.gan {
+            let discriminator = discriminator.clone().into_record();
+            write_record::<B, _>(discriminator, &dir.join("discriminator"), "discriminator")?;
+            let path = dir.join("discriminator-optimizer");
+            write_record::<B, _>(optimizer.to_record(), &path, "discriminator optimizer state")?;
+        }
+        Ok(())
+    }
+
+    /// Step `step` (counting from 0): the generator's update, then the discriminator's once the GAN is on. A NaN
+    /// or infinite loss stops the run before the update.
+    fn step(
+        self,
+        config: &TokenizerTrainingConfig,
+        images: &TrainingImages,
+        step: usize,
+        device: &B::Device,
+    ) -> Result<(Self, StepLosses<B>), TrainError> {
+        let batch = images.batch(step, config.batch_size, config.seed);
+        let pixels = Batcher::<B, _, _>::batch(&PixelBatcher, batch, device).images;
+        let forward = self.model.forward(pixels.clone())?;
+        let discriminator = self.gan.as_ref().map(|(d, _)| d);
+        let loss = config
+            .loss
+            .generator(&self.model, discriminator, pixels.clone(), &forward, step);
+        let mut losses = StepLosses {
+            step: step + 1,
+            reconstruction: loss.reconstruction.clone(),
+            codebook: loss.codebook.clone(),
+            commitment: loss.commitment.clone(),
+            entropy: loss.entropy.clone(),
+            gan: loss.gan.clone(),
+            discriminator: None,
+            learning_rate: config.schedule().at(step),
+        };
+        let total: f32 = loss.total.clone().into_scalar().elem();
+        if !total.is_finite() {
+            let (part, value) = losses.read(0.0).first_non_finite().unwrap_or(("total", total));
+            return Err(TrainError::NonFiniteLoss {
+                step: step + 1,
+                part,
+                value,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.total.backward(), &self.model);
+        let mut optimizer = self.optimizer;
+        let model = optimizer.step(losses.learning_rate, self.model, grads);
+        let gan = self.gan.map(|(discriminator, mut optimizer)| {
+            if !config.loss.gan_active(step) {
+                return (discriminator, optimizer);
+            }
+            let loss = config
+                .loss
+                .discriminator(&discriminator, pixels, forward.reconstruction);
+            losses.discriminator = Some(loss.clone().into_scalar().elem());
+            let grads = GradientsParams::from_grads(loss.backward(), &discriminator);
+            (optimizer.step(losses.learning_rate, discriminator, grads), optimizer)
+        });
+        let state = Self {
+            model,
+            optimizer,
+            gan,
+            optimizer_config: self.optimizer_config,
+        };
+        Ok((state, losses))
+    }
+}
+
+/// A step's losses, read from the device only when logged.
+struct StepLosses<B: Backend> {
+    step: usize,
+    reconstruction: Tensor<B, 1>,
+    codebook: Tensor<B, 1>,
+    commitment: Tensor<B, 1>,
+    entropy: Tensor<B, 1>,
+    gan: Option<Tensor<B, 1>>,
+    discriminator: Option<f32>,
+    learning_rate: f64,
+}
+
+impl<B: Backend> StepLosses<B> {
+    fn read(self, images_per_second: f32) -> TokenizerStep {
+        let read = |t: Tensor<B, 1>| -> f32 { t.into_scalar().elem() };
+        TokenizerStep {
+            step: self.step,
+            reconstruction: read(self.reconstruction),
+            codebook: read(self.codebook),
+            commitment: read(self.commitment),
+            entropy: read(self.entropy),
+            gan: self.gan.map(read),
+            discriminator: self.discriminator,
+            learning_rate: self.learning_rate,
+            images_per_second,
+        }
+    }
+}
+
+impl TokenizerStep {
+    /// The first loss part that is NaN or infinite, named as [`TrainError::NonFiniteLoss`] names it.
+    fn first_non_finite(&self) -> Option<(&'static str, f32)> {
+        [
+            ("reconstruction", self.reconstruction),
+            ("codebook", self.codebook),
+            ("commitment", self.commitment),
+            ("entropy", self.entropy),
+            ("gan", self.gan.unwrap_or(0.0)),
+        ]
+        .into_iter()
+        .find(|(_, value)| !value.is_finite())
+    }
 }
 
 #[cfg(test)]
