@@ -559,7 +559,7 @@ impl BackendTask for LmBench {
 
 /// The speed bench as a figure: time per training step and per generated image, and peak heap, against s.
 fn speed_figure(report: &token_shuffle_eval::SpeedReport) -> Result<image::RgbImage> {
-    use token_shuffle_train::report::{PALETTE, Panel, Series, line_chart};
+    use token_shuffle_eval::report::{PALETTE, Panel, Series, line_chart};
     let series = |name: &str, value: &dyn Fn(&token_shuffle_eval::speed::SpeedRow) -> Option<f64>, colour| Series {
         name: name.into(),
         points: report

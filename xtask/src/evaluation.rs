@@ -433,7 +433,7 @@ struct CfgTask {
 impl BackendTask for CfgTask {
     type Output = ();
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        use token_shuffle_train::report::{PALETTE, Panel, Series, line_chart};
+        use token_shuffle_eval::report::{PALETTE, Panel, Series, line_chart};
         let run = TrainedRun::<B>::load(&self.run, &device)?;
         let started = Instant::now();
         let mut scales = self.scales.clone();

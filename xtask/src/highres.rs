@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use burn::config::Config;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use token_shuffle_eval::report::{PALETTE, Panel, Series, line_chart};
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
-use token_shuffle_train::report::{PALETTE, Panel, Series, line_chart};
 use token_shuffle_vqgan::VqModelConfig;
 
 use crate::backend::{BackendKind, BackendTask};

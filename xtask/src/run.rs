@@ -598,7 +598,7 @@ impl BackendTask for DemoReport {
         let grid = run.generate(&prompts, &options, 8, &device, &mut |_, _| {})?;
         let generation_s = generated.elapsed().as_secs_f32();
         token_shuffle_data::save_png(&grid, &self.run.join("samples.png"))?;
-        let curves = token_shuffle_train::report::loss_curves(&self.run).map_err(anyhow::Error::msg)?;
+        let curves = token_shuffle_eval::report::loss_curves(&self.run).map_err(anyhow::Error::msg)?;
         token_shuffle_data::save_png(&curves, &self.run.join("loss.png"))?;
         let size = token_shuffle_eval::CompositionalBenchmark::default();
         eprintln!(
@@ -618,8 +618,7 @@ impl BackendTask for DemoReport {
         let done = self.run.join("tokenizer/done.json");
         let tokenizer: token_shuffle_train::ReconstructionReport =
             serde_json::from_slice(&std::fs::read(&done)?).with_context(|| format!("reading {}", done.display()))?;
-        let lm_valid =
-            token_shuffle_train::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
+        let lm_valid = token_shuffle_eval::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
         let (first, last) = (
             lm_valid.first().map_or(f64::NAN, |v| v.1),
             lm_valid.last().map_or(f64::NAN, |v| v.1),

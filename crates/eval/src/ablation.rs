@@ -9,14 +9,12 @@
 
 use std::path::Path;
 
+use crate::report::{BarGroup, PALETTE, PALETTE_NAMES, Panel, Series, bar_chart, line_chart, read_metric};
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use token_shuffle::Fusion;
 use token_shuffle_data::scenes::Category;
-use token_shuffle_train::report::{
-    BarGroup, PALETTE, PALETTE_NAMES, Panel, Series, bar_chart, line_chart, read_metric,
-};
 use token_shuffle_train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline_probed};
 
 use crate::EvalError;

@@ -9,6 +9,8 @@
 //!   components, shape from geometry.
 //! - [`compositional`]: GenEval's six categories asked with the scene grammar's held-out prompts, judged by the
 //!   detector; and the detector's calibration (ground truth, wrong captions, noise).
+//! - [`report`]: the figures (line charts with labelled axes and legends, bar charts with interval whiskers, a
+//!   run's loss curves), drawn with plotters; the train crate draws nothing.
 //! - [`speed`]: the same LM with s = 1, 2, 4 side by side (training step, generation, peak heap, positions per
 //!   image), and the paper's 2.7B shape counted at 512–2048 px.
 //! - [`run`]: a trained run evaluated — the benchmark on its generated images, its tokenizer on held-out images.
@@ -44,6 +46,7 @@ pub mod compositional;
 pub mod detector;
 mod error;
 pub mod memory;
+pub mod report;
 pub mod run;
 pub mod speed;
 

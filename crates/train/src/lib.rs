@@ -59,7 +59,6 @@ mod lm;
 mod lock;
 mod pipeline;
 mod pretrained;
-pub mod report;
 mod run_config;
 mod schedule;
 mod shards;

@@ -159,11 +159,21 @@ fn nan_if_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f32, D::Err
     Ok(Option::<f32>::deserialize(deserializer)?.unwrap_or(f32::NAN))
 }
 
+/// `value` with `decimals` places, or, when it is not finite, what it is: "NaN (not finite)", "+∞", "−∞".
+pub fn number(value: f64, decimals: usize) -> String {
+    if value.is_nan() {
+        "NaN (not finite)".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+∞" } else { "−∞" }.into()
+    } else {
+        format!("{value:.decimals$}")
+    }
+}
+
 impl ReconstructionReport {
     /// "PSNR 31.90 dB, SSIM 0.952, codebook usage 100.0%, perplexity 200.1", each value that is not finite named
     /// as such (a NaN reconstruction must not read as a number).
     pub fn summary(&self) -> String {
-        use crate::report::number;
         format!(
             "PSNR {} dB, SSIM {}, codebook usage {}%, perplexity {}",
             number(self.psnr as f64, 2),

@@ -42,17 +42,6 @@ pub struct Series {
     pub colour: Rgb<u8>,
 }
 
-/// `value` with `decimals` places, or, when it is not finite, what it is: "NaN (not finite)", "+∞", "−∞".
-pub fn number(value: f64, decimals: usize) -> String {
-    if value.is_nan() {
-        "NaN (not finite)".into()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+∞" } else { "−∞" }.into()
-    } else {
-        format!("{value:.decimals$}")
-    }
-}
-
 /// One panel of a line chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Panel {
