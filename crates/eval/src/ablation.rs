@@ -11,11 +11,11 @@ use std::path::Path;
 
 use crate::report::{BarGroup, PALETTE, PALETTE_NAMES, Panel, Series, bar_chart, line_chart, read_metric};
 use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::Serialize;
 use token_shuffle::Fusion;
 use token_shuffle_data::scenes::Category;
-use token_shuffle_train::{PipelineEvent, RunConfig, TrainedRun, run_pipeline_probed};
+use token_shuffle_train::{PipelineEvent, ReconstructionReport, RunConfig, TrainedRun, run_pipeline_probed};
 
 use crate::EvalError;
 use crate::run::{EvalOptions, RunEvaluation, evaluate_run};
@@ -305,6 +305,39 @@ pub fn run_ablation<B: AutodiffBackend>(
     device: &B::Device,
     mut on_event: impl FnMut(&AblationEvent),
 ) -> Result<AblationReport, EvalError> {
+    check_variants(base, variants)?;
+    let _lock = token_shuffle_train::RunLock::acquire(dir)?;
+    let mut results: Vec<VariantResult> = Vec::new();
+    let mut curves: [Vec<Series>; 3] = Default::default();
+    for (index, variant) in variants.iter().enumerate() {
+        on_event(&AblationEvent::Variant {
+            index,
+            total: variants.len(),
+            name: variant.name(),
+        });
+        let run_dir = dir.join(variant.name());
+        // The steps that do not depend on the variant, made once by the first.
+        for part in ["tokenizer", "text", "codes"] {
+            copy_missing_dir(&dir.join(variants[0].name()).join(part), &run_dir.join(part))?;
+        }
+        let config = train_variant::<B>(base, variant, &run_dir, budget, device, &mut on_event)?;
+        // Every variant has the first one's tokenizer: its held-out reconstruction is measured once.
+        let first = results.first().map(|first| &first.evaluation.reconstruction);
+        let evaluated = evaluate_variant::<B::InnerBackend>(&run_dir, eval, first, device, &mut on_event)?;
+        let (result, variant_curves) = variant_result(variant, index, &config, &run_dir, evaluated);
+        for (all, curve) in curves.iter_mut().zip(variant_curves) {
+            all.push(curve);
+        }
+        results.push(result);
+    }
+    let report = AblationReport { variants: results };
+    write_figures(&report, curves, dir)?;
+    write_tables(&report, budget, eval, dir)?;
+    Ok(report)
+}
+
+/// Checks that the variants fit the figures and that each makes a valid run of `base`.
+fn check_variants(base: &RunConfig, variants: &[Variant]) -> Result<(), EvalError> {
     if variants.is_empty() || variants.len() > PALETTE.len() {
         return Err(EvalError::Config(format!(
             "an ablation takes 1 to {} variants, not {}",
@@ -318,98 +351,118 @@ pub fn run_ablation<B: AutodiffBackend>(
             .check()
             .map_err(|e| EvalError::Config(format!("variant {}: {e}", variant.name())))?;
     }
-    let _lock = token_shuffle_train::RunLock::acquire(dir)?;
-    let shared = dir.join(variants[0].name());
-    let mut results: Vec<VariantResult> = Vec::new();
-    let (mut train_curves, mut valid_curves, mut score_curves) = (Vec::new(), Vec::new(), Vec::new());
-    for (index, variant) in variants.iter().enumerate() {
-        let name = variant.name();
-        on_event(&AblationEvent::Variant {
-            index,
-            total: variants.len(),
-            name: name.clone(),
-        });
-        let run_dir = dir.join(&name);
-        // The steps that do not depend on the variant, made once by the first.
-        for part in ["tokenizer", "text", "codes"] {
-            copy_missing_dir(&shared.join(part), &run_dir.join(part))?;
-        }
-        let (config, measured) = budget.apply::<B>(variant.apply(base), &run_dir, device)?;
-        if let Some(step_ms) = measured {
-            on_event(&AblationEvent::Budget {
-                step_ms,
-                steps: config.lm.total_steps(),
-            });
-        }
-        let mut probe = crate::benchmark_probe::<B::InnerBackend>(EvalOptions::during_training(), device.clone());
-        run_pipeline_probed::<B>(
-            &config,
-            &run_dir,
-            std::slice::from_ref(device),
-            Default::default(),
-            Some(&mut probe),
-            |e| on_event(&AblationEvent::Pipeline(e.clone())),
-        )?;
+    Ok(())
+}
 
-        let run = TrainedRun::<B::InnerBackend>::load(&run_dir, device)?;
-        // Every variant has the first one's tokenizer: its held-out reconstruction is measured once.
-        let first_reconstruction = results.first().map(|first| first.evaluation.reconstruction.clone());
-        let options = if first_reconstruction.is_some() {
-            EvalOptions {
-                reconstruction_images: 0,
-                ..*eval
-            }
-        } else {
-            *eval
-        };
-        let mut evaluation = evaluate_run(&run, &options, device, |what, done, total| {
-            on_event(&AblationEvent::Eval {
-                what: what.to_string(),
-                done,
-                total,
-            })
-        })?;
-        if let Some(reconstruction) = first_reconstruction {
-            evaluation.reconstruction = reconstruction;
-        }
-        token_shuffle_data::save_png(&evaluation.samples, &run_dir.join("eval-samples.png"))?;
-
-        let metrics = run_dir.join("lm/metrics.jsonl");
-        let (train_ce, valid_ce) = (
-            read_metric(&metrics, "train", "image_ce"),
-            read_metric(&metrics, "valid", "image_ce"),
-        );
-        let last = |points: &[(f64, f64)]| points.last().map_or(f64::NAN, |p| p.1);
-        let mut speeds: Vec<f64> = read_metric(&metrics, "train", "images_per_second")
-            .into_iter()
-            .map(|p| p.1)
-            .collect();
-        speeds.sort_by(f64::total_cmp);
-        let train_images_per_s = speeds.get(speeds.len() / 2).copied().unwrap_or(f64::NAN);
-        let lm_steps = config.lm.total_steps();
-        let images = (lm_steps * config.lm.batch_size * config.lm.gradient_accumulation.max(1)) as f64;
-        results.push(VariantResult {
-            variant: *variant,
-            name,
-            parameters: run.lm.num_params(),
-            final_train_ce: last(&train_ce),
-            final_valid_ce: last(&valid_ce),
-            train_images_per_s,
-            lm_steps,
-            train_minutes: images / train_images_per_s / 60.0,
-            evaluation,
-            colour: PALETTE_NAMES[index],
+/// Trains `variant` of `base` in `run_dir` with its share of the budget, the benchmark probed during training;
+/// returns the config it ran.
+fn train_variant<B: AutodiffBackend>(
+    base: &RunConfig,
+    variant: &Variant,
+    run_dir: &Path,
+    budget: LmBudget,
+    device: &B::Device,
+    on_event: &mut impl FnMut(&AblationEvent),
+) -> Result<RunConfig, EvalError> {
+    let (config, measured) = budget.apply::<B>(variant.apply(base), run_dir, device)?;
+    if let Some(step_ms) = measured {
+        on_event(&AblationEvent::Budget {
+            step_ms,
+            steps: config.lm.total_steps(),
         });
-        let series = |points| Series {
-            name: variant.name(),
-            points,
-            colour: PALETTE[index],
-        };
-        train_curves.push(series(train_ce));
-        valid_curves.push(series(valid_ce));
-        score_curves.push(series(read_metric(&metrics, "benchmark", "result/overall")));
     }
-    let report = AblationReport { variants: results };
+    let mut probe = crate::benchmark_probe::<B::InnerBackend>(EvalOptions::during_training(), device.clone());
+    run_pipeline_probed::<B>(
+        &config,
+        run_dir,
+        std::slice::from_ref(device),
+        Default::default(),
+        Some(&mut probe),
+        |e| on_event(&AblationEvent::Pipeline(e.clone())),
+    )?;
+    Ok(config)
+}
+
+/// Evaluates the trained run in `run_dir` (its held-out reconstruction taken from `first_reconstruction` when
+/// the variants share a tokenizer that was measured already) and writes its samples; returns the evaluation and
+/// the LM's parameter count.
+fn evaluate_variant<B: Backend>(
+    run_dir: &Path,
+    eval: &EvalOptions,
+    first_reconstruction: Option<&Option<ReconstructionReport>>,
+    device: &B::Device,
+    on_event: &mut impl FnMut(&AblationEvent),
+) -> Result<(RunEvaluation, usize), EvalError> {
+    let run = TrainedRun::<B>::load(run_dir, device)?;
+    let options = EvalOptions {
+        reconstruction_images: if first_reconstruction.is_some() {
+            0
+        } else {
+            eval.reconstruction_images
+        },
+        ..*eval
+    };
+    let mut evaluation = evaluate_run(&run, &options, device, |what, done, total| {
+        on_event(&AblationEvent::Eval {
+            what: what.to_string(),
+            done,
+            total,
+        })
+    })?;
+    if let Some(reconstruction) = first_reconstruction {
+        evaluation.reconstruction = reconstruction.clone();
+    }
+    token_shuffle_data::save_png(&evaluation.samples, &run_dir.join("eval-samples.png"))?;
+    Ok((evaluation, run.lm.num_params()))
+}
+
+/// The table row of a trained and evaluated variant, and its curves (training CE, validation CE, benchmark
+/// during training) from its metrics.
+fn variant_result(
+    variant: &Variant,
+    index: usize,
+    config: &RunConfig,
+    run_dir: &Path,
+    (evaluation, parameters): (RunEvaluation, usize),
+) -> (VariantResult, [Series; 3]) {
+    let metrics = run_dir.join("lm/metrics.jsonl");
+    let (train_ce, valid_ce) = (
+        read_metric(&metrics, "train", "image_ce"),
+        read_metric(&metrics, "valid", "image_ce"),
+    );
+    let last = |points: &[(f64, f64)]| points.last().map_or(f64::NAN, |p| p.1);
+    let mut speeds: Vec<f64> = read_metric(&metrics, "train", "images_per_second")
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    speeds.sort_by(f64::total_cmp);
+    let train_images_per_s = speeds.get(speeds.len() / 2).copied().unwrap_or(f64::NAN);
+    let lm_steps = config.lm.total_steps();
+    let images = (lm_steps * config.lm.batch_size * config.lm.gradient_accumulation.max(1)) as f64;
+    let result = VariantResult {
+        variant: *variant,
+        name: variant.name(),
+        parameters,
+        final_train_ce: last(&train_ce),
+        final_valid_ce: last(&valid_ce),
+        train_images_per_s,
+        lm_steps,
+        train_minutes: images / train_images_per_s / 60.0,
+        evaluation,
+        colour: PALETTE_NAMES[index],
+    };
+    let series = |points| Series {
+        name: variant.name(),
+        points,
+        colour: PALETTE[index],
+    };
+    let score = read_metric(&metrics, "benchmark", "result/overall");
+    (result, [series(train_ce), series(valid_ce), series(score)])
+}
+
+/// `loss.png` (training and validation CE, the benchmark during training) and `benchmark.png` (held-out scores
+/// per category) in `dir`.
+fn write_figures(report: &AblationReport, curves: [Vec<Series>; 3], dir: &Path) -> Result<(), EvalError> {
     let panel = |title: &str, y_label: &str, log_y, series| Panel {
         title: title.into(),
         x_label: "LM step".into(),
@@ -418,14 +471,15 @@ pub fn run_ablation<B: AutodiffBackend>(
         series,
     };
     let figure = |e: String| EvalError::Config(format!("drawing the ablation's figures: {e}"));
+    let [train, valid, score] = curves;
     let curves = line_chart(&[
-        panel("Training", "image cross-entropy (nats / code)", true, train_curves),
-        panel("Validation", "image cross-entropy (nats / code)", true, valid_curves),
+        panel("Training", "image cross-entropy (nats / code)", true, train),
+        panel("Validation", "image cross-entropy (nats / code)", true, valid),
         panel(
             "Benchmark during training",
             "overall score (validation-seed prompts)",
             false,
-            score_curves,
+            score,
         ),
     ])
     .map_err(figure)?;
@@ -451,6 +505,11 @@ pub fn run_ablation<B: AutodiffBackend>(
     )
     .map_err(figure)?;
     token_shuffle_data::save_png(&bars, &dir.join("benchmark.png"))?;
+    Ok(())
+}
+
+/// `ablation.md` (the table, with what the budget was) and `ablation.json` in `dir`.
+fn write_tables(report: &AblationReport, budget: LmBudget, eval: &EvalOptions, dir: &Path) -> Result<(), EvalError> {
     let budget_text = match budget {
         LmBudget::Steps => "the same LM steps".to_string(),
         LmBudget::Minutes(m) => format!(
@@ -470,7 +529,7 @@ pub fn run_ablation<B: AutodiffBackend>(
     std::fs::write(dir.join("ablation.md"), markdown).map_err(io(&dir.join("ablation.md")))?;
     let json = serde_json::to_string_pretty(&report).expect("the report serialises");
     std::fs::write(dir.join("ablation.json"), json).map_err(io(&dir.join("ablation.json")))?;
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
