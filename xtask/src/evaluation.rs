@@ -399,122 +399,50 @@ pub struct CfgSweep {
 
 impl CfgSweep {
     pub fn run(self) -> Result<()> {
-        let options = self.benchmark.options()?;
         let schedules = self
             .schedules
             .iter()
             .map(|s| s.parse::<CfgSchedule>().map(|parsed| (s.clone(), parsed)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
-        for &scale in self.scales.iter().chain([&self.picture_scale]) {
-            token_shuffle_lm::check_cfg_scale(scale).map_err(anyhow::Error::msg)?;
-        }
-        run_on(
-            self.backend,
-            CfgTask {
-                run: self.run,
-                scales: self.scales,
-                schedules,
-                picture_scale: self.picture_scale,
-                options,
-            },
-        )
+        let sweep = token_shuffle_eval::CfgSweep {
+            scales: self.scales,
+            schedules,
+            picture_scale: self.picture_scale,
+            options: self.benchmark.options()?,
+        };
+        sweep.check()?;
+        run_on(self.backend, CfgTask { run: self.run, sweep })
     }
 }
 
 struct CfgTask {
     run: PathBuf,
-    scales: Vec<f64>,
-    schedules: Vec<(String, CfgSchedule)>,
-    picture_scale: f64,
-    options: EvalOptions,
+    sweep: token_shuffle_eval::CfgSweep,
 }
 
 impl BackendTask for CfgTask {
     type Output = ();
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        use token_shuffle_eval::report::{PALETTE, Panel, Series, line_chart};
         let run = TrainedRun::<B>::load(&self.run, &device)?;
         let started = Instant::now();
-        let mut scales = self.scales.clone();
-        if !scales.contains(&self.picture_scale) {
-            scales.push(self.picture_scale);
-        }
         eprintln!(
             "cfg {} on {}: {} schedules × {} scales",
             self.run.display(),
             backend.name(),
-            self.schedules.len(),
-            scales.len()
+            self.sweep.schedules.len(),
+            self.sweep.scales.len()
         );
-        let mut table = token_shuffle_eval::BenchmarkReport::markdown_header("schedule × scale") + "\n";
-        let mut rows = Vec::new();
-        let mut picture_rows = Vec::new();
-        let mut curves = Vec::new();
-        for (index, (name, schedule)) in self.schedules.iter().enumerate() {
-            let mut points = Vec::new();
-            for &scale in &scales {
-                let options = EvalOptions {
-                    generate: token_shuffle_lm::GenerateOptions {
-                        cfg_scale: scale,
-                        schedule: *schedule,
-                        ..self.options.generate
-                    },
-                    ..self.options
-                };
-                let (report, samples, _) = token_shuffle_eval::benchmark_run(&run, &options, &device, |_, _| {})?;
-                eprintln!(
-                    "[{:>6.0} s]   {name} × {scale}: overall {:.3}",
-                    started.elapsed().as_secs_f32(),
-                    report.overall
-                );
-                if scale == self.picture_scale {
-                    // The first prompt of each category: the samples' top row.
-                    let side = samples.width() / token_shuffle_data::scenes::Category::ALL.len() as u32;
-                    picture_rows.push(image::imageops::crop_imm(&samples, 0, 0, samples.width(), side).to_image());
-                }
-                if self.scales.contains(&scale) {
-                    table += &report.markdown_row(&format!("{name} × {scale}"));
-                    table += "\n";
-                    points.push((scale, report.overall));
-                    rows.push(serde_json::json!({ "schedule": name, "scale": scale, "report": report }));
-                }
-            }
-            curves.push(Series {
-                name: name.clone(),
-                points,
-                colour: PALETTE[index % PALETTE.len()],
-            });
-        }
+        let title = self.run.display().to_string();
+        let report = self.sweep.run(&run, &title, &device, |name, scale, overall| {
+            eprintln!(
+                "[{:>6.0} s]   {name} × {scale}: overall {overall:.3}",
+                started.elapsed().as_secs_f32()
+            )
+        })?;
         let out = self.run.join("cfg");
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let picture = token_shuffle_data::imaging::tile(&picture_rows, 1);
-        token_shuffle_data::save_png(&picture, &out.join("schedules.png"))?;
-        let figure = line_chart(&[Panel {
-            title: "Benchmark against guidance scale".into(),
-            x_label: "CFG scale".into(),
-            y_label: "overall score (held-out prompts)".into(),
-            log_y: false,
-            series: curves,
-        }])
-        .map_err(anyhow::Error::msg)?;
-        token_shuffle_data::save_png(&figure, &out.join("scales.png"))?;
-        let names: Vec<&str> = self.schedules.iter().map(|(n, _)| n.as_str()).collect();
-        let markdown = format!(
-            "# CFG schedules and scales on {}\n\nPrompt seed {}, {} prompts per category × {} images, sampling seed {}. \
-             `scales.png`: overall score against scale, one line per schedule. `schedules.png`: one row per schedule \
-             ({}) at scale {}, the first prompt of each category in the table's order.\n\n{table}",
-            self.run.display(),
-            self.options.benchmark.seed,
-            self.options.benchmark.prompts_per_category,
-            self.options.benchmark.images_per_prompt,
-            self.options.generate.seed,
-            names.join(", "),
-            self.picture_scale
-        );
-        std::fs::write(out.join("cfg.md"), &markdown)?;
-        std::fs::write(out.join("cfg.json"), serde_json::to_string_pretty(&rows)?)?;
-        println!("{markdown}");
+        report.save(&out)?;
+        println!("{}", report.markdown);
         eprintln!(
             "done in {:.1} min: {}/{{cfg.md, cfg.json, scales.png, schedules.png}}",
             started.elapsed().as_secs_f32() / 60.0,

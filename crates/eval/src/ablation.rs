@@ -18,6 +18,7 @@ use token_shuffle_data::scenes::Category;
 use token_shuffle_train::{PipelineEvent, ReconstructionReport, RunConfig, TrainedRun, run_pipeline_probed};
 
 use crate::EvalError;
+use crate::error::io;
 use crate::run::{EvalOptions, RunEvaluation, evaluate_run};
 use crate::speed::SpeedBench;
 
@@ -256,13 +257,6 @@ impl AblationReport {
             );
         }
         out
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
-    move |source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
     }
 }
 

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What can go wrong in an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -29,4 +29,10 @@ pub enum EvalError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// The [`EvalError::Io`] of an operation on `path`, for `map_err`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + use<> {
+    let path = path.to_path_buf();
+    move |source| EvalError::Io { path, source }
 }

@@ -9,6 +9,7 @@
 //!   components, shape from geometry.
 //! - [`compositional`]: GenEval's six categories asked with the scene grammar's held-out prompts, judged by the
 //!   detector; and the detector's calibration (ground truth, wrong captions, noise).
+//! - [`cfg_sweep`]: the benchmark over CFG schedules × scales on a trained run (`cargo xtask cfg`).
 //! - [`report`]: the figures (line charts with labelled axes and legends, bar charts with interval whiskers, a
 //!   run's loss curves), drawn with plotters; the train crate draws nothing.
 //! - [`speed`]: the same LM with s = 1, 2, 4 side by side (training step, generation, peak heap, positions per
@@ -42,6 +43,7 @@
 //! `cargo xtask calibrate-detector` (see the top README).
 
 pub mod ablation;
+pub mod cfg_sweep;
 pub mod compositional;
 pub mod detector;
 mod error;
@@ -51,6 +53,7 @@ pub mod run;
 pub mod speed;
 
 pub use ablation::{AblationReport, LmBudget, Variant, run_ablation, variants};
+pub use cfg_sweep::{CfgPoint, CfgSweep, CfgSweepReport};
 pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, calibrate_through, judge};
 pub use detector::{Detection, DetectorConfig, detect};
 pub use error::EvalError;
