@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use token_shuffle_data::scenes::{SceneCorpus, Split};
 use token_shuffle_eval::EvalOptions;
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
 use token_shuffle_train::stage::StageName;
@@ -577,86 +576,9 @@ struct DemoReport {
 impl BackendTask for DemoReport {
     type Output = ();
     fn run<B: Backend>(self, _: BackendKind, device: B::Device) -> Result<()> {
-        let run = TrainedRun::<B>::load(&self.run, &device)?;
-        // Captions of validation scenes (never trained on) and of the held-out set (combinations never seen).
-        let prompts: Vec<String> = [Split::Valid, Split::HeldOut]
-            .into_iter()
-            .flat_map(|split| {
-                SceneCorpus::new(7, split, 8)
-                    .scenes()
-                    .map(|s| s.caption)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let options = GenerateOptions {
-            cfg_scale: 3.0,
-            schedule: CfgSchedule::HalfLinear,
-            sampler: Sampler::default(),
-            seed: 1,
-        };
-        let generated = Instant::now();
-        let grid = run.generate(&prompts, &options, 8, &device, &mut |_, _| {})?;
-        let generation_s = generated.elapsed().as_secs_f32();
-        token_shuffle_data::save_png(&grid, &self.run.join("samples.png"))?;
-        let curves = token_shuffle_eval::report::loss_curves(&self.run).map_err(anyhow::Error::msg)?;
-        token_shuffle_data::save_png(&curves, &self.run.join("loss.png"))?;
-        let size = token_shuffle_eval::CompositionalBenchmark::default();
-        eprintln!(
-            "benchmark: generating and judging {} images of held-out prompts",
-            size.prompts_per_category * size.images_per_prompt * token_shuffle_data::scenes::Category::ALL.len()
-        );
-        let benchmark = token_shuffle_eval::EvalOptions {
-            benchmark: size,
-            generate: options,
-            batch_size: 16,
-            reconstruction_images: 0,
-            detector: token_shuffle_eval::DetectorConfig::default(),
-        };
-        let evaluation = token_shuffle_eval::evaluate_run(&run, &benchmark, &device, |_, _, _| {})?;
-        token_shuffle_data::save_png(&evaluation.samples, &self.run.join("benchmark.png"))?;
-
-        let done = self.run.join("tokenizer/done.json");
-        let tokenizer: token_shuffle_train::ReconstructionReport =
-            serde_json::from_slice(&std::fs::read(&done)?).with_context(|| format!("reading {}", done.display()))?;
-        let lm_valid = token_shuffle_eval::report::read_metric(&self.run.join("lm/metrics.jsonl"), "valid", "image_ce");
-        let (first, last) = (
-            lm_valid.first().map_or(f64::NAN, |v| v.1),
-            lm_valid.last().map_or(f64::NAN, |v| v.1),
-        );
-        let mut report = String::from("# Demo run\n\n");
-        report += &format!(
-            "Everything ran on the CPU (Flex backend) in {:.1} min (steps already done in an earlier run are skipped, \
-             so a rerun is faster).\n\n",
-            self.started.elapsed().as_secs_f32() / 60.0
-        );
-        report += &format!(
-            "- Tokenizer ({} steps): validation {} — `tokenizer/reconstructions.png` shows originals over \
-             reconstructions.\n",
-            run.config.tokenizer.steps,
-            tokenizer.summary()
-        );
-        report += &format!(
-            "- LM ({} steps, s = {}): validation image cross-entropy {first:.3} → {last:.3} nats per code \
-             (uniform over {} codes: {:.3}).\n",
-            run.config.lm.total_steps(),
-            run.lm.window(),
-            run.config.lm.model.codebook,
-            (run.config.lm.model.codebook as f64).ln()
-        );
-        report += &format!(
-            "- `samples.png`: {} images generated in {generation_s:.1} s (CFG 3.0, half-linear, seed 1); row 1 from \
-             validation captions, row 2 from held-out ones:\n\n",
-            prompts.len()
-        );
-        for (i, prompt) in prompts.iter().enumerate() {
-            report += &format!("  {}. {prompt}\n", i + 1);
-        }
-        report += "\n- `loss.png`: the tokenizer's pixel loss, the LM's image cross-entropy (training and validation, \
-                   log scale) and the benchmark score on validation-seed prompts over LM training.\n\n";
-        report += &evaluation.markdown("demo");
-        report += "\n`benchmark.png`: the first image of each benchmark prompt, one column per category in the table's \
-                   order. `cargo xtask eval --run runs/demo` reruns the benchmark with other settings.\n";
-        std::fs::write(self.run.join("report.md"), report)?;
+        let report =
+            token_shuffle_eval::demo_report::<B>(&self.run, self.started, &device, |phase| eprintln!("{phase}"))?;
+        report.save(&self.run)?;
         eprintln!(
             "demo finished in {:.1} min: {}/samples.png, benchmark.png, loss.png, report.md",
             self.started.elapsed().as_secs_f32() / 60.0,

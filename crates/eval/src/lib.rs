@@ -10,6 +10,7 @@
 //! - [`compositional`]: GenEval's six categories asked with the scene grammar's held-out prompts, judged by the
 //!   detector; and the detector's calibration (ground truth, wrong captions, noise).
 //! - [`cfg_sweep`]: the benchmark over CFG schedules × scales on a trained run (`cargo xtask cfg`).
+//! - [`demo`]: the report of `cargo xtask demo` from its finished run.
 //! - [`report`]: the figures (line charts with labelled axes and legends, bar charts with interval whiskers, a
 //!   run's loss curves), drawn with plotters; the train crate draws nothing.
 //! - [`speed`]: the same LM with s = 1, 2, 4 side by side (training step, generation, peak heap, positions per
@@ -45,6 +46,7 @@
 pub mod ablation;
 pub mod cfg_sweep;
 pub mod compositional;
+pub mod demo;
 pub mod detector;
 mod error;
 pub mod memory;
@@ -55,6 +57,7 @@ pub mod speed;
 pub use ablation::{AblationReport, LmBudget, Variant, run_ablation, variants};
 pub use cfg_sweep::{CfgPoint, CfgSweep, CfgSweepReport};
 pub use compositional::{BenchmarkReport, Calibration, CompositionalBenchmark, calibrate, calibrate_through, judge};
+pub use demo::{DemoReport, demo_report};
 pub use detector::{Detection, DetectorConfig, detect};
 pub use error::EvalError;
 pub use run::{EvalOptions, RunEvaluation, benchmark_probe, benchmark_run, evaluate_run, held_out_images};
