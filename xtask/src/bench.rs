@@ -1,16 +1,15 @@
 //! `cargo xtask bench …`: benchmarks that print ratios measured side by side in one run.
 //!
-//! Machines here are shared and noisy, so every benchmark interleaves the variants it compares inside each
-//! repetition and reports medians and ratios, never a lone absolute time.
+//! The benches themselves are library code (`token_shuffle_eval::benches`, `speed`): here are their arguments and
+//! their printing.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::backend::Autodiff;
-use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
-use token_shuffle::{window_merge, window_split};
+use token_shuffle_eval::benches;
 
 use crate::backend::{BackendKind, BackendTask, run_on};
 
@@ -118,95 +117,28 @@ impl BackendTask for OpBench {
     type Output = ();
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        let [batch, height, width, channels]: [usize; 4] = self
+        let shape: [usize; 4] = self
             .shape
             .as_slice()
             .try_into()
             .with_context(|| format!("--shape takes 4 numbers B,H,W,C; got {:?}", self.shape))?;
-        for &s in &self.windows {
-            if s == 0 || height % s != 0 || width % s != 0 {
-                bail!("--windows: s = {s} does not divide the {height}×{width} grid");
-            }
-        }
-        if self.repeats == 0 {
-            bail!("--repeats must be at least 1");
-        }
-        let x = Tensor::<B, 4>::random(
-            [batch, height, width, channels],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let bytes = (batch * height * width * channels * 4) as f64;
+        let bench = benches::OpBench {
+            shape,
+            windows: self.windows,
+            warmup: self.warmup,
+            repeats: self.repeats,
+        };
+        let report = bench.run::<B>(&device)?;
         println!(
-            "bench op: backend {}, x = [{batch}, {height}, {width}, {channels}] f32 ({:.0} MiB), {} warm-up + {} timed repetitions",
+            "bench op: backend {}, x = {shape:?} f32 ({:.0} MiB), {} warm-up + {} timed repetitions",
             backend.name(),
-            bytes / (1 << 20) as f64,
-            self.warmup,
-            self.repeats
+            bench.bytes() as f64 / (1 << 20) as f64,
+            bench.warmup,
+            bench.repeats
         );
-
-        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
-        // The plain copy: one read and one write of every element (x stays alive, so the output is a new buffer).
-        let copy = || -> Result<Duration> {
-            let start = Instant::now();
-            let y = x.clone().add_scalar(0.0);
-            sync()?;
-            let elapsed = start.elapsed();
-            drop(y);
-            Ok(elapsed)
-        };
-        let round_trip = |s: usize| -> Result<Duration> {
-            let start = Instant::now();
-            let y = window_split(window_merge(x.clone(), s)?, [height, width], s)?;
-            sync()?;
-            let elapsed = start.elapsed();
-            drop(y);
-            Ok(elapsed)
-        };
-
-        let mut copy_times = Vec::new();
-        let mut trip_times = vec![Vec::new(); self.windows.len()];
-        for repetition in 0..self.warmup + self.repeats {
-            let timed = repetition >= self.warmup;
-            let t = copy()?;
-            if timed {
-                copy_times.push(t);
-            }
-            for (i, &s) in self.windows.iter().enumerate() {
-                let t = round_trip(s)?;
-                if timed {
-                    trip_times[i].push(t);
-                }
-            }
-        }
-
-        let copy_median = median(&mut copy_times);
-        println!("{:<28} {:>10} {:>10} {:>14}", "op", "median ms", "GB/s", "× plain copy");
-        let row = |name: &str, t: Duration, traffic: f64| {
-            let bandwidth = if traffic > 0.0 {
-                format!("{:.1}", traffic / t.as_secs_f64() / 1e9)
-            } else {
-                "-".into()
-            };
-            println!(
-                "{name:<28} {:>10.2} {bandwidth:>10} {:>14.2}",
-                t.as_secs_f64() * 1e3,
-                t.as_secs_f64() / copy_median.as_secs_f64()
-            );
-        };
-        row("plain copy (x + 0)", copy_median, 2.0 * bytes);
-        for (&s, times) in self.windows.iter().zip(&mut trip_times) {
-            // Each of merge and split reads and writes the tensor once; with s = 1 both are reshapes (no copy).
-            let traffic = if s == 1 { 0.0 } else { 4.0 * bytes };
-            row(&format!("merge + split, s = {s}"), median(times), traffic);
-        }
+        print!("{}", report.table());
         Ok(())
     }
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }
 
 /// Arguments of `cargo xtask bench decode`.
@@ -222,40 +154,16 @@ pub struct DecodeBench {
 
 impl DecodeBench {
     fn run(self) -> Result<()> {
-        if self.repeats == 0 {
-            bail!("--repeats must be at least 1");
-        }
-        let threads = rayon::current_num_threads();
-        let single = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-        let load = || -> Result<(Duration, usize)> {
-            let start = Instant::now();
-            let (train, valid, report) = token_shuffle_data::twemoji::load_twemoji(self.resolution, 0.05)?;
-            anyhow::ensure!(report.skipped.is_empty(), "{}", report.summary());
-            Ok((start.elapsed(), train.len() + valid.len()))
+        let bench = benches::DecodeBench {
+            resolution: self.resolution,
+            repeats: self.repeats,
         };
-        let (_, images) = load()?; // warm-up: page in the embedded PNGs
+        let report = bench.run()?;
         println!(
-            "bench decode: {images} Twemoji PNGs (72×72 RGBA) → {0}×{0} RGB, {1} repetitions",
-            self.resolution, self.repeats
+            "bench decode: {} Twemoji PNGs (72×72 RGBA) → {1}×{1} RGB, {2} repetitions",
+            report.images, self.resolution, self.repeats
         );
-        let (mut parallel, mut serial) = (Vec::new(), Vec::new());
-        for _ in 0..self.repeats {
-            parallel.push(load()?.0);
-            serial.push(single.install(load)?.0);
-        }
-        let (parallel, serial) = (median(&mut parallel), median(&mut serial));
-        println!("{:<24} {:>10} {:>10}", "variant", "median ms", "images/s");
-        for (name, t) in [
-            ("1 thread".to_string(), serial),
-            (format!("rayon, {threads} threads"), parallel),
-        ] {
-            println!(
-                "{name:<24} {:>10.1} {:>10.0}",
-                t.as_secs_f64() * 1e3,
-                images as f64 / t.as_secs_f64()
-            );
-        }
-        println!("speed-up: {:.2}×", serial.as_secs_f64() / parallel.as_secs_f64());
+        print!("{}", report.table());
         Ok(())
     }
 }
@@ -284,74 +192,22 @@ impl BackendTask for GenerateBench {
     type Output = ();
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
-        let preset = crate::count::load_lm_config(&self.config)?;
-        if self.repeats == 0 {
-            bail!("--repeats must be at least 1");
-        }
-        let options = GenerateOptions {
-            cfg_scale: 1.0,
-            schedule: CfgSchedule::Constant,
-            sampler: Sampler::default(),
-            seed: 0,
+        let bench = benches::GenerateBench {
+            lm: crate::count::load_lm_config(&self.config)?,
+            grid: self.grid,
+            windows: self.windows,
+            repeats: self.repeats,
         };
-        let prompt = vec![vec![1, 2, 3, 4, 5, 6, 7, 8]];
         println!(
             "bench generate: backend {}, {} (d = {}, {} layers), {g}×{g} codes, batch 1, no CFG, {} timed images per s",
             backend.name(),
             self.config.display(),
-            preset.decoder.d_model,
-            preset.decoder.n_layers,
+            bench.lm.decoder.d_model,
+            bench.lm.decoder.n_layers,
             self.repeats,
             g = self.grid
         );
-        println!(
-            "{:<6} {:>8} {:>12} {:>14} {:>14} {:>11} {:>12}",
-            "s", "steps", "ms / image", "early ms/step", "late ms/step", "late/early", "× vs s = 1"
-        );
-        let mut baseline = None;
-        for &s in &self.windows {
-            let config = preset.clone().into_config([self.grid, self.grid], s);
-            let model = config.init::<B>(&device).map_err(|e| anyhow::anyhow!("s = {s}: {e}"))?;
-            let mut totals = Vec::new();
-            let (mut early, mut late) = (Vec::new(), Vec::new());
-            for repetition in 0..=self.repeats {
-                let mut marks = Vec::with_capacity(config.windows() + 1);
-                let start = Instant::now();
-                marks.push(start);
-                model.generate(&prompt, &options, &device, &mut |_| marks.push(Instant::now()))?;
-                if repetition == 0 {
-                    continue; // warm-up
-                }
-                totals.push(start.elapsed());
-                // Step i's time is from the end of step i−1; the first (with the prefill) is left out of both.
-                let steps: Vec<Duration> = marks.windows(2).skip(1).map(|w| w[1] - w[0]).collect();
-                let tenth = (steps.len() / 10).max(1);
-                if steps.len() >= 2 * tenth {
-                    early.push(steps[..tenth].iter().sum::<Duration>() / tenth as u32);
-                    late.push(steps[steps.len() - tenth..].iter().sum::<Duration>() / tenth as u32);
-                }
-            }
-            let total = median(&mut totals);
-            let baseline = *baseline.get_or_insert(total);
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            let (early, late) = if early.is_empty() {
-                (None, None)
-            } else {
-                (Some(median(&mut early)), Some(median(&mut late)))
-            };
-            println!(
-                "{s:<6} {:>8} {:>12.1} {:>14} {:>14} {:>11} {:>12.2}",
-                config.windows(),
-                ms(total),
-                early.map_or("-".into(), |d| format!("{:.2}", ms(d))),
-                late.map_or("-".into(), |d| format!("{:.2}", ms(d))),
-                early
-                    .zip(late)
-                    .map_or("-".into(), |(e, l)| format!("{:.2}", l.as_secs_f64() / e.as_secs_f64())),
-                baseline.as_secs_f64() / total.as_secs_f64()
-            );
-        }
+        print!("{}", bench.run::<B>(&device)?.table());
         Ok(())
     }
 }
@@ -384,88 +240,30 @@ impl BackendTask for TokenizerBench {
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         use burn::config::Config;
-        use burn::module::{AutodiffModule, Module};
-        use burn::optim::Optimizer;
-        let config = token_shuffle_vqgan::VqModelConfig::load(&self.config)
+        let model = token_shuffle_vqgan::VqModelConfig::load(&self.config)
             .with_context(|| format!("{}: not a VQ model config", self.config.display()))?;
-        let mut model = config.init::<Autodiff<B>>(&device)?;
-        let mut optimizer =
-            burn::optim::AdamWConfig::new().init::<Autodiff<B>, token_shuffle_vqgan::VqModel<Autodiff<B>>>();
-        // The generator loss alone (L2 + codebook + commitment, the model's entropy weight): no GAN.
-        let loss_config = token_shuffle_vqgan::VqLossConfig::new();
-        if self.repeats == 0 || self.batch == 0 {
-            bail!("--repeats and --batch must be at least 1");
-        }
         println!(
             "bench tokenizer: {} (f = {}, K = {}), backend {}, batch {}, 1 warm-up + {} timed repetitions",
             self.config.display(),
             model.downsample_factor(),
-            model.codebook_size(),
+            model.codebook_size,
             backend.name(),
             self.batch,
             self.repeats
         );
-        println!(
-            "{:>10} {:>14} {:>14} {:>14} {:>18}",
-            "resolution", "train img/s", "encode img/s", "decode img/s", "encode+decode img/s"
-        );
-        for &resolution in &self.resolutions {
-            config.check_image_size(resolution, resolution)?;
-            let images = Tensor::<Autodiff<B>, 4>::random(
-                [self.batch, 3, resolution, resolution],
-                Distribution::Uniform(-1.0, 1.0),
-                &device,
-            );
-            let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
-            let (mut train_times, mut encode_times, mut decode_times) = (Vec::new(), Vec::new(), Vec::new());
-            for repetition in 0..=self.repeats {
-                let start = Instant::now();
-                let forward = model.forward(images.clone())?;
-                let loss = loss_config.generator(&model, None, images.clone(), &forward, 0);
-                let grads = burn::optim::GradientsParams::from_grads(loss.total.backward(), &model);
-                model = optimizer.step(1e-4, model, grads);
-                sync()?;
-                let trained = Instant::now();
-                let inference = model.valid();
-                let codes = inference.encode(images.clone().inner())?;
-                sync()?;
-                let encoded = Instant::now();
-                let decoded = inference.decode(codes);
-                sync()?;
-                drop(decoded);
-                if repetition > 0 {
-                    train_times.push(trained - start);
-                    encode_times.push(encoded - trained);
-                    decode_times.push(encoded.elapsed());
-                }
+        let bench = benches::TokenizerBench {
+            model,
+            resolutions: self.resolutions,
+            batch: self.batch,
+            repeats: self.repeats,
+        };
+        let report = bench.run::<Autodiff<B>>(&device)?;
+        if self.json {
+            for row in &report.rows {
+                println!("{}", serde_json::to_string(row)?);
             }
-            let rate = |t: Duration| self.batch as f64 / t.as_secs_f64();
-            let ms = |times: &[Duration]| times.iter().map(|t| t.as_secs_f64() * 1e3).collect::<Vec<_>>();
-            if self.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "resolution": resolution,
-                        "parameters": model.num_params(),
-                        "train_ms": ms(&train_times),
-                        "encode_ms": ms(&encode_times),
-                        "decode_ms": ms(&decode_times),
-                    })
-                );
-            }
-            let (train, encode, decode) = (
-                median(&mut train_times),
-                median(&mut encode_times),
-                median(&mut decode_times),
-            );
-            println!(
-                "{resolution:>10} {:>14.1} {:>14.1} {:>14.1} {:>18.1}",
-                rate(train),
-                rate(encode),
-                rate(decode),
-                rate(encode + decode)
-            );
         }
+        print!("{}", report.table());
         Ok(())
     }
 }
@@ -551,51 +349,10 @@ impl BackendTask for LmBench {
         let stem = self.out.join(format!("lm-{}", backend.name()));
         std::fs::write(stem.with_extension("md"), &markdown)?;
         std::fs::write(stem.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
-        token_shuffle_data::save_png(&speed_figure(&report)?, &stem.with_extension("png"))?;
+        token_shuffle_data::save_png(&report.figure()?, &stem.with_extension("png"))?;
         eprintln!("wrote {0}.md, {0}.json and {0}.png", stem.display());
         Ok(())
     }
-}
-
-/// The speed bench as a figure: time per training step and per generated image, and peak heap, against s.
-fn speed_figure(report: &token_shuffle_eval::SpeedReport) -> Result<image::RgbImage> {
-    use token_shuffle_eval::report::{PALETTE, Panel, Series, line_chart};
-    let series = |name: &str, value: &dyn Fn(&token_shuffle_eval::speed::SpeedRow) -> Option<f64>, colour| Series {
-        name: name.into(),
-        points: report
-            .rows
-            .iter()
-            .filter_map(|row| Some((row.window as f64, value(row)?)))
-            .collect(),
-        colour,
-    };
-    let panels = [
-        Panel {
-            title: format!("Time on {} ({})", report.backend, report.model),
-            x_label: "window s".into(),
-            y_label: "milliseconds (log)".into(),
-            log_y: true,
-            series: vec![
-                series(
-                    &format!("training step (batch {})", report.batch_size),
-                    &|r| Some(r.train_step_ms),
-                    PALETTE[0],
-                ),
-                series("generating one image", &|r| Some(r.generate_ms), PALETTE[1]),
-            ],
-        },
-        Panel {
-            title: "Peak heap".into(),
-            x_label: "window s".into(),
-            y_label: "MiB".into(),
-            log_y: false,
-            series: vec![
-                series("training step", &|r| r.train_peak_mib, PALETTE[0]),
-                series("generating one image", &|r| r.generate_peak_mib, PALETTE[1]),
-            ],
-        },
-    ];
-    line_chart(&panels).map_err(anyhow::Error::msg)
 }
 
 /// Arguments of `cargo xtask bench matmul`.
@@ -617,31 +374,17 @@ impl BackendTask for MatmulBench {
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
         let n = self.size;
-        if n == 0 || self.repeats == 0 {
-            bail!("--size and --repeats must be at least 1");
+        let report = benches::MatmulBench {
+            size: n,
+            repeats: self.repeats,
         }
-        let a = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
-        let b = Tensor::<B, 2>::random([n, n], Distribution::Normal(0.0, 1.0), &device);
-        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
-        sync()?;
-        let mut times = Vec::new();
-        for repetition in 0..2 + self.repeats {
-            let start = Instant::now();
-            let c = a.clone().matmul(b.clone());
-            sync()?;
-            if repetition >= 2 {
-                times.push(start.elapsed());
-            }
-            drop(c);
-        }
-        let t = median(&mut times);
-        let flop = 2.0 * (n as f64).powi(3);
+        .run::<B>(&device)?;
         println!(
             "bench matmul: backend {}, [{n}, {n}] × [{n}, {n}], 2 warm-up + {} timed: median {:.2} ms, {:.2} TFLOP/s",
             backend.name(),
             self.repeats,
-            t.as_secs_f64() * 1e3,
-            flop / t.as_secs_f64() / 1e12
+            report.median_ms,
+            report.tflop_per_s
         );
         Ok(())
     }
@@ -668,66 +411,24 @@ impl BackendTask for NormBench {
     type Output = ();
 
     fn run<B: Backend>(self, backend: BackendKind, device: B::Device) -> Result<()> {
-        let [n, c, h, w]: [usize; 4] = self
+        let shape: [usize; 4] = self
             .shape
             .as_slice()
             .try_into()
             .with_context(|| format!("--shape takes 4 numbers N,C,H,W; got {:?}", self.shape))?;
-        if self.groups == 0 || c % self.groups != 0 || self.repeats == 0 {
-            bail!("--groups must divide the {c} channels, and --repeats must be at least 1");
+        let report = benches::NormBench {
+            shape,
+            groups: self.groups,
+            repeats: self.repeats,
         }
-        let x = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let same = Tensor::<B, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let channel = Tensor::<B, 1>::random([c], Distribution::Normal(0.0, 1.0), &device);
-        let per_row = Tensor::<B, 2>::random([n * c, 1], Distribution::Normal(0.0, 1.0), &device);
-        let ours = token_shuffle_vqgan::GroupNormConfig::new(self.groups, c).init::<B>(&device);
-        let burns = burn::nn::GroupNormConfig::new(self.groups, c)
-            .with_epsilon(1e-6)
-            .init::<B>(&device);
-        let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("backend sync failed: {e:?}"));
-        type Case<'a, B> = (&'static str, Box<dyn Fn() -> Tensor<B, 4> + 'a>);
-        let cases: Vec<Case<B>> = vec![
-            ("x + y (same shape)", Box::new(|| x.clone() + same.clone())),
-            (
-                "x + b, b [1,C,1,1] (4-D broadcast)",
-                Box::new(|| x.clone() + channel.clone().reshape([1, c, 1, 1])),
-            ),
-            (
-                "x + b as [N·C, H·W] + [N·C, 1] (2-D)",
-                Box::new(|| (x.clone().reshape([n * c, h * w]) + per_row.clone()).reshape([n, c, h, w])),
-            ),
-            ("burn::nn::GroupNorm", Box::new(|| burns.forward(x.clone()))),
-            ("token_shuffle_vqgan::GroupNorm", Box::new(|| ours.forward(x.clone()))),
-        ];
-        let mut times = vec![Vec::new(); cases.len()];
-        for repetition in 0..=self.repeats {
-            for (i, (_, case)) in cases.iter().enumerate() {
-                let start = Instant::now();
-                let y = case();
-                sync()?;
-                let elapsed = start.elapsed();
-                drop(y);
-                if repetition > 0 {
-                    times[i].push(elapsed);
-                }
-            }
-        }
+        .run::<B>(&device)?;
         println!(
-            "bench norm: backend {}, x = [{n}, {c}, {h}, {w}] f32, {} groups, 1 warm-up + {} timed repetitions",
+            "bench norm: backend {}, x = {shape:?} f32, {} groups, 1 warm-up + {} timed repetitions",
             backend.name(),
             self.groups,
             self.repeats
         );
-        let base = median(&mut times[0]);
-        println!("{:<40} {:>10} {:>16}", "operation", "median ms", "× same-shape add");
-        for ((name, _), t) in cases.iter().zip(&mut times) {
-            let t = median(t);
-            println!(
-                "{name:<40} {:>10.2} {:>16.2}",
-                t.as_secs_f64() * 1e3,
-                t.as_secs_f64() / base.as_secs_f64()
-            );
-        }
+        print!("{}", report.table());
         Ok(())
     }
 }

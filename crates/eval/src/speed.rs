@@ -17,7 +17,9 @@ use serde::Serialize;
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, LmArchitecture, Sampler, TokenShuffleLmConfig};
 
 use crate::EvalError;
+use crate::benches::timing::median;
 use crate::memory::PeakAlloc;
+use crate::report::{PALETTE, Panel, Series, line_chart};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -125,11 +127,6 @@ pub fn count_paper_shape(
             })
         })
         .collect()
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }
 
 impl SpeedBench {
@@ -248,7 +245,7 @@ impl SpeedBench {
             .enumerate()
             .map(|(i, config)| {
                 let count = config.count(self.text_len)?;
-                let train = median(&mut train_times[i]).as_secs_f64();
+                let train = median(&train_times[i]).as_secs_f64();
                 Ok(SpeedRow {
                     window: config.window,
                     parameters: count.parameters,
@@ -256,7 +253,7 @@ impl SpeedBench {
                     sequence_len: count.sequence_len,
                     train_step_ms: train * 1e3,
                     train_images_per_s: self.batch_size as f64 / train,
-                    generate_ms: median(&mut generate_times[i]).as_secs_f64() * 1e3,
+                    generate_ms: median(&generate_times[i]).as_secs_f64() * 1e3,
                     train_peak_mib: mib(train_peaks[i]),
                     generate_peak_mib: mib(generate_peaks[i]),
                     train_flops: count.train_flops,
@@ -284,6 +281,47 @@ impl SpeedBench {
 }
 
 impl SpeedReport {
+    /// The bench as a figure: time per training step and per generated image, and peak heap, against s.
+    pub fn figure(&self) -> Result<image::RgbImage, EvalError> {
+        let report = self;
+        let series = |name: &str, value: &dyn Fn(&SpeedRow) -> Option<f64>, colour| Series {
+            name: name.into(),
+            points: report
+                .rows
+                .iter()
+                .filter_map(|row| Some((row.window as f64, value(row)?)))
+                .collect(),
+            colour,
+        };
+        let panels = [
+            Panel {
+                title: format!("Time on {} ({})", report.backend, report.model),
+                x_label: "window s".into(),
+                y_label: "milliseconds (log)".into(),
+                log_y: true,
+                series: vec![
+                    series(
+                        &format!("training step (batch {})", report.batch_size),
+                        &|r| Some(r.train_step_ms),
+                        PALETTE[0],
+                    ),
+                    series("generating one image", &|r| Some(r.generate_ms), PALETTE[1]),
+                ],
+            },
+            Panel {
+                title: "Peak heap".into(),
+                x_label: "window s".into(),
+                y_label: "MiB".into(),
+                log_y: false,
+                series: vec![
+                    series("training step", &|r| r.train_peak_mib, PALETTE[0]),
+                    series("generating one image", &|r| r.generate_peak_mib, PALETTE[1]),
+                ],
+            },
+        ];
+        line_chart(&panels).map_err(|e| EvalError::Config(format!("drawing the speed figure: {e}")))
+    }
+
     /// The report as Markdown: the measured table with ratios to the first row, then the counted paper shape.
     pub fn markdown(&self) -> String {
         let mut out = format!(
