@@ -1,10 +1,11 @@
-//! The smaller benchmarks of `cargo xtask bench …` (the op, image decoding, generation per window size, the VQ
-//! tokenizer, a matrix product, normalisation), each a struct of what to measure whose `run` returns a report
+//! The smaller benchmarks of `cargo xtask bench …` (the op, image decoding, generation per window size, one
+//! high-resolution image, the VQ tokenizer, a matrix product, normalisation), each a struct of what to measure whose `run` returns a report
 //! with its table. Machines here are shared and noisy, so every bench interleaves the variants it compares inside
 //! each repetition (see [`timing`]) and reports medians and ratios, never a lone absolute time.
 
 pub mod decode;
 pub mod generate;
+pub mod highres;
 pub mod matmul;
 pub mod norm;
 pub mod op;
@@ -13,6 +14,7 @@ pub mod tokenizer;
 
 pub use decode::{DecodeBench, DecodeReport};
 pub use generate::{GenerateBench, GenerateReport, GenerateRow};
+pub use highres::{HighresBench, HighresEvent, HighresReport, HighresRow};
 pub use matmul::{MatmulBench, MatmulReport};
 pub use norm::{NormBench, NormReport};
 pub use op::{OpBench, OpReport};
