@@ -11,8 +11,8 @@
 //!   detector; and the detector's calibration (ground truth, wrong captions, noise).
 //! - [`cfg_sweep`]: the benchmark over CFG schedules × scales on a trained run (`cargo xtask cfg`).
 //! - [`demo`]: the report of `cargo xtask demo` from its finished run.
-//! - [`benches`]: the smaller benchmarks of `cargo xtask bench` (op, decode, generate, tokenizer, matmul, norm),
-//!   interleaved through one timing helper.
+//! - [`benches`]: the other benchmarks of `cargo xtask bench` (op, decode, generate, highres, code cache, tokenizer,
+//!   matmul, norm), interleaved through one timing helper.
 //! - [`report`]: the figures (line charts with labelled axes and legends, bar charts with interval whiskers, a
 //!   run's loss curves), drawn with plotters; the train crate draws nothing.
 //! - [`speed`]: the same LM with s = 1, 2, 4 side by side (training step, generation, peak heap, positions per
