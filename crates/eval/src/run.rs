@@ -218,7 +218,7 @@ pub fn evaluate_run<B: Backend>(
     } else {
         let tokenizer = &run.config.tokenizer;
         on_progress("reconstructing held-out images", 0, options.reconstruction_images);
-        let source: ImageSource = run.config.data.resolve().map_err(EvalError::Config)?;
+        let source: ImageSource = run.config.data.resolve()?;
         let images = held_out_images(
             &source,
             tokenizer.resolution as u32,

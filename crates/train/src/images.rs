@@ -34,7 +34,10 @@ impl FromStr for ImageSource {
     type Err = String;
     /// A source named by one string (`--data`): see [`DataSource::from_name`].
     fn from_str(s: &str) -> Result<Self, String> {
-        DataSource::from_name(s).resolve()
+        DataSource::from_name(s).resolve().map_err(|e| match e {
+            TrainError::Config(message) => message,
+            other => other.to_string(),
+        })
     }
 }
 
@@ -92,8 +95,8 @@ impl DataSource {
     /// The images this source names: the shard files listed, a folder checked to exist.
     ///
     /// # Errors
-    /// A missing folder or shard, named, with the forms a source can take.
-    pub fn resolve(&self) -> Result<ImageSource, String> {
+    /// [`TrainError::Config`] naming a missing folder or shard, with the forms a source can take.
+    pub fn resolve(&self) -> Result<ImageSource, TrainError> {
         match self {
             Self::Scenes => Ok(ImageSource::Scenes),
             Self::Twemoji => Ok(ImageSource::Twemoji),
@@ -102,13 +105,13 @@ impl DataSource {
                     spec: spec.clone(),
                     paths,
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(|e| TrainError::Config(e.to_string())),
             Self::Folder(path) if path.is_dir() => Ok(ImageSource::Folder(path.clone())),
-            Self::Folder(path) => Err(format!(
+            Self::Folder(path) => Err(TrainError::Config(format!(
                 "{:?} is neither `scenes`, `twemoji`, a folder of images nor webdataset shards (a .tar file, a \
                  pattern like shards/{{00000..00127}}.tar, or a folder of .tar files)",
                 path.display().to_string()
-            )),
+            ))),
         }
     }
 }
@@ -443,14 +446,13 @@ mod tests {
             assert_eq!(serde_json::json!(source.name()), old);
         }
         assert_eq!(
-            DataSource::Folder(photos.clone()).resolve(),
-            Ok(ImageSource::Folder(photos))
+            DataSource::Folder(photos.clone()).resolve().unwrap(),
+            ImageSource::Folder(photos)
         );
+        let missing = DataSource::Folder("missing".into()).resolve().unwrap_err();
         assert!(
-            DataSource::Folder("missing".into())
-                .resolve()
-                .unwrap_err()
-                .contains("\"missing\" is neither")
+            matches!(&missing, TrainError::Config(m) if m.contains("\"missing\" is neither")),
+            "{missing}"
         );
         for (bad, says) in [
             (serde_json::json!({ "bucket": "x" }), "unknown source \"bucket\""),

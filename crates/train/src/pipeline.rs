@@ -142,7 +142,7 @@ impl<'a> OpenRun<'a> {
         }
         // Every step already on disk must come from this config, checked before anything is written.
         stage::check_on_disk::<B>(dir, &plan, config, device)?;
-        let source: ImageSource = config.data.resolve().map_err(TrainError::Config)?;
+        let source: ImageSource = config.data.resolve()?;
         // The LM reads captions: a folder image without one is found now, not after the tokenizer has trained.
         if let ImageSource::Folder(root) = &source
             && !config.allow_uncaptioned

@@ -291,7 +291,7 @@ fn finished_tokenizers<B: Backend>(
         });
     }
     let lock = crate::RunLock::acquire_shared(dir)?;
-    let ImageSource::Shards { paths: shards, .. } = config.data.resolve().map_err(TrainError::Config)? else {
+    let ImageSource::Shards { paths: shards, .. } = config.data.resolve()? else {
         return Err(TrainError::Config(format!(
             "`{what}` encodes webdataset shards, but the run's data is {:?}: `cargo xtask train` encodes it",
             config.data.name()
