@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, LmArchitecture, Sampler, TokenShuffleLmConfig};
 
 use crate::EvalError;
-use crate::benches::timing::median;
+use crate::benches::timing::{median, sync};
 use crate::memory::PeakAlloc;
 use crate::report::{PALETTE, Panel, Series, line_chart};
 
@@ -141,125 +141,19 @@ impl SpeedBench {
         backend: &str,
         device: &B::Device,
         heap: Option<&PeakAlloc<A>>,
-        mut on_progress: impl FnMut(usize, usize),
+        on_progress: impl FnMut(usize, usize),
     ) -> Result<SpeedReport, EvalError> {
-        if self.windows.is_empty() || self.repeats == 0 || self.batch_size == 0 {
-            return Err(EvalError::Config(
-                "the speed bench needs at least one window, one repetition and a batch of 1".into(),
-            ));
-        }
-        if self.text_len > self.lm.max_text_len {
-            return Err(EvalError::Config(format!(
-                "captions of {} ids are longer than the LM's max_text_len {}",
-                self.text_len, self.lm.max_text_len
-            )));
-        }
+        self.check()?;
         let configs: Vec<TokenShuffleLmConfig> = self
             .windows
             .iter()
             .map(|&window| self.lm.clone().into_config([self.grid; 2], window))
             .collect();
-        let mut models = Vec::with_capacity(configs.len());
-        for config in &configs {
-            B::seed(device, 0);
-            let model = config
-                .init::<B>(device)
-                .map_err(|e| EvalError::Config(format!("s = {}: {e}", config.window)))?;
-            models.push(Some(model));
-        }
-        let mut optimizers: Vec<_> = configs
-            .iter()
-            .map(|_| AdamWConfig::new().init::<B, token_shuffle_lm::TokenShuffleLm<B>>())
-            .collect();
-
-        // Random codes and captions, the same for every window.
-        let mut rng = token_shuffle_data::rng::SplitMix64::new(1, 0);
-        let codes: Vec<i64> = (0..self.batch_size * self.grid * self.grid)
-            .map(|_| rng.below(self.lm.codebook) as i64)
-            .collect();
-        let codes =
-            Tensor::<B, 3, Int>::from_data(TensorData::new(codes, [self.batch_size, self.grid, self.grid]), device);
-        let texts: Vec<Vec<u32>> = (0..self.batch_size)
-            .map(|_| {
-                (0..self.text_len)
-                    .map(|_| rng.below(self.lm.text_vocab) as u32)
-                    .collect()
-            })
-            .collect();
-        let options = GenerateOptions {
-            cfg_scale: 1.0,
-            schedule: CfgSchedule::Constant,
-            sampler: Sampler::default(),
-            seed: 0,
-        };
-
-        let sync = || B::sync(device).map_err(|e| EvalError::Backend(format!("sync failed: {e:?}")));
-        let measure =
-            |work: &mut dyn FnMut() -> Result<(), EvalError>| -> Result<(Duration, Option<usize>), EvalError> {
-                let start = Instant::now();
-                let (result, peak) = match heap {
-                    Some(heap) => {
-                        let (result, peak) = heap.peak_during(|| work().and_then(|()| sync()));
-                        (result, Some(peak))
-                    }
-                    None => (work().and_then(|()| sync()), None),
-                };
-                result?;
-                Ok((start.elapsed(), peak))
-            };
-
-        let n = configs.len();
-        let (mut train_times, mut generate_times) = (vec![Vec::new(); n], vec![Vec::new(); n]);
-        let (mut train_peaks, mut generate_peaks) = (vec![None::<usize>; n], vec![None::<usize>; n]);
-        let total = self.warmup + self.repeats;
-        for repetition in 0..total {
-            let timed = repetition >= self.warmup;
-            for i in 0..n {
-                let (time, peak) = measure(&mut || {
-                    let model = models[i].take().expect("the model is put back after each step");
-                    let loss = model.loss(model.prompt_ids(&texts, device), codes.clone())?;
-                    let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-                    models[i] = Some(optimizers[i].step(1e-4, model, grads));
-                    Ok(())
-                })?;
-                if timed {
-                    train_times[i].push(time);
-                    train_peaks[i] = train_peaks[i].max(peak);
-                }
-                let inference = models[i].as_ref().expect("present").valid();
-                let (time, peak) = measure(&mut || {
-                    inference.generate(&texts[..1], &options, device, &mut |_| {})?;
-                    Ok(())
-                })?;
-                if timed {
-                    generate_times[i].push(time);
-                    generate_peaks[i] = generate_peaks[i].max(peak);
-                }
-            }
-            on_progress(repetition + 1, total);
-        }
-
-        let mib = |bytes: Option<usize>| bytes.map(|b| b as f64 / (1 << 20) as f64);
+        let timings = self.time::<B, A>(&configs, device, heap, on_progress)?;
         let rows = configs
             .iter()
-            .enumerate()
-            .map(|(i, config)| {
-                let count = config.count(self.text_len)?;
-                let train = median(&train_times[i]).as_secs_f64();
-                Ok(SpeedRow {
-                    window: config.window,
-                    parameters: count.parameters,
-                    image_positions: config.windows(),
-                    sequence_len: count.sequence_len,
-                    train_step_ms: train * 1e3,
-                    train_images_per_s: self.batch_size as f64 / train,
-                    generate_ms: median(&generate_times[i]).as_secs_f64() * 1e3,
-                    train_peak_mib: mib(train_peaks[i]),
-                    generate_peak_mib: mib(generate_peaks[i]),
-                    train_flops: count.train_flops,
-                    generate_flops: count.generate_flops,
-                })
-            })
+            .zip(timings)
+            .map(|(config, timing)| self.row(config, timing))
             .collect::<Result<_, EvalError>>()?;
         Ok(SpeedReport {
             backend: backend.to_string(),
@@ -278,6 +172,151 @@ impl SpeedBench {
             counted: Vec::new(),
         })
     }
+
+    fn check(&self) -> Result<(), EvalError> {
+        if self.windows.is_empty() || self.repeats == 0 || self.batch_size == 0 {
+            return Err(EvalError::Config(
+                "the speed bench needs at least one window, one repetition and a batch of 1".into(),
+            ));
+        }
+        if self.text_len > self.lm.max_text_len {
+            return Err(EvalError::Config(format!(
+                "captions of {} ids are longer than the LM's max_text_len {}",
+                self.text_len, self.lm.max_text_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Random codes and captions, the same for every window.
+    fn random_batch<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 3, Int>, Vec<Vec<u32>>) {
+        let mut rng = token_shuffle_data::rng::SplitMix64::new(1, 0);
+        let codes: Vec<i64> = (0..self.batch_size * self.grid * self.grid)
+            .map(|_| rng.below(self.lm.codebook) as i64)
+            .collect();
+        let codes = Tensor::from_data(TensorData::new(codes, [self.batch_size, self.grid, self.grid]), device);
+        let texts = (0..self.batch_size)
+            .map(|_| {
+                (0..self.text_len)
+                    .map(|_| rng.below(self.lm.text_vocab) as u32)
+                    .collect()
+            })
+            .collect();
+        (codes, texts)
+    }
+
+    /// Each window's LM trained one step and generating one image, in turn, every repetition.
+    fn time<B: AutodiffBackend, A>(
+        &self,
+        configs: &[TokenShuffleLmConfig],
+        device: &B::Device,
+        heap: Option<&PeakAlloc<A>>,
+        mut on_progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<Timing>, EvalError> {
+        let mut models = Vec::with_capacity(configs.len());
+        for config in configs {
+            B::seed(device, 0);
+            let model = config
+                .init::<B>(device)
+                .map_err(|e| EvalError::Config(format!("s = {}: {e}", config.window)))?;
+            models.push(Some(model));
+        }
+        let mut optimizers: Vec<_> = configs
+            .iter()
+            .map(|_| AdamWConfig::new().init::<B, token_shuffle_lm::TokenShuffleLm<B>>())
+            .collect();
+        let (codes, texts) = self.random_batch::<B>(device);
+        let options = GenerateOptions {
+            cfg_scale: 1.0,
+            schedule: CfgSchedule::Constant,
+            sampler: Sampler::default(),
+            seed: 0,
+        };
+        let mut timings = vec![Timing::default(); configs.len()];
+        let total = self.warmup + self.repeats;
+        for repetition in 0..total {
+            let timed = repetition >= self.warmup;
+            for (i, timing) in timings.iter_mut().enumerate() {
+                let train = measured::<B, A>(heap, device, &mut || {
+                    let model = models[i].take().expect("the model is put back after each step");
+                    let loss = model.loss(model.prompt_ids(&texts, device), codes.clone())?;
+                    let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+                    models[i] = Some(optimizers[i].step(1e-4, model, grads));
+                    Ok(())
+                })?;
+                let inference = models[i].as_ref().expect("present").valid();
+                let generate = measured::<B, A>(heap, device, &mut || {
+                    inference.generate(&texts[..1], &options, device, &mut |_| {})?;
+                    Ok(())
+                })?;
+                if timed {
+                    timing.add(train, generate);
+                }
+            }
+            on_progress(repetition + 1, total);
+        }
+        Ok(timings)
+    }
+
+    fn row(&self, config: &TokenShuffleLmConfig, timing: Timing) -> Result<SpeedRow, EvalError> {
+        let mib = |bytes: Option<usize>| bytes.map(|b| b as f64 / (1 << 20) as f64);
+        let count = config.count(self.text_len)?;
+        let train = median(&timing.train).as_secs_f64();
+        Ok(SpeedRow {
+            window: config.window,
+            parameters: count.parameters,
+            image_positions: config.windows(),
+            sequence_len: count.sequence_len,
+            train_step_ms: train * 1e3,
+            train_images_per_s: self.batch_size as f64 / train,
+            generate_ms: median(&timing.generate).as_secs_f64() * 1e3,
+            train_peak_mib: mib(timing.train_peak),
+            generate_peak_mib: mib(timing.generate_peak),
+            train_flops: count.train_flops,
+            generate_flops: count.generate_flops,
+        })
+    }
+}
+
+/// One window's timed repetitions and the largest heaps they held.
+#[derive(Debug, Clone, Default)]
+struct Timing {
+    train: Vec<Duration>,
+    generate: Vec<Duration>,
+    train_peak: Option<usize>,
+    generate_peak: Option<usize>,
+}
+
+impl Timing {
+    fn add(
+        &mut self,
+        (train, train_peak): (Duration, Option<usize>),
+        (generate, generate_peak): (Duration, Option<usize>),
+    ) {
+        self.train.push(train);
+        self.generate.push(generate);
+        self.train_peak = self.train_peak.max(train_peak);
+        self.generate_peak = self.generate_peak.max(generate_peak);
+    }
+}
+
+/// The time `work` takes until the backend has finished it, and the peak heap it held above its start when `heap`
+/// (the global allocator) is given.
+fn measured<B: Backend, A>(
+    heap: Option<&PeakAlloc<A>>,
+    device: &B::Device,
+    work: &mut dyn FnMut() -> Result<(), EvalError>,
+) -> Result<(Duration, Option<usize>), EvalError> {
+    let start = Instant::now();
+    let (result, peak) = match heap {
+        Some(heap) => {
+            let (result, peak) = heap.peak_during(|| work().and_then(|()| sync::<B>(device)));
+            (result, Some(peak))
+        }
+        None => (work().and_then(|()| sync::<B>(device)), None),
+    };
+    result?;
+    Ok((start.elapsed(), peak))
 }
 
 impl SpeedReport {
