@@ -36,25 +36,8 @@ impl TokenShuffleLmConfig {
     /// [`LmError::Architecture`] when the image's codes, the sequence or the parameter count do not fit the
     /// integers they are reported in (a resolution or width far beyond any model).
     pub fn count(&self, text_len: usize) -> Result<ModelCount, LmError> {
-        let too_large = |what: &str| {
-            LmError::Architecture(format!(
-                "{what} of a {}×{} code grid at s = {} with {text_len} text ids is too large to count; use a \
-                 smaller resolution or model",
-                self.grid[0], self.grid[1], self.window
-            ))
-        };
-        let s = self.window.max(1);
-        let image_codes = self.grid[0]
-            .checked_mul(self.grid[1])
-            .ok_or_else(|| too_large("the image codes"))?;
-        let windows = (self.grid[0] / s)
-            .checked_mul(self.grid[1] / s)
-            .ok_or_else(|| too_large("the windows"))?;
-        let sequence_len = text_len
-            .checked_add(windows)
-            .and_then(|n| n.checked_add(1))
-            .ok_or_else(|| too_large("the sequence"))?;
-
+        let too_large = |what: &str| self.too_large(what, text_len);
+        let (image_codes, windows, sequence_len) = self.positions(text_len)?;
         let arch = &self.architecture;
         let f = |n: usize| n as f64;
         let d = f(arch.decoder.d_model);
@@ -69,11 +52,9 @@ impl TokenShuffleLmConfig {
         };
         let hidden = f(arch.decoder.mlp_hidden);
         let layers = f(arch.decoder.n_layers);
-        let blocks = f(arch.shuffle_mlp_blocks);
         let codes = f(image_codes);
         let windows_f = f(windows);
         let k = f(arch.codebook);
-        let narrow = f(arch.decoder.d_model / (s * s).max(1)); // d / s²
         let vocab = f(arch.text_vocab) + f(crate::vocab::SPECIALS) + k;
 
         // Weights applied once per Transformer position.
@@ -81,25 +62,15 @@ impl TokenShuffleLmConfig {
         let layer_params = layer_weights + qkv_biases + 2.0 * d;
         let decoder_params = layers * layer_params + d;
 
-        // Token-Shuffle: per-side fusion stage, the compress and expand layers (with biases).
-        let block_params = 2.0 * d + 2.0 * (d * d + d);
-        let mixing = |fusion: Fusion| {
-            if fusion.uses_mlp_blocks() {
-                (blocks * block_params, blocks * 2.0 * d * d)
-            } else {
-                (d * d + d, d * d)
-            }
-        };
-        let (fuse_params, fuse_weights) = mixing(arch.fusion);
-        let (unfuse_params, unfuse_weights) = mixing(arch.fusion.unshuffle_side());
-        let compress = if arch.fusion.compresses() { d * narrow } else { 0.0 };
+        let ShuffleCost {
+            shuffle_params,
+            unshuffle_params,
+            fuse_weights,
+            unfuse_weights,
+            compress,
+            narrow,
+        } = self.shuffle_cost();
         let shuffled = self.window != 1;
-        let shuffle_params = if shuffled {
-            fuse_params + compress + if compress > 0.0 { narrow } else { 0.0 }
-        } else {
-            0.0
-        };
-        let unshuffle_params = if shuffled { unfuse_params + narrow * d + d } else { 0.0 };
 
         let text_head = match arch.text_head {
             crate::TextHead::Linear => d * (f(arch.text_vocab) + f(crate::vocab::SPECIALS)),
@@ -150,6 +121,76 @@ impl TokenShuffleLmConfig {
             generate_flops: generate,
         })
     }
+    fn too_large(&self, what: &str, text_len: usize) -> LmError {
+        LmError::Architecture(format!(
+            "{what} of a {}×{} code grid at s = {} with {text_len} text ids is too large to count; use a smaller \
+             resolution or model",
+            self.grid[0], self.grid[1], self.window
+        ))
+    }
+
+    /// Image codes, windows (Transformer positions of the image) and the training sequence's length.
+    fn positions(&self, text_len: usize) -> Result<(usize, usize, usize), LmError> {
+        let s = self.window.max(1);
+        let image_codes = self.grid[0]
+            .checked_mul(self.grid[1])
+            .ok_or_else(|| self.too_large("the image codes", text_len))?;
+        let windows = (self.grid[0] / s)
+            .checked_mul(self.grid[1] / s)
+            .ok_or_else(|| self.too_large("the windows", text_len))?;
+        let sequence_len = text_len
+            .checked_add(windows)
+            .and_then(|n| n.checked_add(1))
+            .ok_or_else(|| self.too_large("the sequence", text_len))?;
+        Ok((image_codes, windows, sequence_len))
+    }
+
+    /// Token-Shuffle's parameters and weights: per side a fusion stage, the compress and expand layers (with
+    /// biases); nothing at s = 1.
+    fn shuffle_cost(&self) -> ShuffleCost {
+        let arch = &self.architecture;
+        let s = self.window.max(1);
+        let d = arch.decoder.d_model as f64;
+        let blocks = arch.shuffle_mlp_blocks as f64;
+        let narrow = (arch.decoder.d_model / (s * s).max(1)) as f64; // d / s²
+        let block_params = 2.0 * d + 2.0 * (d * d + d);
+        let mixing = |fusion: Fusion| {
+            if fusion.uses_mlp_blocks() {
+                (blocks * block_params, blocks * 2.0 * d * d)
+            } else {
+                (d * d + d, d * d)
+            }
+        };
+        let (fuse_params, fuse_weights) = mixing(arch.fusion);
+        let (unfuse_params, unfuse_weights) = mixing(arch.fusion.unshuffle_side());
+        let compress = if arch.fusion.compresses() { d * narrow } else { 0.0 };
+        let shuffled = self.window != 1;
+        ShuffleCost {
+            shuffle_params: if shuffled {
+                fuse_params + compress + if compress > 0.0 { narrow } else { 0.0 }
+            } else {
+                0.0
+            },
+            unshuffle_params: if shuffled { unfuse_params + narrow * d + d } else { 0.0 },
+            fuse_weights,
+            unfuse_weights,
+            compress,
+            narrow,
+        }
+    }
+}
+
+/// Token-Shuffle's share of the counts.
+struct ShuffleCost {
+    shuffle_params: f64,
+    unshuffle_params: f64,
+    /// Weights of the fusion stage applied once per window, on the way in and on the way out.
+    fuse_weights: f64,
+    unfuse_weights: f64,
+    /// Weights of the d → d/s² compression, applied once per code (0 when the variant does not compress).
+    compress: f64,
+    /// d/s².
+    narrow: f64,
 }
 
 #[cfg(test)]

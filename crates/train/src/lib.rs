@@ -19,7 +19,8 @@
 //! `Autodiff<Cuda>`.
 //!
 //! ## Why not burn-train's `Learner`
-//! The loops here are written out (~300 lines each) instead of running on burn-train 0.21's `Learner`, for three
+//! The loops here are our own (`lm/trainer.rs`: start or resume, then per step `enter_stage`, `step`,
+//! `after_step`; `tokenizer.rs`: a `TokenizerState` stepped the same way) instead of burn-train 0.21's `Learner`, for three
 //! requirements it does not meet as is: checkpoints every N *steps* with a resume that reproduces the uninterrupted
 //! run bit for bit (burn-train checkpoints per epoch and its data loaders do not restart mid-epoch in the same
 //! order); the tokenizer's two optimizers (generator and PatchGAN discriminator, alternating, with taming's
