@@ -384,8 +384,9 @@ pub fn train_lm<B: AutodiffBackend>(
 /// the training.
 ///
 /// `devices[0]` holds the weights and the optimizer; each step's [`LmTrainingConfig::gradient_accumulation`]
-/// micro-batches are shared among all of `devices` (data parallel on one machine, see [`step_gradients`]), so the
-/// run is the same as on one device, only faster where the devices work at once.
+/// micro-batches are shared among all of `devices` (data parallel on one machine: each device's micro-batches on
+/// a replica in its own thread, their gradients summed in micro-batch order), so the run is the same as on one
+/// device, only faster where the devices work at once.
 ///
 /// # Errors
 /// As [`train_lm`]; [`TrainError::Config`] when `devices` is empty or has more devices than a step has

@@ -195,7 +195,7 @@ pub(crate) fn shard_codes(
 ///
 /// # Errors
 /// [`TrainError::Config`] when the run's data are not shards or its tokenizers are not finished; what
-/// [`run_pipeline`] reports for a changed config, bad shards and I/O.
+/// [`run_pipeline`](crate::run_pipeline) reports for a changed config, bad shards and I/O.
 pub fn encode_shards<B: Backend>(
     config: &RunConfig,
     dir: &Path,
