@@ -7,11 +7,13 @@ use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
+use token_shuffle_distributed::{Cluster, ClusterConfig, Endpoint};
 use token_shuffle_eval::EvalOptions;
 use token_shuffle_lm::{CfgSchedule, GenerateOptions, Sampler};
 use token_shuffle_train::stage::StageName;
 use token_shuffle_train::{
-    LmEvent, PipelineEvent, PipelineSteps, RunConfig, ShardSlice, TokenizerEvent, TrainedRun, run_pipeline_probed,
+    LmEvent, Parallel, PipelineEvent, PipelineSteps, RunConfig, ShardSlice, TokenizerEvent, TrainedRun,
+    run_pipeline_probed,
 };
 
 use crate::backend::{BackendKind, BackendTask, DeviceSpec, run_on};
@@ -48,6 +50,57 @@ pub struct Train {
     /// `cargo xtask encode --shard K/N` processes.
     #[arg(long)]
     until: Option<StageName>,
+    #[command(flatten)]
+    nodes: NodeArgs,
+}
+
+/// Where this process stands in a multi-node job (docs/MULTINODE.md). Without `--nodes`, torchrun's
+/// (`WORLD_SIZE`, `RANK`, `MASTER_ADDR`, `MASTER_PORT`) or Slurm's (`SLURM_NTASKS`, `SLURM_PROCID`,
+/// `SLURM_NODELIST`) variables give it when set; a job of one node trains in this process alone.
+#[derive(Args)]
+struct NodeArgs {
+    /// Processes (machines) in the job: each trains the LM on its share of every step's micro-batches, the
+    /// gradients summed over all. The run directory must be one shared directory, its steps before the LM made
+    /// first (`--until codes` in one process).
+    #[arg(long, requires_all = ["node_rank", "coordinator"])]
+    nodes: Option<u32>,
+    /// This process's rank, 0 to nodes - 1; rank 0 hosts the coordinator and writes the run directory.
+    #[arg(long)]
+    node_rank: Option<u32>,
+    /// HOST:PORT where rank 0's coordinator listens and every rank reaches it; each rank also listens on
+    /// PORT + 1 + its rank (see --node-address). Both listen on every interface: a trusted network only.
+    #[arg(long)]
+    coordinator: Option<Endpoint>,
+    /// HOST:PORT where this rank serves its gradients to the others. Default: the address this machine reaches
+    /// the coordinator from, port PORT + 1 + rank.
+    #[arg(long)]
+    node_address: Option<Endpoint>,
+    /// Seconds a rank waits for the others (to form the job, at each step) before it stops, naming them; longer
+    /// than rank 0's longest pause between steps (validation, the benchmark probe, a checkpoint).
+    #[arg(long, default_value_t = token_shuffle_distributed::DEFAULT_TIMEOUT.as_secs())]
+    collective_timeout: u64,
+}
+
+impl NodeArgs {
+    /// The job, joined: `None` for one process.
+    fn join(&self) -> Result<Option<Cluster>> {
+        let config = match (self.nodes, self.node_rank, &self.coordinator) {
+            (Some(nodes), Some(rank), Some(coordinator)) => Some(ClusterConfig::new(nodes, rank, coordinator.clone())?),
+            _ => ClusterConfig::from_env(|name| std::env::var(name).ok())?,
+        };
+        let Some(mut config) = config.filter(|c| c.nodes > 1) else {
+            return Ok(None);
+        };
+        config.node = self.node_address.clone();
+        config.timeout = std::time::Duration::from_secs(self.collective_timeout);
+        eprintln!(
+            "rank {} of {}: joining the job at {} (waiting up to {} s for every rank)",
+            config.rank, config.nodes, config.coordinator, self.collective_timeout
+        );
+        let cluster = Cluster::join(config)?;
+        eprintln!("rank {} of {}: every rank has arrived", cluster.rank(), cluster.nodes());
+        Ok(Some(cluster))
+    }
 }
 
 impl Train {
@@ -61,6 +114,7 @@ impl Train {
         let dir = self
             .run
             .unwrap_or_else(|| token_shuffle_train::run_dir(name.trim_start_matches("run-")));
+        let cluster = self.nodes.join()?;
         run_on(
             self.backend,
             TrainTask {
@@ -71,6 +125,7 @@ impl Train {
                     until: self.until,
                 },
                 devices: self.devices,
+                cluster,
                 tui: self.tui,
             },
         )?;
@@ -83,6 +138,7 @@ struct TrainTask {
     dir: PathBuf,
     steps: PipelineSteps,
     devices: Vec<DeviceSpec>,
+    cluster: Option<Cluster>,
     tui: bool,
 }
 
@@ -95,11 +151,15 @@ impl BackendTask for TrainTask {
             crate::backend::devices::<B>(backend, &self.devices)?
         };
         eprintln!(
-            "run {} on {} ({} device{})",
+            "run {} on {} ({} device{}{})",
             self.dir.display(),
             backend.name(),
             devices.len(),
-            if devices.len() == 1 { "" } else { "s" }
+            if devices.len() == 1 { "" } else { "s" },
+            match &self.cluster {
+                Some(c) => format!(", rank {} of {} nodes", c.rank(), c.nodes()),
+                None => String::new(),
+            }
         );
         let started = Instant::now();
         let mut log = PipelineLog::new(&self.config);
@@ -108,7 +168,10 @@ impl BackendTask for TrainTask {
         run_pipeline_probed::<Autodiff<B>>(
             &self.config,
             &self.dir,
-            &devices,
+            Parallel {
+                devices: &devices,
+                cluster: self.cluster.as_ref(),
+            },
             self.steps,
             Some(&mut probe),
             |event| match dashboard.as_mut() {
@@ -561,6 +624,7 @@ impl Demo {
                     until: None,
                 },
                 devices: Vec::new(),
+                cluster: None,
                 tui: self.tui,
             },
         )?;

@@ -369,7 +369,7 @@ fn train_variant<B: AutodiffBackend>(
     run_pipeline_probed::<B>(
         &config,
         run_dir,
-        std::slice::from_ref(device),
+        token_shuffle_train::Parallel::local(std::slice::from_ref(device)),
         Default::default(),
         Some(&mut probe),
         |e| on_event(&AblationEvent::Pipeline(e.clone())),

@@ -90,6 +90,18 @@ pub enum TrainError {
         /// What went wrong, and what to do.
         message: String,
     },
+    /// A multi-node job failed: it did not form, its ranks disagree, or a rank stopped (see
+    /// [`token_shuffle_distributed::ClusterError`]).
+    #[error("{error}{}", match checkpoint {
+        Some(path) => format!(" (the last checkpoint is {})", path.display()),
+        None => String::new(),
+    })]
+    Cluster {
+        /// What went wrong, naming the ranks.
+        error: token_shuffle_distributed::ClusterError,
+        /// The newest checkpoint in the run directory, the one a rerun resumes from.
+        checkpoint: Option<PathBuf>,
+    },
     /// The LM failed (a configuration it cannot build).
     #[error(transparent)]
     Lm(#[from] token_shuffle_lm::LmError),

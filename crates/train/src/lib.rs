@@ -74,8 +74,8 @@ pub use error::TrainError;
 pub use events::PipelineEvent;
 pub use images::{DataSource, ImageSource, TrainingImages, images_to_hold};
 pub use lm::{
-    LOGGING_ONLY_LM_FIELDS, LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, ProbeResult, Stage,
-    evaluate_lm, train_lm, train_lm_probed,
+    LOGGING_ONLY_LM_FIELDS, LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Parallel, ProbeResult,
+    Stage, evaluate_lm, train_lm, train_lm_probed,
 };
 pub use lock::RunLock;
 pub use pipeline::{PipelineSteps, RunProbe, run_dir, run_pipeline, run_pipeline_probed};

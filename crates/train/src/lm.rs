@@ -16,6 +16,7 @@ use token_shuffle_lm::{LmArchitecture, TokenShuffleLm, TokenShuffleLmConfig};
 use crate::TrainError;
 
 mod batches;
+mod collective;
 mod gradients;
 mod optimizers;
 mod trainer;
@@ -232,6 +233,36 @@ impl LmTrainingConfig {
     }
 }
 
+/// Where an LM run's micro-batches are computed: the devices of this process and, in a multi-node job, the
+/// cluster of processes it is a rank of.
+#[derive(Debug)]
+pub struct Parallel<'a, D> {
+    /// This process's devices; the first holds the weights and the optimizer.
+    pub devices: &'a [D],
+    /// The multi-node job, or `None` for a run in one process.
+    pub cluster: Option<&'a token_shuffle_distributed::Cluster>,
+}
+
+impl<D> Clone for Parallel<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D> Copy for Parallel<'_, D> {}
+
+impl<'a, D> Parallel<'a, D> {
+    /// Training in this process alone, on `devices`.
+    pub fn local(devices: &'a [D]) -> Self {
+        Self { devices, cluster: None }
+    }
+
+    /// Devices over the whole job: this process's times the number of nodes.
+    pub fn total_devices(&self) -> usize {
+        self.devices.len() * self.cluster.map_or(1, |c| c.nodes() as usize)
+    }
+}
+
 /// The code caches of one resolution (in memory, or files read sample by sample).
 #[derive(Debug)]
 pub struct LmData {
@@ -376,7 +407,8 @@ pub fn train_lm<B: AutodiffBackend>(
     device: &B::Device,
     on_event: impl FnMut(&LmEvent),
 ) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
-    train_lm_probed::<B>(config, data, out, resume, std::slice::from_ref(device), None, on_event)
+    let devices = std::slice::from_ref(device);
+    train_lm_probed::<B>(config, data, out, resume, Parallel::local(devices), None, on_event)
 }
 
 /// [`train_lm`] on several devices, with a probe that measures the LM every [`LmTrainingConfig::benchmark_every`]
@@ -384,24 +416,30 @@ pub fn train_lm<B: AutodiffBackend>(
 /// the training.
 ///
 /// `devices[0]` holds the weights and the optimizer; each step's [`LmTrainingConfig::gradient_accumulation`]
-/// micro-batches are shared among all of `devices` (data parallel on one machine: each device's micro-batches on
-/// a replica in its own thread, their gradients summed in micro-batch order), so the run is the same as on one
-/// device, only faster where the devices work at once.
+/// micro-batches are shared among all of `parallel.devices` (data parallel on one machine: each device's
+/// micro-batches on a replica in its own thread, their gradients summed in micro-batch order), so the run is the
+/// same as on one device, only faster where the devices work at once.
+///
+/// In a multi-node job (`parallel.cluster`), rank `k` of `n` takes micro-batches `k, k + n, …` of each step and the
+/// ranks sum their gradients; they first check that they start alike (config, code caches, step, weights). Only
+/// rank 0 writes `out` (its checkpoints, `metrics.jsonl`) and runs the validation and the probe; the others read
+/// `out`'s checkpoints to resume, so `out` must be the same directory for all (a shared file system).
 ///
 /// # Errors
-/// As [`train_lm`]; [`TrainError::Config`] when `devices` is empty or has more devices than a step has
-/// micro-batches; an error of the probe stops the run (checkpoints on disk are untouched).
+/// As [`train_lm`]; [`TrainError::Config`] when `devices` is empty or the job has more devices than a step has
+/// micro-batches; [`TrainError::Cluster`] when the ranks disagree or one stops; an error of the probe stops the
+/// run (checkpoints on disk are untouched).
 pub fn train_lm_probed<B: AutodiffBackend>(
     config: &LmTrainingConfig,
     data: &BTreeMap<usize, LmData>,
     out: &Path,
     resume: bool,
-    devices: &[B::Device],
+    parallel: Parallel<'_, B::Device>,
     mut probe: Option<&mut LmProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&LmEvent),
 ) -> Result<TokenShuffleLm<B::InnerBackend>, TrainError> {
-    check_inputs(config, data, devices)?;
-    let (mut trainer, mut lm) = LmTrainer::<B>::start(config, data, out, resume, devices, &mut on_event)?;
+    check_inputs(config, data, parallel)?;
+    let (mut trainer, mut lm) = LmTrainer::<B>::start(config, data, out, resume, parallel, &mut on_event)?;
     for step in trainer.first_step()..config.total_steps() {
         lm = trainer.enter_stage(lm, step, &mut on_event)?;
         let (next, outcome) = trainer.step(lm, step)?;
@@ -412,12 +450,16 @@ pub fn train_lm_probed<B: AutodiffBackend>(
 }
 
 /// Checks the config, the devices and the code caches against each other before anything is written.
-fn check_inputs<D>(config: &LmTrainingConfig, data: &BTreeMap<usize, LmData>, devices: &[D]) -> Result<(), TrainError> {
+fn check_inputs<D>(
+    config: &LmTrainingConfig,
+    data: &BTreeMap<usize, LmData>,
+    parallel: Parallel<'_, D>,
+) -> Result<(), TrainError> {
     config.check()?;
-    if devices.is_empty() {
+    if parallel.devices.is_empty() {
         return Err(TrainError::Config("no device to train on".into()));
     }
-    config.check_devices(devices.len())?;
+    config.check_devices(parallel.total_devices())?;
     for (i, stage) in config.stages.iter().enumerate() {
         if !data.contains_key(&stage.resolution) {
             return Err(TrainError::Config(format!(
@@ -621,7 +663,7 @@ mod tests {
         let data = data();
         let mut events = Vec::new();
         let train = |resume: bool, events: &mut Vec<LmEvent>| {
-            train_lm_probed::<A>(config, &data, dir, resume, devices, None, |e| {
+            train_lm_probed::<A>(config, &data, dir, resume, Parallel::local(devices), None, |e| {
                 events.push(e.clone());
                 if matches!(e, LmEvent::Checkpoint { step, .. } if Some(*step) == kill_after) && !resume {
                     panic!("killed");
@@ -668,7 +710,16 @@ mod tests {
         assert_eq!(resumed_losses, losses);
         assert_eq!(resumed_weights, weights);
         // More devices than micro-batches would leave some idle: refused, naming the fix.
-        let err = train_lm_probed::<A>(&config, &data(), three.path(), true, &copies(5), None, |_| {}).unwrap_err();
+        let err = train_lm_probed::<A>(
+            &config,
+            &data(),
+            three.path(),
+            true,
+            Parallel::local(&copies(5)),
+            None,
+            |_| {},
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("gradient_accumulation = 4"), "{err}");
     }
 
@@ -774,7 +825,7 @@ mod tests {
             &data(),
             probed_dir.path(),
             false,
-            std::slice::from_ref(&device),
+            Parallel::local(std::slice::from_ref(&device)),
             Some(&mut probe),
             |e| probed.push(e.clone()),
         )

@@ -29,8 +29,8 @@ use crate::shards::{ShardEncoding, shard_codes};
 use crate::stage::{self, StageName, StageRecord};
 use crate::weights::{load_vq, save_lm};
 use crate::{
-    ImageSource, LmData, PipelineEvent, RunConfig, RunLock, ShardSlice, TrainError, TrainedRun, TrainingImages,
-    train_lm_probed, train_tokenizer,
+    ImageSource, LmData, Parallel, PipelineEvent, RunConfig, RunLock, ShardSlice, TrainError, TrainedRun,
+    TrainingImages, train_lm_probed, train_tokenizer,
 };
 
 /// Runs every step of `config` in `dir` on backend `B`, skipping the steps that are up to date. An interrupted LM
@@ -44,7 +44,7 @@ pub fn run_pipeline<B: AutodiffBackend>(
     run_pipeline_probed::<B>(
         config,
         dir,
-        std::slice::from_ref(device),
+        Parallel::local(std::slice::from_ref(device)),
         PipelineSteps::default(),
         None,
         on_event,
@@ -66,24 +66,27 @@ pub struct PipelineSteps {
 }
 
 /// [`run_pipeline`] with a probe of the run during LM training (see [`RunProbe`]), optionally restarted from a step
-/// or stopped after one ([`PipelineSteps`]). The LM trains data parallel on `devices` (see [`train_lm_probed`]);
-/// everything else runs on `devices[0]`.
+/// or stopped after one ([`PipelineSteps`]). The LM trains data parallel on `parallel` (see [`train_lm_probed`]);
+/// everything else runs on its first device.
+///
+/// A multi-node job (`parallel.cluster`) trains the LM step only: the steps before it must be finished in `dir`
+/// (`until: codes` in one process first), and only rank 0 writes `dir`.
 ///
 /// # Errors
 /// As [`run_pipeline`]; an error of the probe stops the LM step (its checkpoints are untouched).
 pub fn run_pipeline_probed<B: AutodiffBackend>(
     config: &RunConfig,
     dir: &Path,
-    devices: &[B::Device],
+    parallel: Parallel<'_, B::Device>,
     steps: PipelineSteps,
     probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
     mut on_event: impl FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
     let on_event: &mut dyn FnMut(&PipelineEvent) = &mut on_event;
-    let Some(device) = devices.first() else {
+    let Some(device) = parallel.devices.first() else {
         return Err(TrainError::Config("no device to run on".into()));
     };
-    let run = OpenRun::open::<B::InnerBackend>(config, dir, devices.len(), steps.restart_from, device, on_event)?;
+    let run = OpenRun::open::<B::InnerBackend, _>(config, dir, parallel, steps, device, on_event)?;
     let until = |step: StageName| steps.until == Some(step);
     tokenizer_step::<B>(&run, device, on_event)?;
     if until(StageName::Tokenizer) {
@@ -98,7 +101,7 @@ pub fn run_pipeline_probed<B: AutodiffBackend>(
     if until(StageName::Codes) {
         return Ok(());
     }
-    lm_step::<B>(&run, vq, text, &caches, devices, probe, on_event)
+    lm_step::<B>(&run, vq, text, &caches, parallel, probe, on_event)
 }
 
 /// A run directory the pipeline works in: checked against its config, under the run's lock.
@@ -109,31 +112,37 @@ struct OpenRun<'a> {
     plan: Vec<(StageName, StageRecord)>,
     source: ImageSource,
     pretrained: Option<Pretrained>,
-    _lock: RunLock,
+    /// The run's lock, held by the process that writes (rank 0 of a multi-node job).
+    lock: Option<RunLock>,
 }
 
 impl<'a> OpenRun<'a> {
     /// Checks `config` (with its devices and its pretrained checkpoint) and every step already in `dir` against
-    /// it before anything is written, takes the run's lock, deletes the steps from `restart_from` on, and writes
-    /// `run.json`.
-    fn open<B: Backend>(
+    /// it before anything is written, takes the run's lock, deletes the steps from `steps.restart_from` on, and
+    /// writes `run.json`. A rank of a multi-node job checks that the steps before the LM are finished instead; only
+    /// rank 0 locks and writes.
+    fn open<B: Backend, D>(
         config: &'a RunConfig,
         dir: &'a Path,
-        devices: usize,
-        restart_from: Option<StageName>,
+        parallel: Parallel<'_, D>,
+        steps: PipelineSteps,
         device: &B::Device,
         on_event: &mut dyn FnMut(&PipelineEvent),
     ) -> Result<Self, TrainError> {
         config.check()?;
         // Before hours of tokenizer training, not after.
-        config.lm.check_devices(devices)?;
+        config.lm.check_devices(parallel.total_devices())?;
         let (pretrained, pretrained_print) = match check_pretrained::<B>(config, dir, device)? {
             Some((pretrained, print)) => (Some(pretrained), Some(print)),
             None => (None, None),
         };
-        let lock = RunLock::acquire(dir)?;
+        let writes = parallel.cluster.is_none_or(|c| c.is_leader());
+        let lock = writes.then(|| RunLock::acquire(dir)).transpose()?;
         let plan = stage::plan_from(config, pretrained_print.as_deref());
-        if let Some(from) = restart_from {
+        if let Some(cluster) = parallel.cluster {
+            check_ready_for_ranks(dir, &plan, cluster, steps)?;
+        }
+        if let Some(from) = steps.restart_from {
             // The steps kept must come from this config, checked before anything is deleted.
             let kept: Vec<_> = plan.iter().filter(|(stage, _)| *stage < from).cloned().collect();
             stage::check_on_disk::<B>(dir, &kept, config, device)?;
@@ -149,16 +158,23 @@ impl<'a> OpenRun<'a> {
         {
             token_shuffle_data::folder::captioned_images(root, false)?;
         }
-        let run_json = dir.join("run.json");
-        config.save(&run_json).map_err(io(&run_json))?;
+        if writes {
+            let run_json = dir.join("run.json");
+            config.save(&run_json).map_err(io(&run_json))?;
+        }
         Ok(Self {
             config,
             dir,
             plan,
             source,
             pretrained,
-            _lock: lock,
+            lock,
         })
+    }
+
+    /// Whether this process writes the run directory (it is not a rank other than 0 of a multi-node job).
+    fn writes(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The record `step` is made with.
@@ -421,7 +437,7 @@ fn lm_step<B: AutodiffBackend>(
     vq: VqModel<B::InnerBackend>,
     text: TextTokenizer,
     caches: &BTreeMap<usize, LmData>,
-    devices: &[B::Device],
+    parallel: Parallel<'_, B::Device>,
     mut probe: Option<&mut RunProbe<'_, B::InnerBackend>>,
     on_event: &mut dyn FnMut(&PipelineEvent),
 ) -> Result<(), TrainError> {
@@ -436,7 +452,9 @@ fn lm_step<B: AutodiffBackend>(
     if skipped {
         return Ok(());
     }
-    run.record(StageName::Lm).write(&lm_dir)?;
+    if run.writes() {
+        run.record(StageName::Lm).write(&lm_dir)?;
+    }
     // An interrupted run of this config resumes from its newest valid checkpoint (train_lm skips corrupt ones,
     // saying so, and refuses checkpoints of another config).
     let resume = !crate::Checkpoints::new(lm_dir.join("checkpoints"), 1).list().is_empty();
@@ -457,16 +475,50 @@ fn lm_step<B: AutodiffBackend>(
         caches,
         &lm_dir,
         resume,
-        devices,
+        parallel,
         trained
             .as_mut()
             .map(|probe| probe as &mut crate::LmProbe<'_, B::InnerBackend>),
         |e| on_event(&PipelineEvent::Lm(e.clone())),
     )?;
+    if !run.writes() {
+        return Ok(());
+    }
     save_lm(&lm, &lm_dir)?;
     let done = lm_dir.join("done.json");
     std::fs::write(&done, b"{}").map_err(io(&done))?;
     run.finish(StageName::Lm, Vec::new())
+}
+
+/// Before a rank of a multi-node job reads `dir`: the steps before the LM must be finished there (the job trains
+/// the LM only), and nothing may be restarted or stopped early.
+fn check_ready_for_ranks(
+    dir: &Path,
+    plan: &[(StageName, StageRecord)],
+    cluster: &token_shuffle_distributed::Cluster,
+    steps: PipelineSteps,
+) -> Result<(), TrainError> {
+    let prepare = "make them in one process first (`cargo xtask train --config C --run R --until codes`), then \
+                   start every rank";
+    if steps.restart_from.is_some() || steps.until.is_some() {
+        return Err(TrainError::Config(format!(
+            "rank {}: a multi-node job trains the LM step only, so --restart-from and --until are refused; {prepare}",
+            cluster.rank()
+        )));
+    }
+    for (step, record) in plan.iter().filter(|(step, _)| *step < StageName::Lm) {
+        if !record.is_finished(&dir.join(step.name()), *step)? {
+            return Err(TrainError::NotARun {
+                dir: dir.to_path_buf(),
+                why: format!(
+                    "rank {}: its {} step is not finished, and a multi-node job trains the LM step only: {prepare}",
+                    cluster.rank(),
+                    step.name()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The default path of a run named `name`.
@@ -536,7 +588,7 @@ mod tests {
         run_pipeline_probed::<Autodiff<TestBackend>>(
             &config,
             dir.path(),
-            std::slice::from_ref(&device),
+            crate::Parallel::local(std::slice::from_ref(&device)),
             until_text,
             None,
             |_| {},
@@ -769,7 +821,8 @@ mod tests {
             restart_from,
             until: None,
         };
-        run_pipeline_probed::<Autodiff<TestBackend>>(config, dir, &[Default::default()], steps, None, |e| {
+        let devices = [Default::default()];
+        run_pipeline_probed::<Autodiff<TestBackend>>(config, dir, Parallel::local(&devices), steps, None, |e| {
             events.push(e.clone())
         })?;
         Ok(events)

@@ -1,88 +1,96 @@
-//! Does burn-collective 0.21 serve data-parallel training across processes? Two node processes on loopback
-//! (this binary re-run as `node`) register with an orchestrator (this process) and all-reduce a small tensor
-//! `STEPS` times; each node prints every result as it arrives, and the launcher stops when no line came within the
-//! timeout. Upstream 0.21.0 hangs at the second all-reduce; with the fix in vendor/burn-collective every step
-//! returns (docs/MULTINODE.md).
+//! Two ranks on loopback (this binary re-run as `node`) join a cluster ([`Cluster::join`]: rank 0 hosts the
+//! coordinator) and sum a buffer of `ELEMENTS` f32 `STEPS` times; each prints every result as it arrives, checked
+//! exactly, then the median time of a sum, and the launcher stops when no line came within the timeout. Upstream
+//! burn-collective 0.21.0 hangs at the second all-reduce; with the fix in vendor/burn-collective every step
+//! returns (docs/MULTINODE.md). With a model's parameter count as `ELEMENTS`, the median is what summing its
+//! gradients costs per step (docs/BENCHMARKS.md).
 //!
-//! `cargo run -p token-shuffle-distributed --bin collective-probe -- [STEPS] [TIMEOUT_S]`
+//! `cargo run -p token-shuffle-distributed --bin collective-probe -- [STEPS] [TIMEOUT_S] [ELEMENTS]`
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::str::FromStr;
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use burn::backend::Flex;
-use burn::tensor::{Tensor, TensorPrimitive};
-use burn_collective::{AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
-use burn_communication::Address;
+use token_shuffle_distributed::{Cluster, ClusterConfig, ClusterError, Endpoint};
 
-type B = Flex;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A port `p` with `p`, `p + 1` and `p + 2` free on loopback: the coordinator and the two ranks' tensor services.
+fn free_ports() -> u16 {
+    let bind = |port| std::net::TcpListener::bind(("127.0.0.1", port));
+    loop {
+        let port = bind(0)
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        if port < 65000 && (0..3).all(|i| bind(port + i).is_ok()) {
+            return port;
+        }
+    }
 }
 
-fn node(rank: u32, nodes: u32, orchestrator: u16, data_port: u16, steps: usize) {
-    let device = Default::default();
-    let address = |port: u16| Address::from_str(&format!("ws://127.0.0.1:{port}")).expect("an address");
-    let config = CollectiveConfig::default()
-        .with_num_devices(1)
-        .with_num_nodes(nodes)
-        .with_global_address(address(orchestrator))
-        .with_node_address(address(data_port))
-        .with_data_service_port(data_port)
-        .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2));
-    burn_collective::register::<B>(PeerId::from(0), device, config).expect("register");
+fn node(rank: u32, port: u16, steps: usize, timeout: Duration, elements: usize) -> Result<(), ClusterError> {
+    let coordinator = Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let mut config = ClusterConfig::new(2, rank, coordinator)?;
+    config.timeout = timeout;
+    let cluster = Cluster::join(config)?;
     println!("registered");
+    let mut seconds = Vec::with_capacity(steps);
     for step in 0..steps {
-        // Rank r contributes r + step: the mean over two ranks is 0.5 + step.
-        let tensor = Tensor::<B, 1>::full([4], rank as f32 + step as f32, &Default::default());
-        let reduced =
-            burn_collective::all_reduce::<B>(PeerId::from(0), tensor.into_primitive().tensor(), ReduceOperation::Mean)
-                .expect("all-reduce");
-        let values = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(reduced))
-            .into_data()
-            .to_vec::<f32>()
-            .expect("f32 values");
-        // Exact: the mean of two small integers is a multiple of 0.5.
-        assert_eq!(values, vec![0.5 + step as f32; 4], "step {step}");
-        println!("step {step}: Ok({values:?})");
+        // Rank r contributes r + step: the sum over two ranks is 1 + 2 step, exact in f32.
+        let started = Instant::now();
+        let values = cluster.all_reduce_sum(vec![rank as f32 + step as f32; elements], "the probe")?;
+        seconds.push(started.elapsed().as_secs_f64());
+        let expected = 1.0 + 2.0 * step as f32;
+        assert!(
+            values.len() == elements && values.iter().all(|v| *v == expected),
+            "step {step}"
+        );
+        println!("step {step}: Ok({:?})", &values[..elements.min(4)]);
     }
-    burn_collective::finish_collective::<B>(PeerId::from(0)).expect("finish");
+    seconds.sort_by(f64::total_cmp);
+    if let Some(median) = seconds.get(steps / 2) {
+        let mib = (elements * 4) as f64 / (1 << 20) as f64;
+        println!(
+            "sum of {elements} f32 ({mib:.1} MiB): median {:.2} ms, range {:.2}–{:.2} ms over {steps} steps",
+            median * 1e3,
+            seconds[0] * 1e3,
+            seconds[steps - 1] * 1e3
+        );
+    }
+    drop(cluster);
     println!("finished");
+    Ok(())
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    let number = |i: usize, default: u64| args.get(i).map_or(default, |s| s.parse().expect("a number"));
     if args.get(1).map(String::as_str) == Some("node") {
-        let n = |i: usize| args[i].parse::<u64>().expect("a number");
-        node(n(2) as u32, n(3) as u32, n(4) as u16, n(5) as u16, n(6) as usize);
-        return;
+        let timeout = Duration::from_secs(number(5, 60));
+        let (rank, port, steps, elements) = (number(2, 0), number(3, 0), number(4, 3), number(6, 4));
+        return match node(rank as u32, port as u16, steps as usize, timeout, elements as usize) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
-    let steps: usize = args.get(1).map_or(3, |s| s.parse().expect("STEPS"));
-    let timeout = Duration::from_secs(args.get(2).map_or(60, |s| s.parse().expect("TIMEOUT_S")));
-    let orchestrator = free_port();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-        runtime.block_on(burn_collective::start_global_orchestrator(orchestrator));
-    });
+    let steps = number(1, 3);
+    let timeout = Duration::from_secs(number(2, 60));
+    let elements = number(3, 4).max(1);
+    let port = free_ports();
     let me = std::env::current_exe().expect("this binary");
     let (lines, received) = mpsc::channel();
     let mut children = Vec::new();
     for rank in 0..2u32 {
         let mut child = Command::new(&me)
-            .args([
-                "node",
-                &rank.to_string(),
-                "2",
-                &orchestrator.to_string(),
-                &free_port().to_string(),
-            ])
-            .arg(steps.to_string())
+            .args(["node", &rank.to_string(), &port.to_string(), &steps.to_string()])
+            .arg(timeout.as_secs().to_string())
+            .arg(elements.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("a node process");
@@ -114,5 +122,9 @@ fn main() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    std::process::exit(if finished == 2 { 0 } else { 1 });
+    if finished == 2 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

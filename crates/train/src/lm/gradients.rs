@@ -85,7 +85,8 @@ fn micro_gradients<B: AutodiffBackend>(
     })
 }
 
-/// The gradients of every micro-batch of a step, in micro-batch order. With one device they are computed in turn
+/// The gradients of `batches` (this process's micro-batches of a step of `micro_batches`, each gradient divided by
+/// that), in micro-batch order. With one device they are computed in turn
 /// on it; with several, micro-batch `i` goes to device `i mod devices.len()`, each device in its own thread on a
 /// replica of `lm` forked to it, and the gradients come back to `devices[0]` (burn-train's `MultiDevice` strategy,
 /// done by hand so that the sum the caller makes stays in micro-batch order: the step is then the same as
@@ -93,13 +94,14 @@ fn micro_gradients<B: AutodiffBackend>(
 pub(super) fn step_gradients<B: AutodiffBackend>(
     lm: &TokenShuffleLm<B>,
     batches: &[HostBatch],
+    micro_batches: usize,
     devices: &[B::Device],
 ) -> Vec<Result<MicroGradients, TrainError>> {
     let main = &devices[0];
     if devices.len() == 1 {
         return batches
             .iter()
-            .map(|batch| micro_gradients(lm, batch, batches.len(), main, main))
+            .map(|batch| micro_gradients(lm, batch, micro_batches, main, main))
             .collect();
     }
     let mut results: Vec<(usize, Result<MicroGradients, TrainError>)> = std::thread::scope(|scope| {
@@ -111,7 +113,7 @@ pub(super) fn step_gradients<B: AutodiffBackend>(
                 scope.spawn(move || {
                     (d..batches.len())
                         .step_by(devices.len())
-                        .map(|i| (i, micro_gradients(&replica, &batches[i], batches.len(), device, main)))
+                        .map(|i| (i, micro_gradients(&replica, &batches[i], micro_batches, device, main)))
                         .collect::<Vec<_>>()
                 })
             })

@@ -18,9 +18,10 @@ use burn_store::{ModuleSnapshot, PathFilter};
 use token_shuffle_lm::{TokenShuffleLm, TokenShuffleLmConfig};
 
 use super::batches::step_batches;
+use super::collective::{leaves, sum_over_ranks, weights_hash};
 use super::gradients::{Losses, step_gradients};
 use super::optimizers::Optimizers;
-use super::{LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, evaluate_lm};
+use super::{LmData, LmEvent, LmProbe, LmStep, LmTrainingConfig, LmValidation, Parallel, evaluate_lm};
 use crate::checkpoint::{CheckpointState, Checkpoints, metrics_up_to, reopen_metrics, write_record};
 use crate::error::io;
 use crate::images::EpochOrder;
@@ -154,6 +155,8 @@ pub(super) struct LmTrainer<'a, B: AutodiffBackend> {
     config: &'a LmTrainingConfig,
     data: &'a BTreeMap<usize, LmData>,
     devices: &'a [B::Device],
+    /// The multi-node job this process is a rank of; only rank 0 writes the run directory.
+    cluster: Option<&'a token_shuffle_distributed::Cluster>,
     config_json: serde_json::Value,
     checkpoints: Checkpoints,
     optimizers: Optimizers<B>,
@@ -162,24 +165,30 @@ pub(super) struct LmTrainer<'a, B: AutodiffBackend> {
     /// The step the run (re)started at, counting from 0.
     first_step: usize,
     order: EpochOrder,
-    metrics: (PathBuf, std::fs::File),
+    /// `metrics.jsonl`, on the rank that writes.
+    metrics: Option<(PathBuf, std::fs::File)>,
     throughput: Throughput,
 }
 
 impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
     /// Starts the run in `out`: fresh (refused when `out` holds checkpoints), or with `resume` from the latest
     /// valid checkpoint (refused when there is none). Writes `config.json` and reopens `metrics.jsonl` with the
-    /// lines the checkpoint covers. Returns the trainer and the weights its first step takes.
+    /// lines the checkpoint covers (rank 0 only, in a multi-node job, after the ranks have checked that they
+    /// start alike). Returns the trainer and the weights its first step takes.
     pub(super) fn start(
         config: &'a LmTrainingConfig,
         data: &'a BTreeMap<usize, LmData>,
         out: &Path,
         resume: bool,
-        devices: &'a [B::Device],
+        parallel: Parallel<'a, B::Device>,
         on_event: &mut dyn FnMut(&LmEvent),
     ) -> Result<(Self, TokenShuffleLm<B>), TrainError> {
+        let Parallel { devices, cluster } = parallel;
         let device = &devices[0];
-        std::fs::create_dir_all(out).map_err(io(out))?;
+        let writes = cluster.is_none_or(|c| c.is_leader());
+        if writes {
+            std::fs::create_dir_all(out).map_err(io(out))?;
+        }
         let config_json = serde_json::to_value(config).expect("the config serialises");
         let checkpoints = Checkpoints::new(out.join("checkpoints"), config.keep_checkpoints);
         let metrics_path = out.join("metrics.jsonl");
@@ -215,20 +224,28 @@ impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
             let optimizers = Optimizers::new(config, &lm);
             (lm, optimizers, 0, 0, String::new())
         };
-        let config_path = out.join("config.json");
-        config.save(&config_path).map_err(io(&config_path))?;
-        let metrics = reopen_metrics(&metrics_path, &kept_metrics)?;
+        if let Some(cluster) = cluster {
+            check_ranks_agree(cluster, &config_json, data, &lm, first_step, &checkpoints)?;
+        }
+        let metrics = if writes {
+            let config_path = out.join("config.json");
+            config.save(&config_path).map_err(io(&config_path))?;
+            Some((metrics_path.clone(), reopen_metrics(&metrics_path, &kept_metrics)?))
+        } else {
+            None
+        };
         let trainer = Self {
             config,
             data,
             devices,
+            cluster,
             config_json,
             checkpoints,
             optimizers,
             stage,
             first_step,
             order: EpochOrder::default(),
-            metrics: (metrics_path, metrics),
+            metrics,
             throughput: Throughput::new(),
         };
         Ok((trainer, lm))
@@ -303,7 +320,8 @@ impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
     }
 
     /// Step `step` (counting from 0): its micro-batches' gradients on the devices, summed in micro-batch order,
-    /// and the optimizer update. A NaN or infinite loss stops the run before the update.
+    /// and the optimizer update. In a multi-node job, rank `k` of `n` computes micro-batches `k, k + n, …` and the
+    /// ranks sum their shares. A NaN or infinite loss stops the run before the update.
     pub(super) fn step(
         &mut self,
         lm: TokenShuffleLm<B>,
@@ -319,23 +337,38 @@ impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
         }
         .at(stage_step);
         let batches = step_batches(&self.data[&stage.resolution].train, &mut self.order, step, self.config)?;
-        let mut accumulator = GradientsAccumulator::new();
-        let mut losses = Losses::default();
-        for (batch, micro) in batches.iter().zip(step_gradients(&lm, &batches, self.devices)) {
-            let micro = micro?;
-            if let Some((part, value)) = micro.losses.non_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    step: step + 1,
-                    part,
-                    value,
-                });
-            }
-            losses.add_share(&micro.losses, batches.len());
-            accumulator.accumulate(&lm, micro.grads);
+        let micro_batches = batches.len();
+        for batch in &batches {
             self.throughput.positions += self.config.batch_size * (batch.longest_text() + lm_positions(&lm));
             self.throughput.images += self.config.batch_size;
         }
-        let lm = self.optimizers.step(learning_rate, lm, accumulator.grads());
+        let (rank, nodes) = self.cluster.map_or((0, 1), |c| (c.rank() as usize, c.nodes() as usize));
+        let mine: Vec<_> = batches.into_iter().skip(rank).step_by(nodes).collect();
+        let mut accumulator = GradientsAccumulator::new();
+        let mut losses = Losses::default();
+        for micro in step_gradients(&lm, &mine, micro_batches, self.devices) {
+            let micro = micro?;
+            losses.add_share(&micro.losses, micro_batches);
+            accumulator.accumulate(&lm, micro.grads);
+        }
+        let mut grads = accumulator.grads();
+        if let Some(cluster) = self.cluster {
+            (grads, losses) = sum_over_ranks(cluster, &lm, &grads, losses, &self.devices[0]).map_err(|error| {
+                TrainError::Cluster {
+                    error,
+                    checkpoint: self.checkpoints.latest().map(|(_, path)| path),
+                }
+            })?;
+        }
+        // After the sum, so that every rank of a job stops at the same step (a NaN anywhere makes the sum NaN).
+        if let Some((part, value)) = losses.non_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                step: step + 1,
+                part,
+                value,
+            });
+        }
+        let lm = self.optimizers.step(learning_rate, lm, grads);
         Ok((lm, StepOutcome { losses, learning_rate }))
     }
 
@@ -356,6 +389,10 @@ impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
         if done.is_multiple_of(config.log_every) || stage_end {
             self.log(done, index, outcome, on_event)?;
         }
+        // The other ranks of a job train on; what follows is rank 0's alone (its result is rank 0's to write).
+        if self.metrics.is_none() {
+            return Ok(());
+        }
         if done.is_multiple_of(config.valid_every) || stage_end {
             self.validate(lm, done, index, on_event)?;
         }
@@ -375,8 +412,10 @@ impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
 
     /// Appends one line to `metrics.jsonl`.
     fn record(&mut self, value: serde_json::Value) -> Result<(), TrainError> {
-        let (path, file) = &mut self.metrics;
-        writeln!(file, "{value}").map_err(io(path))
+        match &mut self.metrics {
+            Some((path, file)) => writeln!(file, "{value}").map_err(io(path)),
+            None => Ok(()),
+        }
     }
 
     fn log(
@@ -447,4 +486,34 @@ impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
         on_event(&LmEvent::Checkpoint { step: done, path });
         Ok(())
     }
+}
+
+/// Before a multi-node job's first step: the ranks compare what decides the weights they train — the LM config,
+/// the code caches, the step they start at, the checkpoint they resume from and the hash of their weights — and
+/// refuse to start, naming the differing field, when they disagree.
+fn check_ranks_agree<B: Backend>(
+    cluster: &token_shuffle_distributed::Cluster,
+    config_json: &serde_json::Value,
+    data: &BTreeMap<usize, LmData>,
+    lm: &TokenShuffleLm<B>,
+    first_step: usize,
+    checkpoints: &Checkpoints,
+) -> Result<(), TrainError> {
+    let mut fields = Vec::new();
+    leaves("lm", &super::decisive_lm(config_json), &mut fields);
+    for (resolution, caches) in data {
+        for (split, codes) in [("train", &caches.train), ("valid", &caches.valid)] {
+            let key = format!("{:?}, {} samples", codes.key(), codes.len());
+            fields.push((format!("codes[{resolution} px].{split}"), key));
+        }
+    }
+    fields.push(("nodes".into(), cluster.nodes().to_string()));
+    fields.push(("first step".into(), first_step.to_string()));
+    fields.push(("weights (hash)".into(), weights_hash(lm)));
+    cluster
+        .check_agreement("LM training", &fields)
+        .map_err(|error| TrainError::Cluster {
+            error,
+            checkpoint: checkpoints.latest().map(|(_, path)| path),
+        })
 }
