@@ -394,6 +394,22 @@ else
   failed=$((failed + 1)); printf 'FAIL  %-62s\n' "  … $locks *.train.lock files left"
 fi
 
+echo "== several machines (bad --nodes, --node-rank, --coordinator; a launcher's bad variables)"
+nodes=("$xtask" train --config configs/run-tiny.json --run "$scratch/nodes")
+probe "--nodes 0" 1 "at least one node" -- "${nodes[@]}" --nodes 0 --node-rank 0 --coordinator 127.0.0.1:29500
+probe "--node-rank 2 of --nodes 2" 1 "rank 2 of 2 nodes" -- \
+  "${nodes[@]}" --nodes 2 --node-rank 2 --coordinator 127.0.0.1:29500
+probe "--coordinator without a port" 2 "expected HOST:PORT" -- \
+  "${nodes[@]}" --nodes 2 --node-rank 0 --coordinator localhost
+probe "--coordinator with port 0" 2 "port 0" -- "${nodes[@]}" --nodes 2 --node-rank 0 --coordinator 127.0.0.1:0
+probe "--coordinator that does not resolve" 1 "does not resolve" -- \
+  "${nodes[@]}" --nodes 2 --node-rank 1 --coordinator no-such-host.invalid:29500
+probe "--nodes without --node-rank" 2 "--node-rank" -- "${nodes[@]}" --nodes 2 --coordinator 127.0.0.1:29500
+probe "WORLD_SIZE=two (torchrun's variables)" 1 "WORLD_SIZE" -- \
+  env WORLD_SIZE=two RANK=0 MASTER_ADDR=127.0.0.1 "${nodes[@]}"
+probe "a coordinator nobody runs: stops at the timeout" 1 "did not all arrive" -- \
+  "${nodes[@]}" --nodes 2 --node-rank 1 --coordinator 127.0.0.1:9 --collective-timeout 2
+
 echo "== a NaN loss"
 probe "learning rate 1e30: stops naming the step, advises a new run dir" 1 "new run directory" -- \
   "$xtask" train --config "$(with '.lm.stages[0].learning_rate = 1e30 | .lm.stages[0].steps = 20')" --run "$scratch/nan"

@@ -87,7 +87,12 @@ fn free_ports() -> u16 {
 }
 
 /// The two ranks, started; their stderr lines arrive on the receiver as `(rank, line)`.
-fn ranks(config: &Path, other_config: &Path, run: &Path) -> (Vec<Child>, mpsc::Receiver<(usize, String)>) {
+fn ranks(
+    config: &Path,
+    other_config: &Path,
+    run: &Path,
+    timeout_s: u32,
+) -> (Vec<Child>, mpsc::Receiver<(usize, String)>) {
     let coordinator = format!("127.0.0.1:{}", free_ports());
     let (lines, received) = mpsc::channel();
     let children = [config, other_config]
@@ -97,7 +102,7 @@ fn ranks(config: &Path, other_config: &Path, run: &Path) -> (Vec<Child>, mpsc::R
             let rank_arg = rank.to_string();
             let args = ["--nodes", "2", "--node-rank", &rank_arg, "--coordinator", &coordinator];
             let mut child = command(config, run, &args)
-                .args(["--collective-timeout", "30"])
+                .args(["--collective-timeout", &timeout_s.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -140,6 +145,19 @@ fn finish(mut children: Vec<Child>, lines: mpsc::Receiver<(usize, String)>) -> (
     (success, printed)
 }
 
+/// Waits until rank 0 has written the checkpoint of step 100.
+fn until_checkpoint_100(lines: &mpsc::Receiver<(usize, String)>) {
+    loop {
+        let (rank, line) = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the ranks make progress");
+        assert!(!line.contains("error"), "rank {rank}: {line}");
+        if rank == 0 && line.contains("checkpoint") && line.contains("step-00000100") {
+            return;
+        }
+    }
+}
+
 /// Every float parameter of a finished run's LM, in module order.
 fn weights(run: &Path) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);
@@ -168,16 +186,8 @@ fn two_ranks_train_as_one_process_does_and_resume_after_a_rank_is_killed() {
     eprintln!("one process: {:.1} s", started.elapsed().as_secs_f32());
 
     // Both ranks run until rank 0 has written the checkpoint of step 100; then rank 1 is killed.
-    let (mut children, lines) = ranks(&config, &config, &multi);
-    loop {
-        let (rank, line) = lines
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the ranks make progress");
-        assert!(!line.contains("error"), "rank {rank}: {line}");
-        if rank == 0 && line.contains("checkpoint") && line.contains("step-00000100") {
-            break;
-        }
-    }
+    let (mut children, lines) = ranks(&config, &config, &multi, 30);
+    until_checkpoint_100(&lines);
     children[1].kill().unwrap();
     let killed = Instant::now();
     let (success, printed) = finish(children, lines);
@@ -203,7 +213,7 @@ fn two_ranks_train_as_one_process_does_and_resume_after_a_rank_is_killed() {
     );
 
     // Rerun both: they resume from rank 0's newest checkpoint and finish as one process did.
-    let (children, lines) = ranks(&config, &config, &multi);
+    let (children, lines) = ranks(&config, &config, &multi, 30);
     let (success, printed) = finish(children, lines);
     assert!(
         success[0] && success[1],
@@ -226,7 +236,7 @@ fn ranks_with_different_configs_refuse_to_start_naming_the_field() {
     let config_b = config(scratch.path(), "b.json", |c| c["lm"]["seed"] = 1.into());
     let run = scratch.path().join("run");
     train(&config_a, &run, &["--until", "codes"]);
-    let (children, lines) = ranks(&config_a, &config_b, &run);
+    let (children, lines) = ranks(&config_a, &config_b, &run, 30);
     let (success, printed) = finish(children, lines);
     assert_eq!(success, [false, false], "{printed:?}");
     assert!(printed[0].contains("lm.seed = 0 here"), "{}", printed[0]);
@@ -249,4 +259,29 @@ fn ranks_with_different_configs_refuse_to_start_naming_the_field() {
         stderr.contains("did not all arrive at the coordinator 127.0.0.1:9 within 2 s"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_rank_that_hangs_is_named_after_the_timeout() {
+    let scratch = tempfile::tempdir().unwrap();
+    let config = config(scratch.path(), "run.json", |_| {});
+    let run = scratch.path().join("run");
+    train(&config, &run, &["--until", "codes"]);
+    let (mut children, lines) = ranks(&config, &config, &run, 3);
+    until_checkpoint_100(&lines);
+    // Stopped, not killed: its connections stay open, and only the timeout can tell.
+    let stopped = Command::new("kill")
+        .args(["-STOP", &children[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let started = Instant::now();
+    let status = children[0].wait().unwrap();
+    let waited = started.elapsed();
+    children[1].kill().unwrap();
+    let (_, printed) = finish(children, lines);
+    assert!(!status.success(), "{}", printed[0]);
+    assert!(waited < Duration::from_secs(30), "rank 0 waited {waited:?}");
+    assert!(printed[0].contains("rank 1 stopped answering"), "{}", printed[0]);
+    assert!(printed[0].contains("no answer within 3 s"), "{}", printed[0]);
 }

@@ -29,8 +29,10 @@ pub async fn os_shutdown_signal() {
 }
 
 pub(crate) fn init_logging() {
+    // token-shuffle-rs patch: upstream logs at INFO to stdout, a line for every tensor each rank downloads at every
+    // step; warnings and errors only.
     let layer = tracing_subscriber::fmt::layer()
-        .with_filter(LevelFilter::INFO)
+        .with_filter(LevelFilter::WARN)
         .with_filter(filter_fn(|m| {
             if let Some(path) = m.module_path() {
                 // The wgpu crate is logging too much, so we skip `info` level.
