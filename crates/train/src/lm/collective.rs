@@ -153,7 +153,88 @@ pub(super) fn leaves(prefix: &str, value: &serde_json::Value, out: &mut Vec<(Str
 
 #[cfg(test)]
 mod tests {
+    use burn::module::ParamId;
+    use token_shuffle_lm::LmArchitecture;
+    use token_shuffle_test_support::TestBackend;
+
     use super::*;
+
+    /// Each float parameter's id and shape, in visiting order.
+    struct Ids(Vec<(ParamId, Vec<usize>)>);
+
+    impl<B: Backend> ModuleVisitor<B> for Ids {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push((param.id, param.val().dims().to_vec()));
+        }
+    }
+
+    fn ids(lm: &TokenShuffleLm<TestBackend>) -> Vec<(ParamId, Vec<usize>)> {
+        let mut ids = Ids(Vec::new());
+        lm.visit(&mut ids);
+        ids.0
+    }
+
+    #[test]
+    fn two_processes_building_one_model_agree_in_module_order_but_not_in_param_id_order() {
+        let _turn = crate::tests::one_at_a_time();
+        let device = Default::default();
+        let build = || {
+            TestBackend::seed(&device, 7);
+            let lm = LmArchitecture::tiny().into_config([8, 8], 2).init::<TestBackend>(&device).unwrap();
+            // Drawn now (burn draws a parameter when first read), as the trainer's `build` does.
+            weights_hash(&lm);
+            lm
+        };
+        // What two ranks hold: the same weights, each with ParamIds drawn at random by its own process.
+        let (a, b) = (build(), build());
+        assert_eq!(weights_hash(&a), weights_hash(&b), "same seed, same weights");
+        let shapes = |ids: &[(ParamId, Vec<usize>)]| ids.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+        let by_id = |mut ids: Vec<(ParamId, Vec<usize>)>| {
+            ids.sort_by_key(|(id, _)| id.val());
+            shapes(&ids)
+        };
+        let (ids_a, ids_b) = (ids(&a), ids(&b));
+        assert_eq!(shapes(&ids_a), shapes(&ids_b), "module order is the same on every rank");
+        assert_ne!(
+            by_id(ids_a),
+            by_id(ids_b),
+            "sorted by ParamId (GradientsParams::all_reduce's order) the ranks would add different parameters"
+        );
+    }
+
+    #[test]
+    fn a_rank_whose_weights_differ_in_one_value_or_in_order_is_caught_by_the_hash() {
+        let _turn = crate::tests::one_at_a_time();
+        let device = Default::default();
+        TestBackend::seed(&device, 7);
+        let lm = LmArchitecture::tiny().into_config([8, 8], 2).init::<TestBackend>(&device).unwrap();
+        let mut bytes = WeightsHash(0xcbf2_9ce4_8422_2325);
+        lm.visit(&mut bytes);
+        assert_eq!(format!("{:016x}", bytes.0), weights_hash(&lm));
+        // The same parameters visited in reverse order (a rank that flattened another way) hash differently.
+        let mut params = Vec::new();
+        struct Values<'a>(&'a mut Vec<Vec<f32>>);
+        impl<B: Backend> ModuleVisitor<B> for Values<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.0.push(param.val().into_data().to_vec().unwrap());
+            }
+        }
+        lm.visit(&mut Values(&mut params));
+        let hash = |order: &mut dyn Iterator<Item = &Vec<f32>>| {
+            let mut h = 0xcbf2_9ce4_8422_2325_u64;
+            for value in order.flatten() {
+                for byte in value.to_le_bytes() {
+                    h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            format!("{h:016x}")
+        };
+        assert_eq!(hash(&mut params.iter()), weights_hash(&lm));
+        assert_ne!(hash(&mut params.iter().rev()), weights_hash(&lm));
+        let mut changed = params.clone();
+        changed[0][0] += 1.0;
+        assert_ne!(hash(&mut changed.iter()), weights_hash(&lm));
+    }
 
     #[test]
     fn leaves_name_each_field_by_its_path() {
