@@ -180,7 +180,10 @@ mod tests {
         let device = Default::default();
         let build = || {
             TestBackend::seed(&device, 7);
-            let lm = LmArchitecture::tiny().into_config([8, 8], 2).init::<TestBackend>(&device).unwrap();
+            let lm = LmArchitecture::tiny()
+                .into_config([8, 8], 2)
+                .init::<TestBackend>(&device)
+                .unwrap();
             // Drawn now (burn draws a parameter when first read), as the trainer's `build` does.
             weights_hash(&lm);
             lm
@@ -207,7 +210,10 @@ mod tests {
         let _turn = crate::tests::one_at_a_time();
         let device = Default::default();
         TestBackend::seed(&device, 7);
-        let lm = LmArchitecture::tiny().into_config([8, 8], 2).init::<TestBackend>(&device).unwrap();
+        let lm = LmArchitecture::tiny()
+            .into_config([8, 8], 2)
+            .init::<TestBackend>(&device)
+            .unwrap();
         let mut bytes = WeightsHash(0xcbf2_9ce4_8422_2325);
         lm.visit(&mut bytes);
         assert_eq!(format!("{:016x}", bytes.0), weights_hash(&lm));
