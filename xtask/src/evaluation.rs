@@ -48,6 +48,7 @@ impl BenchmarkArgs {
                 seed: self.prompt_seed,
                 prompts_per_category: self.prompts_per_category,
                 images_per_prompt: self.images_per_prompt,
+                seen_pairs: false,
             },
             generate: self.sampling.options()?,
             batch_size: self.batch_size,
@@ -92,6 +93,10 @@ pub struct Eval {
     checkpoint: Option<usize>,
     #[command(flatten)]
     benchmark: BenchmarkArgs,
+    /// The diagnostic instead of the benchmark: the same categories on validation prompts, whose colour × shape
+    /// pairs, counts and relations the model trained on (never the benchmark's score). Goes to `eval/seen-pairs/`.
+    #[arg(long)]
+    seen_pairs: bool,
     /// Backend to generate on.
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     backend: BackendKind,
@@ -99,7 +104,8 @@ pub struct Eval {
 
 impl Eval {
     pub fn run(self) -> Result<()> {
-        let options = self.benchmark.options()?;
+        let mut options = self.benchmark.options()?;
+        options.benchmark.seen_pairs = self.seen_pairs;
         run_on(
             self.backend,
             EvalTask {
@@ -128,6 +134,11 @@ impl BackendTask for EvalTask {
                 format!("checkpoint after {step} steps"),
             ),
             None => (self.run.join("eval"), "final LM".to_string()),
+        };
+        let out = if self.options.benchmark.seen_pairs {
+            out.join("seen-pairs")
+        } else {
+            out
         };
         eprintln!("eval {} ({lm}) on {}", self.run.display(), backend.name());
         let evaluation = token_shuffle_eval::evaluate_run(&run, &self.options, &device, progress_printer(started))?;
@@ -193,6 +204,7 @@ impl BackendTask for CalibrateDetector {
             seed: self.seed,
             prompts_per_category: self.prompts_per_category,
             images_per_prompt: 1,
+            seen_pairs: false,
         };
         let tokenizer = match &self.tokenizer {
             Some(dir) => {

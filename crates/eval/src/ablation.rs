@@ -627,6 +627,7 @@ mod tests {
                 seed: 0,
                 prompts_per_category: 1,
                 images_per_prompt: 2,
+                seen_pairs: false,
             },
             generate: GenerateOptions {
                 cfg_scale: 2.0,

@@ -201,6 +201,7 @@ mod tests {
                     seed: 0,
                     prompts_per_category: 1,
                     images_per_prompt: 1,
+                    seen_pairs: false,
                 },
                 generate: GenerateOptions {
                     cfg_scale: 1.0,

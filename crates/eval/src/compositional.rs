@@ -62,6 +62,10 @@ pub struct CompositionalBenchmark {
     pub prompts_per_category: usize,
     /// Images generated per prompt.
     pub images_per_prompt: usize,
+    /// Prompts from the validation scenes of `seed` instead of the held-out ones: the colour × shape pairs, counts
+    /// and relations the model trained on. A diagnostic reported beside the benchmark, never its score: it tells
+    /// "cannot bind a colour at all" from "cannot bind it to a shape it never saw it with".
+    pub seen_pairs: bool,
 }
 
 impl Default for CompositionalBenchmark {
@@ -74,6 +78,7 @@ impl Default for CompositionalBenchmark {
             seed: 0,
             prompts_per_category: 32,
             images_per_prompt: 4,
+            seen_pairs: false,
         }
     }
 }
@@ -169,6 +174,34 @@ impl BenchmarkReport {
         }
     }
 
+    /// The colours category's verdicts grouped by the colour the prompt names, then by its shape: `(name,
+    /// passed, judged)`, in vocabulary order, groups without a prompt left out.
+    pub fn colours_by_colour_and_shape(&self) -> [Vec<(&'static str, usize, usize)>; 2] {
+        // Each colour prompt's [colour, shape] names and verdicts.
+        let colours: Vec<([&'static str; 2], &[bool])> = self
+            .prompts
+            .iter()
+            .filter_map(|p| match p.spec {
+                PromptSpec::Colours { shape, colour } => Some(([colour.name(), shape.name()], p.passed.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let group = |part: usize, names: Vec<&'static str>| {
+            names
+                .into_iter()
+                .filter_map(|name| {
+                    let verdicts = colours.iter().filter(|c| c.0[part] == name).flat_map(|c| c.1.iter());
+                    let (passed, total) = verdicts.fold((0, 0), |(p, t), &v| (p + usize::from(v), t + 1));
+                    (total > 0).then_some((name, passed, total))
+                })
+                .collect()
+        };
+        [
+            group(0, Colour::ALL.iter().map(|c| c.name()).collect()),
+            group(1, Shape::ALL.iter().map(|s| s.name()).collect()),
+        ]
+    }
+
     /// The score of `category`.
     pub fn score(&self, category: Category) -> f64 {
         self.categories
@@ -246,11 +279,12 @@ fn bootstrap_overall(prompts: &[PromptResult]) -> (f64, f64) {
 }
 
 impl CompositionalBenchmark {
-    /// The prompts: held-out scenes, `prompts_per_category` of each category.
+    /// The prompts: held-out scenes (validation scenes with [`Self::seen_pairs`]), `prompts_per_category` of each
+    /// category.
     pub fn prompts(&self) -> Vec<Scene> {
         SceneCorpus::new(
             self.seed,
-            Split::HeldOut,
+            if self.seen_pairs { Split::Valid } else { Split::HeldOut },
             self.prompts_per_category * Category::ALL.len(),
         )
         .scenes()
@@ -529,6 +563,57 @@ mod tests {
     use super::*;
     use token_shuffle_data::scenes::Relation;
 
+    #[test]
+    fn the_seen_pairs_diagnostic_asks_the_same_categories_with_no_held_out_combination() {
+        let held_out = CompositionalBenchmark::default();
+        let seen = CompositionalBenchmark {
+            seen_pairs: true,
+            ..held_out
+        };
+        let category_of =
+            |b: &CompositionalBenchmark| b.prompts().iter().map(|s| s.spec.category()).collect::<Vec<_>>();
+        assert_eq!(category_of(&seen), category_of(&held_out));
+        for scene in seen.prompts() {
+            assert!(!scene.spec.is_held_out(), "{}", scene.caption);
+        }
+        for scene in held_out.prompts() {
+            assert_eq!(
+                scene.spec.is_held_out(),
+                scene.spec.category().has_held_out_part(),
+                "{}",
+                scene.caption
+            );
+        }
+    }
+
+    #[test]
+    fn colour_verdicts_are_grouped_by_colour_and_by_shape() {
+        let colours = |colour, shape, passed: Vec<bool>| PromptResult {
+            caption: String::new(),
+            spec: PromptSpec::Colours { shape, colour },
+            passed,
+        };
+        let report = BenchmarkReport::from_prompts(vec![
+            colours(Colour::Yellow, Shape::Circle, vec![false, false]),
+            colours(Colour::Yellow, Shape::Square, vec![true, false]),
+            colours(Colour::Blue, Shape::Circle, vec![true, true]),
+            PromptResult {
+                caption: String::new(),
+                spec: PromptSpec::SingleObject { shape: Shape::Triangle },
+                passed: vec![true],
+            },
+        ]);
+        let [by_colour, by_shape] = report.colours_by_colour_and_shape();
+        let mut by_colour = by_colour;
+        by_colour.sort();
+        assert_eq!(by_colour, [("blue", 2, 2), ("yellow", 1, 4)]);
+        assert_eq!(
+            by_shape,
+            [("circle", 2, 4), ("square", 1, 2)],
+            "no triangle: only colour prompts count"
+        );
+    }
+
     fn at(shape: Shape, colour: Colour, center: [f64; 2]) -> Detection {
         Detection {
             shape,
@@ -629,6 +714,7 @@ mod tests {
             seed: 1,
             prompts_per_category: 2,
             images_per_prompt: 2,
+            seen_pairs: false,
         }
         .prompts()
         .into_iter()
@@ -694,6 +780,7 @@ mod tests {
             seed: 2,
             prompts_per_category: 3,
             images_per_prompt: 2,
+            seen_pairs: false,
         };
         let truth: BTreeMap<String, Scene> = benchmark
             .prompts()
@@ -721,6 +808,7 @@ mod tests {
 
         let none = CompositionalBenchmark {
             images_per_prompt: 0,
+            seen_pairs: false,
             ..benchmark
         };
         let never = |_: &[String]| -> Result<Vec<RgbImage>, EvalError> { panic!("nothing is generated") };
@@ -737,6 +825,7 @@ mod tests {
             seed: 3,
             prompts_per_category: 4,
             images_per_prompt: 1,
+            seen_pairs: false,
         };
         // Blank images hold nothing: every prompt fails, whatever the renders were.
         let blank = |images: Vec<RgbImage>| -> Result<Vec<RgbImage>, EvalError> {
@@ -777,6 +866,7 @@ mod tests {
                 seed: 7,
                 prompts_per_category: prompts,
                 images_per_prompt: 1,
+                seen_pairs: false,
             };
             let calibration = calibrate(&benchmark, resolution, &detector).unwrap();
             println!("{}", calibration.markdown());

@@ -30,7 +30,7 @@
 //! use std::collections::HashMap;
 //! use token_shuffle_eval::{CompositionalBenchmark, DetectorConfig, EvalError};
 //!
-//! let benchmark = CompositionalBenchmark { seed: 0, prompts_per_category: 2, images_per_prompt: 1 };
+//! let benchmark = CompositionalBenchmark { seed: 0, prompts_per_category: 2, images_per_prompt: 1, seen_pairs: false };
 //! let truth: HashMap<String, token_shuffle_data::scenes::Scene> =
 //!     benchmark.prompts().into_iter().map(|scene| (scene.caption.clone(), scene)).collect();
 //! let generate = |captions: &[String]| -> Result<Vec<image::RgbImage>, EvalError> {

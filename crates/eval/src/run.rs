@@ -43,6 +43,7 @@ impl EvalOptions {
                 seed: 1,
                 prompts_per_category: 4,
                 images_per_prompt: 2,
+                seen_pairs: false,
             },
             generate: GenerateOptions {
                 cfg_scale: 3.0,
@@ -67,6 +68,9 @@ pub struct RunEvaluation {
     pub tokenizer_ceiling: BenchmarkReport,
     /// The tokenizer on held-out images (`None` when skipped).
     pub reconstruction: Option<ReconstructionReport>,
+    /// Whether the prompts were the seen-pairs diagnostic ([`CompositionalBenchmark::seen_pairs`]), not the
+    /// benchmark's held-out ones.
+    pub seen_pairs: bool,
     /// Wall time of generation per image (batched as [`EvalOptions::batch_size`]), ms.
     pub generate_ms_per_image: f64,
     /// The first image of each prompt, one column per category (GenEval's order), one row per prompt.
@@ -233,6 +237,7 @@ pub fn evaluate_run<B: Backend>(
         benchmark,
         tokenizer_ceiling,
         reconstruction,
+        seen_pairs: options.benchmark.seen_pairs,
         generate_ms_per_image,
         samples,
     })
@@ -241,7 +246,12 @@ pub fn evaluate_run<B: Backend>(
 impl RunEvaluation {
     /// The evaluation as Markdown: scores per category, reconstruction metrics, generation time.
     pub fn markdown(&self, name: &str) -> String {
-        let mut out = String::from("## Compositional benchmark (held-out prompts)\n\n");
+        let mut out = String::from(if self.seen_pairs {
+            "## Diagnostic: the benchmark's categories on validation prompts (pairs the model trained on; not the \
+             benchmark's score)\n\n"
+        } else {
+            "## Compositional benchmark (held-out prompts)\n\n"
+        });
         out += &BenchmarkReport::markdown_header("run");
         out += "\n";
         out += &self.benchmark.markdown_row(name);
@@ -253,6 +263,17 @@ impl RunEvaluation {
              renders of the same prompts passed through the run's VQ tokenizer: what a perfect LM would score.\n",
             self.generate_ms_per_image
         );
+        out += "\n### Colours, by the colour and by the shape the prompt names\n\n| | run | tokenizer ceiling |\n|---|---|---|\n";
+        let [by_colour, by_shape] = self.benchmark.colours_by_colour_and_shape();
+        let [ceiling_colour, ceiling_shape] = self.tokenizer_ceiling.colours_by_colour_and_shape();
+        let ceilings: Vec<_> = ceiling_colour.into_iter().chain(ceiling_shape).collect();
+        for (name, passed, total) in by_colour.into_iter().chain(by_shape) {
+            let ceiling = ceilings
+                .iter()
+                .find(|c| c.0 == name)
+                .map_or("–".into(), |c| format!("{}/{}", c.1, c.2));
+            out += &format!("| {name} | {passed}/{total} | {ceiling} |\n");
+        }
         if let Some(r) = &self.reconstruction {
             out += &format!("\n## Tokenizer on {} held-out images\n\n{}.\n", r.images, r.summary());
         }
@@ -306,6 +327,7 @@ mod tests {
                 codebook_usage: 0.5,
                 perplexity: 12.25,
             }),
+            seen_pairs: false,
             generate_ms_per_image: 12.5,
             samples: RgbImage::new(1, 1),
         };
