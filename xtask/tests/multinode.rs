@@ -254,6 +254,10 @@ fn ranks_with_different_configs_refuse_to_start_naming_the_field() {
     assert!(printed[0].contains("lm.seed = 0 here"), "{}", printed[0]);
     assert!(printed[1].contains("lm.seed = 1 here"), "{}", printed[1]);
     assert!(!run.join("lm/checkpoints").exists(), "nothing trained");
+    assert!(
+        !run.join("lm/stage.json").exists(),
+        "the LM step not recorded with either config"
+    );
 
     // A rank whose coordinator never answers (nothing listens on port 9) stops within its timeout.
     let empty = scratch.path().join("empty");

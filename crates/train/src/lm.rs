@@ -390,6 +390,25 @@ pub fn evaluate_lm<B: Backend>(
     Ok((sum / count.max(1) as f64) as f32)
 }
 
+/// Checks that every rank of `cluster` trains the same LM config on the same code caches, before anything of the
+/// LM step is written (the trainer checks again with the weights and the starting step).
+///
+/// # Errors
+/// [`TrainError::Cluster`] naming this rank's differing fields, or the rank that stopped answering.
+pub(crate) fn check_ranks_configs(
+    cluster: &token_shuffle_distributed::Cluster,
+    config: &LmTrainingConfig,
+    data: &BTreeMap<usize, LmData>,
+) -> Result<(), TrainError> {
+    let config_json = serde_json::to_value(config).expect("the config serialises");
+    cluster
+        .check_agreement("LM training", &trainer::config_fields(&config_json, data))
+        .map_err(|error| TrainError::Cluster {
+            error,
+            checkpoint: None,
+        })
+}
+
 /// Trains the LM as `config` says on the code caches in `data` (one per stage resolution), writing into `out`:
 /// `config.json`, `metrics.jsonl` (one JSON object per logged step and validation) and `checkpoints/`.
 ///

@@ -452,6 +452,10 @@ fn lm_step<B: AutodiffBackend>(
     if skipped {
         return Ok(());
     }
+    // Ranks that disagree stop before rank 0 records the LM step with its config.
+    if let Some(cluster) = parallel.cluster {
+        crate::lm::check_ranks_configs(cluster, &config.lm, caches)?;
+    }
     if run.writes() {
         run.record(StageName::Lm).write(&lm_dir)?;
     }

@@ -488,6 +488,20 @@ impl<'a, B: AutodiffBackend> LmTrainer<'a, B> {
     }
 }
 
+/// What decides the weights an LM run trains besides its starting point, as `(path, value)` fields: the LM config's
+/// leaves (without the logging-only fields) and the code caches' keys and sizes.
+pub(super) fn config_fields(config_json: &serde_json::Value, data: &BTreeMap<usize, LmData>) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    leaves("lm", &super::decisive_lm(config_json), &mut fields);
+    for (resolution, caches) in data {
+        for (split, codes) in [("train", &caches.train), ("valid", &caches.valid)] {
+            let key = format!("{:?}, {} samples", codes.key(), codes.len());
+            fields.push((format!("codes[{resolution} px].{split}"), key));
+        }
+    }
+    fields
+}
+
 /// Before a multi-node job's first step: the ranks compare what decides the weights they train — the LM config,
 /// the code caches, the step they start at, the checkpoint they resume from and the hash of their weights — and
 /// refuse to start, naming the differing field, when they disagree.
@@ -499,14 +513,7 @@ fn check_ranks_agree<B: Backend>(
     first_step: usize,
     checkpoints: &Checkpoints,
 ) -> Result<(), TrainError> {
-    let mut fields = Vec::new();
-    leaves("lm", &super::decisive_lm(config_json), &mut fields);
-    for (resolution, caches) in data {
-        for (split, codes) in [("train", &caches.train), ("valid", &caches.valid)] {
-            let key = format!("{:?}, {} samples", codes.key(), codes.len());
-            fields.push((format!("codes[{resolution} px].{split}"), key));
-        }
-    }
+    let mut fields = config_fields(config_json, data);
     fields.push(("nodes".into(), cluster.nodes().to_string()));
     fields.push(("first step".into(), first_step.to_string()));
     fields.push(("weights (hash)".into(), weights_hash(lm)));
